@@ -1,0 +1,51 @@
+"""The one error type for bad input, and the CLI wrapper that turns it into a one-line message + exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line with a hint, exit status 2, no traceback."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def cli_main(func: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
+    """Wrap a CLI ``main(argv)``: UserError -> one line on stderr + exit 2 (traceback only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(argv: list[str] | None = None) -> int:
+        args = sys.argv[1:] if argv is None else argv
+        debug = "--debug" in args or os.environ.get("AMLOPS_DEBUG") == "1"
+        try:
+            return func([a for a in args if a != "--debug"]) or 0
+        except UserError as exc:
+            if debug:
+                raise
+            if "--json" in args:
+                print(json.dumps({"error": exc.message, "hint": exc.hint}))
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))

@@ -1,0 +1,154 @@
+"""The local model registry and tracking store: MLflow on SQLite under ``AMLOPS_HOME``.
+
+Also lays registered models out the way Azure's inference and batch containers do
+(``<root>/azureml-models/<name>/<version>/<one folder>``), so that the SDK's own
+``azureml.core.model.Model.get_model_path(name)`` finds them once ``AML_APP_ROOT=<root>`` is set
+(the SDK reads that variable when ``azureml.core.model`` is imported), and sets ``AZUREML_MODEL_DIR``
+as Azure does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.errors import UserError
+from pipelines.settings import amlops_home
+
+
+def tracking_uri(home: Path | None = None) -> str:
+    return f"sqlite:///{(home or amlops_home()) / 'mlflow.db'}"
+
+
+def artifact_root(home: Path | None = None) -> Path:
+    return (home or amlops_home()) / "mlartifacts"
+
+
+def mlflow_env(home: Path | None = None) -> dict[str, str]:
+    """Environment variables that point MLflow (in this process or a child) at the local store."""
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri(home),
+        "MLFLOW_REGISTRY_URI": tracking_uri(home),
+        "AMLOPS_ARTIFACT_ROOT": str(artifact_root(home)),
+    }
+
+
+def configure_mlflow(home: Path | None = None) -> None:
+    """Point this process's MLflow at the local store (idempotent)."""
+    import logging
+
+    import mlflow
+
+    os.environ.update(mlflow_env(home))
+    # MLflow's SQLite migrations log at INFO on first use; keep the terminal for our progress lines.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri(home))
+    mlflow.set_registry_uri(tracking_uri(home))
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of the experiment ``name``, created with its artifacts under AMLOPS_HOME if new."""
+    import mlflow
+
+    configure_mlflow()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root() / name
+    location.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=location.as_uri())
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: int
+    source: str
+    tags: dict[str, str]
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """``"name"`` or ``"name:3"`` -> (name, version or None)."""
+    name, _, version = ref.partition(":")
+    if not name:
+        raise UserError(f"bad model reference {ref!r}", hint="use NAME or NAME:VERSION")
+    if version and not version.isdigit():
+        raise UserError(f"model version {version!r} is not a whole number", hint="use NAME or NAME:VERSION")
+    return name, int(version) if version else None
+
+
+def get_model(name: str, version: int | None = None) -> RegisteredModel:
+    """A registered model version (latest when version is None); UserError if there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure_mlflow()
+    client = MlflowClient()
+    try:
+        if version is None:
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise UserError(
+                    f"no model named {name!r} is registered",
+                    hint="train one first: python -m pipelines.train run",
+                )
+            mv = max(versions, key=lambda v: int(v.version))
+        else:
+            mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise UserError(
+            f"model {name}:{version} is not registered",
+            hint="list versions with: python -m pipelines.train models",
+        ) from None
+    return RegisteredModel(name=mv.name, version=int(mv.version), source=mv.source, tags=dict(mv.tags))
+
+
+def list_models() -> list[RegisteredModel]:
+    from mlflow import MlflowClient
+
+    configure_mlflow()
+    client = MlflowClient()
+    out = [
+        RegisteredModel(name=mv.name, version=int(mv.version), source=mv.source, tags=dict(mv.tags))
+        for mv in client.search_model_versions("")
+    ]
+    return sorted(out, key=lambda m: (m.name, m.version))
+
+
+def materialize_model(name: str, version: int | None = None) -> tuple[Path, Path]:
+    """Lay a registered model out as Azure's containers do.
+
+    Returns ``(app_root, model_dir)``: set ``AML_APP_ROOT=app_root`` (for ``Model.get_model_path``) and
+    ``AZUREML_MODEL_DIR=model_dir`` (``.../azureml-models/<name>/<version>``) before importing the
+    scoring script. The model itself is ``model_dir/<name>`` (an MLflow model folder).
+    """
+    import mlflow
+
+    model = get_model(name, version)
+    # one app root per version, so that Model.get_model_path(name) without a version finds this one
+    app_root = amlops_home() / "model-cache" / f"{model.name}-{model.version}"
+    model_dir = app_root / "azureml-models" / model.name / str(model.version)
+    target = model_dir / model.name
+    if not (target / "MLmodel").is_file():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=".download-"))
+        try:
+            configure_mlflow()
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model.name}/{model.version}", dst_path=str(tmp)
+            )
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(local, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return app_root, model_dir
+
+
+def model_env(name: str, version: int | None = None) -> dict[str, str]:
+    """Environment variables that make ``Model.get_model_path(name)`` resolve to the local registry."""
+    app_root, model_dir = materialize_model(name, version)
+    return {"AML_APP_ROOT": str(app_root), "AZUREML_MODEL_DIR": str(model_dir)}

@@ -1,0 +1,33 @@
+"""Shared fixtures: every test gets its own local workspace folder (AMLOPS_HOME)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def amlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh local workspace for each test; AMLOPS_DATA_DIR is kept from the environment."""
+    home = tmp_path / "amlops-home"
+    home.mkdir()
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AML_APP_ROOT", "AZUREML_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def bike_csv() -> Path:
+    """The demo data, resolved as the pipelines resolve it (AMLOPS_DATA_DIR, cache, public URL)."""
+    from pipelines.datasets import resolve
+
+    if not os.environ.get("AMLOPS_DATA_DIR"):
+        shared = PROJECT_ROOT.parent / "shared" / "data"
+        if (shared / "bike-no.csv").is_file():
+            os.environ["AMLOPS_DATA_DIR"] = str(shared)
+    return resolve("bike-no")

@@ -1,0 +1,125 @@
+"""The model the local AutoML engine produces: raw dataset columns in, predictions out.
+
+Like AutoML's own models, it does its own featurization (date-like text columns become calendar parts,
+text columns become categories), so a caller sends the dataset's raw columns minus the label.
+``RawModelPyfunc`` is the MLflow pyfunc wrapper the register step logs, so
+``mlflow.pyfunc.load_model("models:/<name>/<version>").predict(df)`` works anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+try:  # the pyfunc base class; the featurizer itself works without MLflow
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover - MLflow is a pinned dependency
+    PythonModel = object  # type: ignore[misc,assignment]
+
+DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear", "ordinal")
+
+
+@dataclass
+class RawFeaturizer:
+    """Learns which raw columns are dates or categories, and turns raw frames into model features."""
+
+    columns: list[str] = field(default_factory=list)
+    date_columns: list[str] = field(default_factory=list)
+    category_levels: dict[str, list[str]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    def fit(self, frame: pd.DataFrame) -> RawFeaturizer:
+        self.columns = list(frame.columns)
+        self.dtypes = {c: str(frame[c].dtype) for c in frame.columns}
+        for col in frame.columns:
+            series = frame[col]
+            if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                continue
+            if pd.api.types.is_datetime64_any_dtype(series) or _mostly_dates(series):
+                self.date_columns.append(col)
+            else:
+                self.category_levels[col] = sorted(series.dropna().astype(str).unique().tolist())
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"missing input column(s): {', '.join(missing)}")
+        out: dict[str, Any] = {}
+        for col in self.columns:
+            series = frame[col]
+            if col in self.date_columns:
+                parsed = _to_datetime(series)
+                for part in DATE_PARTS:
+                    if part == "ordinal":
+                        values = parsed.map(lambda d: d.toordinal() if pd.notna(d) else np.nan)
+                    else:
+                        values = getattr(parsed.dt, part)
+                    out[f"{col}_{part}"] = pd.to_numeric(values, errors="coerce").astype("float64")
+            elif col in self.category_levels:
+                out[col] = pd.Categorical(series.astype("string"), categories=self.category_levels[col])
+            else:
+                out[col] = pd.to_numeric(series, errors="coerce")
+        return pd.DataFrame(out, index=frame.index)
+
+
+@dataclass
+class RawColumnsModel:
+    """A fitted estimator plus the featurizer that feeds it; ``predict`` takes raw columns."""
+
+    featurizer: RawFeaturizer
+    estimator: Any
+    task: str
+    label: str
+    time_column: str | None = None
+    classes: list[Any] | None = None
+    trained_with: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self.featurizer.columns)
+
+    def features(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.task == "forecasting":
+            feats = frame[self.input_columns].copy()
+            feats[self.time_column] = _to_datetime(feats[self.time_column])
+            return feats
+        return self.featurizer.transform(frame)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.array([])
+        return np.asarray(self.estimator.predict(self.features(frame)))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(self.features(frame)))
+
+
+class RawModelPyfunc(PythonModel):
+    """MLflow pyfunc wrapper around a pickled ``RawColumnsModel`` (artifact ``model``)."""
+
+    def load_context(self, context: Any) -> None:
+        import cloudpickle
+
+        with open(context.artifacts["model"], "rb") as fh:
+            self.model = cloudpickle.load(fh)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
+        return self.model.predict(model_input)
+
+
+def _to_datetime(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series
+    return pd.to_datetime(series, errors="coerce", format="mixed")
+
+
+def _mostly_dates(series: pd.Series) -> bool:
+    sample = series.dropna().astype(str).head(200)
+    if sample.empty or sample.str.fullmatch(r"-?\d+(\.\d+)?").all():
+        return False
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.95)

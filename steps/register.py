@@ -1,0 +1,171 @@
+"""Register step: score the best AutoML model on held-out test data and register it if it is better.
+
+The first model always registers; a later one only when its test score on the primary metric beats
+the latest registered version's. The log says why it did or did not. Tags carry the test metrics,
+the data checksum and the run id. Runs unchanged on Azure (azureml-mlflow sends MLflow calls to the
+workspace registry) and locally (MLflow on SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import metrics as metric_defs
+
+MODEL_FILE_NAMES = ("model.pkl", "model.joblib")
+
+
+def load_automl_model(path: Path) -> Any:
+    """The model from an AutoML ``TrainingOutput(type="Model")``: a pickle file, or a folder holding one."""
+    import cloudpickle
+
+    if path.is_dir():
+        found = [path / n for n in MODEL_FILE_NAMES if (path / n).is_file()] or sorted(path.glob("*.pkl"))
+        if not found:
+            raise FileNotFoundError(f"no model pickle in {path}")
+        path = found[0]
+    with open(path, "rb") as fh:
+        return cloudpickle.load(fh)
+
+
+def evaluate(model: Any, test: pd.DataFrame, label: str, task: str, label_range: float) -> dict[str, float]:
+    """Test metrics, named ``test_<metric>``."""
+    features = test.drop(columns=[label])
+    y_true = test[label].to_numpy()
+    if task == "classification":
+        y_pred = model.predict(features)
+        proba = model.predict_proba(features) if hasattr(model, "predict_proba") else None
+        classes = list(getattr(model, "classes", None) or sorted(pd.unique(y_true)))
+        values = metric_defs.classification_metrics(y_true, y_pred, proba, classes)
+    else:
+        values = metric_defs.regression_metrics(y_true, model.predict(features), label_range)
+    return {f"test_{k}": v for k, v in values.items()}
+
+
+def decide(new: dict[str, float], current: dict[str, str] | None, primary_metric: str) -> tuple[bool, str]:
+    """Whether to register the new model, and why, comparing the primary metric's test value."""
+    key, lower_is_better = metric_defs.COMPARED_TEST_METRIC[primary_metric]
+    value = new.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False, f"the new model has no {key} to compare"
+    if current is None:
+        return True, f"no model is registered yet (new {key}={value:.4f})"
+    old_raw = current.get(key)
+    try:
+        old = float(old_raw) if old_raw is not None else None
+    except ValueError:
+        old = None
+    if old is None or math.isnan(old):
+        return True, f"the registered version has no {key} tag (new {key}={value:.4f})"
+    better = value < old if lower_is_better else value > old
+    relation = "better than" if better else "not better than"
+    verb = "registering" if better else "keeping the registered version"
+    return better, f"new {key}={value:.4f} is {relation} registered {old:.4f}; {verb}"
+
+
+def latest_version_tags(client: Any, name: str) -> tuple[str, dict[str, str]] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    if not versions:
+        return None
+    latest = max(versions, key=lambda v: int(v.version))
+    return latest.version, dict(latest.tags)
+
+
+def register(model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]) -> str:
+    """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import raw_model
+
+    sample = test.drop(columns=[label]).head(5)
+    pickle_path = model_path
+    if model_path.is_dir():
+        pickle_path = next(model_path / n for n in MODEL_FILE_NAMES if (model_path / n).is_file())
+    loaded = load_automl_model(pickle_path)
+    signature = infer_signature(sample, np.asarray(loaded.predict(sample)))
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=raw_model.RawModelPyfunc(),
+        artifacts={"model": str(pickle_path)},
+        code_paths=[raw_model.__file__],
+        signature=signature,
+        input_example=sample.head(2),
+        registered_model_name=name,
+        tags=tags,
+    )
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model_data", required=True, type=Path)
+    parser.add_argument("--metrics_data", type=Path)
+    parser.add_argument("--test_data", required=True, type=Path)
+    parser.add_argument("--model_name", required=True)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--task", default="regression")
+    parser.add_argument("--primary_metric", default="normalized_root_mean_squared_error")
+    parser.add_argument("--result", type=Path, help="folder for registration.json")
+    args, _ = parser.parse_known_args(argv)
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    test = pd.read_csv(args.test_data / "data.csv")
+    report = json.loads((args.test_data / "prep_report.json").read_text())
+    label_range = (report.get("label_max") or 0) - (report.get("label_min") or 0)
+    model = load_automl_model(args.model_data)
+    test_metrics = evaluate(model, test, args.label, args.task, label_range)
+    mlflow.log_metrics({k: v for k, v in test_metrics.items() if not math.isnan(v)})
+    print("register: test metrics " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
+
+    current = latest_version_tags(MlflowClient(), args.model_name)
+    should, why = decide(test_metrics, current[1] if current else None, args.primary_metric)
+    run_id = os.environ.get("AZUREML_RUN_ID") or os.environ.get("AMLOPS_RUN_ID") or ""
+    result: dict[str, Any] = {"model_name": args.model_name, "registered": should, "reason": why}
+    result["test_metrics"] = test_metrics
+    if should:
+        tags = {k: f"{v:.6g}" for k, v in test_metrics.items()}
+        tags.update(
+            {
+                "data_sha256": report.get("data_sha256", ""),
+                "run_id": run_id,
+                "primary_metric": args.primary_metric,
+                "task": args.task,
+                "label": args.label,
+            }
+        )
+        result["version"] = register(args.model_data, test, args.label, args.model_name, tags)
+        print(f"register: registered {args.model_name} version {result['version']}: {why}")
+    else:
+        result["version"] = current[0] if current else None
+        print(f"register: not registered: {why}")
+    if args.result:
+        args.result.mkdir(parents=True, exist_ok=True)
+        (args.result / "registration.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,6 +60,9 @@ def write_csv(path: str | os.PathLike[str], n_rows: int, seed: int = 0) -> Path:
             out.write(",".join(COLUMNS) + "\n")
             for chunk in _chunks(n_rows, seed):
                 chunk.to_csv(out, header=False, index=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -98,8 +101,12 @@ def _chunk(start: int, n: int, seed: int, index: int) -> pd.DataFrame:
     warmth = np.clip(1.0 - 3.0 * (temp - 0.68) ** 2 / 0.4, 0.15, 1.0)
     growth = 1.0 + 0.45 * np.clip(yr, 0, 1)
     working = (weekday >= 1) & (weekday <= 5)
-    registered = (3100 * warmth * weather * growth * np.where(working, 1.08, 0.82)) * rng.lognormal(0, 0.12, n)
-    casual = (1500 * warmth**2 * weather * growth * np.where(working, 0.45, 1.6)) * rng.lognormal(0, 0.25, n)
+    registered = (4800 * warmth * weather * growth * np.where(working, 1.08, 0.82)) * rng.lognormal(
+        0, 0.12, n
+    )
+    casual = (1700 * warmth**1.5 * weather * growth * np.where(working, 0.45, 1.6)) * rng.lognormal(
+        0, 0.25, n
+    )
     registered = np.maximum(registered.round(), 20).astype(np.int64)
     casual = np.maximum(casual.round(), 2).astype(np.int64)
 

@@ -1,0 +1,67 @@
+"""A registered stand-in for the training pipeline's model, for deployment tests and serving benchmarks.
+
+It is built the way the register step builds the real one (``steps/raw_model.py``: raw columns in,
+its own featurization, a LightGBM regressor, logged as an MLflow pyfunc with a signature and an input
+example of raw rows), only faster: no AutoML search, a fixed number of trees.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LEAKING_COLUMNS = ("casual", "registered")
+
+
+def raw_rows(csv: Path, label: str = "cnt", n: int | None = None) -> pd.DataFrame:
+    """Rows of the dataset as a client sends them: raw columns without the label or the leaking ones."""
+    frame = pd.read_csv(csv)
+    frame = frame.drop(columns=[c for c in (label, *LEAKING_COLUMNS) if c in frame.columns])
+    return frame if n is None else frame.head(n)
+
+
+def register_demo_model(csv: Path, name: str = "bike-demand", n_trees: int = 20, label: str = "cnt") -> int:
+    """Train a small LightGBM on ``csv`` and register it in the local registry as ``name``; the version."""
+    import cloudpickle
+    import lightgbm
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pipelines.local import registry
+
+    steps_dir = str(PROJECT_ROOT / "steps")
+    if steps_dir not in sys.path:  # the register step runs with steps/ as its source directory
+        sys.path.insert(0, steps_dir)
+    import raw_model
+
+    frame = pd.read_csv(csv)
+    features = raw_rows(csv, label)
+    featurizer = raw_model.RawFeaturizer().fit(features)
+    estimator = lightgbm.LGBMRegressor(n_estimators=n_trees, num_leaves=31, n_jobs=1, verbose=-1)
+    estimator.fit(featurizer.transform(features), frame[label].to_numpy())
+    model = raw_model.RawColumnsModel(
+        featurizer=featurizer, estimator=estimator, task="regression", label=label
+    )
+
+    registry.configure_mlflow()
+    sample = features.head(5)
+    with tempfile.TemporaryDirectory() as tmp:
+        pickle_path = Path(tmp) / "model.pkl"
+        pickle_path.write_bytes(cloudpickle.dumps(model))
+        mlflow.set_experiment(experiment_id=registry.ensure_experiment("deploy-tests"))
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=raw_model.RawModelPyfunc(),
+                artifacts={"model": str(pickle_path)},
+                code_paths=[raw_model.__file__],
+                signature=infer_signature(sample, np.asarray(model.predict(sample))),
+                input_example=sample.head(2),
+                registered_model_name=name,
+            )
+    return int(info.registered_model_version)

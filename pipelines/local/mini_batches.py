@@ -22,7 +22,7 @@ SIZE_PATTERN = re.compile(r"^\d+([kKmMgG][bB])*$")  # the SDK's own rule (Parall
 UNITS = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
 DEFAULT_TABULAR_SIZE = 1024**2  # 1MB
 DEFAULT_FILE_COUNT = 10
-_SCAN_BLOCK = 64 * 1024
+_SCAN_BLOCK = 4096
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,17 @@ def resolve(ref: str) -> Path:
     """A local file for a dataset name, a path, or an http(s) URL. Raises UserError if none is found."""
     if ref.startswith(("http://", "https://")):
         known = next((k for k in KNOWN.values() if k.url == ref), None)
+        if known is not None:  # a known dataset's URL: the local data folder and the cache come first
+            return resolve(known.name)
         return _download(ref, _cache_dir() / hashlib.sha256(ref.encode()).hexdigest()[:16], known)
     path = Path(ref).expanduser()
     if path.exists():
         if path.is_dir():
             csvs = sorted(path.glob("*.csv"))
             if not csvs:
-                raise UserError(f"folder {ref} holds no .csv file", hint="pass a CSV file or a folder of CSVs")
+                raise UserError(
+                    f"folder {ref} holds no .csv file", hint="pass a CSV file or a folder of CSVs"
+                )
         return path.resolve()
     name = ref[:-4] if ref.endswith(".csv") else ref
     known = KNOWN.get(name)
@@ -75,7 +79,8 @@ def resolve(ref: str) -> Path:
     if known is None:
         raise UserError(
             f"dataset {ref!r} is neither a file nor a known dataset name",
-            hint="pass a CSV path or URL, put NAME.csv in AMLOPS_DATA_DIR, or use one of: " + ", ".join(KNOWN),
+            hint="pass a CSV path or URL, put NAME.csv in AMLOPS_DATA_DIR, or use one of: "
+            + ", ".join(KNOWN),
         )
     return _download(known.url, cached.parent, known)
 
@@ -102,7 +107,9 @@ def _download(url: str, folder: Path, known: KnownDataset | None) -> Path:
                 hint="set AMLOPS_DATA_DIR to a folder holding the file, or pass a local path",
             ) from None
         if known is not None and sha256_of(Path(tmp)) != known.sha256:
-            raise UserError(f"checksum mismatch for {url}", hint="the download is corrupt or changed upstream")
+            raise UserError(
+                f"checksum mismatch for {url}", hint="the download is corrupt or changed upstream"
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

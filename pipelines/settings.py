@@ -32,7 +32,8 @@ class Settings:
     # AutoML
     task: str = "regression"
     primary_metric: str = ""  # empty: the task's default (see default_metric)
-    timeout_minutes: float = 1.0
+    timeout_minutes: int = 1  # AutoML experiment_timeout_minutes (whole minutes, as the SDK takes them)
+    iterations: int = 0  # AutoML iterations (FLAML trials) cap; 0: no cap, the time budget decides
     n_cross_validations: int = 3
     forecast_horizon: int = 14
     allowed_models: str = ""  # comma-separated AutoML model names; empty: all
@@ -111,7 +112,9 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise UserError(f"setting {name} expects a {kind}, got {raw!r}", hint=f"e.g. --set {name}=1") from None
+        raise UserError(
+            f"setting {name} expects a {kind}, got {raw!r}", hint=f"e.g. --set {name}=1"
+        ) from None
     return str(raw)
 
 

@@ -55,7 +55,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_range: floa
     }
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: list) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: list
+) -> dict[str, float]:
     """Accuracy, weighted AUC / precision / average precision, balanced recall."""
     out = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),

@@ -40,7 +40,9 @@ def load_csvs(path: Path) -> pd.DataFrame:
 def validate_schema(frame: pd.DataFrame, label: str, task: str) -> None:
     """The label exists, has values, and suits the task."""
     if label not in frame.columns:
-        raise PrepError(f"label column {label!r} not in the data (columns: {', '.join(map(str, frame.columns))})")
+        raise PrepError(
+            f"label column {label!r} not in the data (columns: {', '.join(map(str, frame.columns))})"
+        )
     if frame[label].isna().all():
         raise PrepError(f"label column {label!r} has no values")
     if task in ("regression", "forecasting") and not pd.api.types.is_numeric_dtype(frame[label]):
@@ -61,7 +63,9 @@ def find_leaking_columns(frame: pd.DataFrame, label: str) -> dict[str, str]:
     if y.isna().all():
         return {}
     numeric = [
-        c for c in frame.columns if c != label and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() > 1
+        c
+        for c in frame.columns
+        if c != label and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() > 1
     ]
     leaks: dict[str, str] = {}
     for col in numeric:
@@ -81,7 +85,9 @@ def find_leaking_columns(frame: pd.DataFrame, label: str) -> dict[str, str]:
             total = np.sum([values[c] for c in combo], axis=0)
             if np.allclose(total, target, rtol=0, atol=1e-6 * max(1.0, float(np.nanmax(np.abs(target))))):
                 for col in combo:
-                    leaks.setdefault(col, "sums with " + " + ".join(c for c in combo if c != col) + " to the label")
+                    leaks.setdefault(
+                        col, "sums with " + " + ".join(c for c in combo if c != col) + " to the label"
+                    )
     return leaks
 
 
@@ -118,7 +124,11 @@ def split_by_time(
     n_test = max(1, int(round(len(frame) * test_fraction)))
     if len(frame) - n_test < 1:
         raise PrepError("too few rows to split into train and test")
-    return shuffled.iloc[n_test:], shuffled.iloc[:n_test], f"random {1 - test_fraction:.0%}/{test_fraction:.0%} (no time column)"
+    return (
+        shuffled.iloc[n_test:],
+        shuffled.iloc[:n_test],
+        f"random {1 - test_fraction:.0%}/{test_fraction:.0%} (no time column)",
+    )
 
 
 def prepare(
@@ -168,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test_data", required=True, type=Path)
     args, _ = parser.parse_known_args(argv)
     try:
-        train, test, report = prepare(load_csvs(args.raw_data), args.label, args.time_column, args.cutoff_date, args.task)
+        train, test, report = prepare(
+            load_csvs(args.raw_data), args.label, args.time_column, args.cutoff_date, args.task
+        )
     except PrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -180,13 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prep: {report['rows']} rows; split {report['split']}: {len(train)} train, {len(test)} test")
     for col, why in report["dropped_leaking_columns"].items():
         print(f"prep: dropped target-leaking column {col!r}: {why}")
-    try:
-        import mlflow  # on Azure azureml-mlflow routes this to the step's run; locally MLFLOW_RUN_ID does
-
-        mlflow.log_metrics({"train_rows": len(train), "test_rows": len(test)})
-        mlflow.log_dict(report, "prep_report.json")
-    except Exception as exc:  # noqa: BLE001 - tracking is best-effort for this step
-        print(f"prep: metrics not logged ({exc})")
     return 0
 
 

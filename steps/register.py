@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import metrics as metric_defs
 import numpy as np
 import pandas as pd
-
-import metrics as metric_defs
 
 MODEL_FILE_NAMES = ("model.pkl", "model.joblib")
 
@@ -85,12 +84,37 @@ def latest_version_tags(client: Any, name: str) -> tuple[str, dict[str, str]] | 
     return latest.version, dict(latest.tags)
 
 
+MODEL_PACKAGES = (
+    "mlflow",
+    "cloudpickle",
+    "pandas",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "flaml",
+    "lightgbm",
+    "xgboost-cpu",
+)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model, from what this step runs with (skips MLflow's slow inference)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in MODEL_PACKAGES:
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def register(model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]) -> str:
     """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version."""
     import mlflow
-    from mlflow.models import infer_signature
-
     import raw_model
+    from mlflow.models import infer_signature
 
     sample = test.drop(columns=[label]).head(5)
     pickle_path = model_path
@@ -107,6 +131,7 @@ def register(model_path: Path, test: pd.DataFrame, label: str, name: str, tags: 
         input_example=sample.head(2),
         registered_model_name=name,
         tags=tags,
+        pip_requirements=model_requirements(),
     )
     from mlflow import MlflowClient
 

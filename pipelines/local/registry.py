@@ -44,7 +44,8 @@ def configure_mlflow(home: Path | None = None) -> None:
 
     os.environ.update(mlflow_env(home))
     # MLflow's SQLite migrations log at INFO on first use; keep the terminal for our progress lines.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.model_registry.abstract_store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(home))
     mlflow.set_registry_uri(tracking_uri(home))
 

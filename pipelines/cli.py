@@ -1,0 +1,308 @@
+"""The verbs every pipeline module shares: run (local engine), show (offline), publish, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError, cli_main, print_json
+from pipelines.settings import Settings, load_settings, parse_assignments
+
+
+@dataclass
+class PipelineDefinition:
+    """A pipeline as built: SDK step objects plus what the CLI and the backends need to know."""
+
+    name: str
+    description: str
+    steps: list[Any]
+    parameters: dict[str, Any]
+    experiment_name: str
+    schedule: Any
+    settings: Settings
+    dataset_param: str | None = None
+
+
+Builder = Callable[[Settings, str | None], PipelineDefinition]
+
+
+def settings_help() -> str:
+    defaults = Settings()
+    return "settings (--set NAME=VALUE, or AMLOPS_<NAME> in the environment):\n" + "\n".join(
+        f"  {f.name} (default {getattr(defaults, f.name)!r})" for f in fields(Settings)
+    )
+
+
+def pipeline_cli(
+    prog: str, doc: str | None, build: Builder, argv: list[str] | None, extra_run_args=None
+) -> int:
+    """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set", dest="assignments", action="append", metavar="NAME=VALUE", help="override a setting"
+        )
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    run_p = sub.add_parser("run", help="run the pipeline now on the local engine", epilog=settings_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    common(run_p)
+    run_p.add_argument(
+        "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
+    )
+    run_p.add_argument("--run-id", help=argparse.SUPPRESS)
+    run_p.add_argument("--extra", help=argparse.SUPPRESS)  # JSON merged into the run record (service use)
+    if extra_run_args:
+        extra_run_args(run_p)
+    show_p = sub.add_parser("show", help="print the pipeline as built (offline)")
+    common(show_p)
+    pub_p = sub.add_parser(
+        "publish", help="publish the pipeline (Azure ML if a workspace is configured, else local)"
+    )
+    common(pub_p)
+    pub_p.add_argument("--target", choices=("auto", "local", "azure"), default="auto")
+    pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
+    pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
+    models_p = sub.add_parser("models", help="list registered model versions in the local registry")
+    models_p.add_argument("--json", action="store_true")
+
+    @cli_main
+    def dispatch(args_list: list[str] | None) -> int:
+        args = parser.parse_args(args_list)
+        if args.verb == "models":
+            return _models(args.json)
+        settings = load_settings().with_overrides(parse_assignments(args.assignments))
+        if args.verb == "run":
+            return _run(build, settings, args)
+        definition = build(settings, None)
+        if args.verb == "show":
+            return _show(definition, args.json)
+        return _publish(definition, args)
+
+    return dispatch(argv)
+
+
+def _run(build: Builder, settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import datasets
+    from pipelines.local import adapter, engine
+
+    data_ref = args.data or settings.dataset
+    data_path = datasets.resolve(data_ref)
+    precheck_data(data_path, settings)
+    definition = build(settings, data_ref)
+    plan = adapter.read_steps(definition.steps)
+    bindings = {name: data_path for name in plan.datasets}
+    extra = json.loads(args.extra) if args.extra else {}
+    out = sys.stderr if args.json else sys.stdout
+    request = engine.RunRequest(
+        plan=plan,
+        pipeline_name=definition.name,
+        experiment_name=definition.experiment_name,
+        dataset_paths=bindings,
+        run_id=args.run_id,
+        extra={"settings": settings.as_dict(), **extra},
+    )
+    record = engine.run_plan(
+        request,
+        out=out,
+        on_start=lambda rid: print(f"run {rid}: {definition.description}", file=out, flush=True),
+    )
+    summary = run_summary(record)
+    if args.json:
+        print_json(summary)
+    else:
+        print_summary(summary)
+    if record["status"] != "Completed":
+        error = record.get("error") or {}
+        if error.get("exit_code") == 2:
+            raise UserError(
+                f"step {error.get('step')}: {error.get('message')}", hint=f"see {summary['folder']}/logs"
+            )
+        return 1
+    return 0
+
+
+def precheck_data(path: Path, settings: Settings) -> None:
+    """Fail fast (before a run exists) on unreadable or empty data or a missing label column."""
+    import pandas as pd
+
+    from pipelines.datasets import csv_files
+
+    files = csv_files(path)
+    try:
+        header = pd.read_csv(files[0], nrows=5)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(
+            f"cannot read {files[0]} as CSV ({exc})", hint="pass a readable CSV with a header row"
+        ) from None
+    if header.empty:
+        raise UserError(
+            f"{files[0]} has no data rows", hint="pass a CSV with a header and at least a few rows"
+        )
+    if settings.label not in header.columns:
+        raise UserError(
+            f"label column {settings.label!r} is not in {files[0].name} (columns: {', '.join(map(str, header.columns))})",
+            hint="name the label with --set label=COLUMN",
+        )
+
+
+def run_summary(record: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.local.runs import run_folder
+
+    folder = run_folder(record["run_id"])
+    registration = None
+    reg_file = folder / "outputs" / "registration" / "registration.json"
+    if reg_file.is_file():
+        registration = json.loads(reg_file.read_text())
+    return {
+        "run_id": record["run_id"],
+        "status": record["status"],
+        "folder": str(folder),
+        "steps": {s["name"]: s["status"] for s in record["steps"]},
+        "metrics": {k: v for k, v in sorted(record.get("metrics", {}).items())},
+        "registration": registration,
+        "error": record.get("error"),
+        "mlflow_run_id": record.get("mlflow_run_id"),
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"\nrun {summary['run_id']}: {summary['status']}")
+    test = {k: v for k, v in summary["metrics"].items() if k.startswith("test_")}
+    if test:
+        print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    reg = summary.get("registration")
+    if reg:
+        state = "registered" if reg["registered"] else "not registered"
+        version = reg.get("version")
+        print(
+            f"model: {reg['model_name']} {state}"
+            + (f" (version {version})" if version else "")
+            + f": {reg['reason']}"
+        )
+    if summary.get("error"):
+        print(f"error: {summary['error'].get('message')}")
+    print(f"run folder: {summary['folder']}")
+
+
+def _show(definition: PipelineDefinition, as_json: bool) -> int:
+    from pipelines.local import adapter
+
+    plan = adapter.read_steps(definition.steps)
+    sdk_types = {id(s): type(s).__name__ for s in definition.steps}
+    by_name = {s.name: s for s in definition.steps}
+    info = {
+        "name": definition.name,
+        "description": definition.description,
+        "experiment": definition.experiment_name,
+        "parameters": {k: _jsonable(v) for k, v in plan.parameters.items()},
+        "datasets": {
+            k: {"paths": list(v.paths), "mode": v.mode, "kind": v.kind} for k, v in plan.datasets.items()
+        },
+        "steps": [
+            {
+                "name": s.name,
+                "sdk_type": sdk_types[id(by_name[s.name])],
+                "inputs": s.inputs,
+                "outputs": s.outputs,
+                "compute_target": s.compute_target,
+                "environment": getattr(s, "environment", None),
+                "allow_reuse": s.allow_reuse,
+                **({"automl": s.settings.__dict__} if isinstance(s, adapter.AutoMLStepPlan) else {}),
+                **({"parallel_run": s.options} if isinstance(s, adapter.ParallelRunStepPlan) else {}),
+            }
+            for s in plan.steps
+        ],
+        "schedule": _recurrence_dict(definition.schedule),
+    }
+    if as_json:
+        print_json(info)
+        return 0
+    print(f"pipeline {info['name']}: {info['description']}")
+    print(f"experiment: {info['experiment']}")
+    print("parameters:")
+    for k, v in info["parameters"].items():
+        print(f"  {k} = {v!r}")
+    print("dataset inputs:")
+    for k, v in info["datasets"].items():
+        print(f"  {k}: {v['kind']} dataset {', '.join(v['paths'])} ({v['mode']})")
+    print("steps:")
+    for s in info["steps"]:
+        print(
+            f"  {s['name']} [{s['sdk_type']}] on {s['compute_target']}, environment {s['environment'] or '-'}"
+        )
+        print(f"    inputs: {', '.join(s['inputs']) or '-'}; outputs: {', '.join(s['outputs']) or '-'}")
+        for key in ("automl", "parallel_run"):
+            if key in s:
+                print("    " + ", ".join(f"{k}={v}" for k, v in s[key].items() if v not in (None, [], "")))
+    if info["schedule"]:
+        print("schedule: " + ", ".join(f"{k}={v}" for k, v in info["schedule"].items() if v is not None))
+    return 0
+
+
+def _recurrence_dict(rec: Any) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    zone = getattr(rec, "time_zone", None)
+    return {
+        "frequency": rec.frequency,
+        "interval": rec.interval,
+        "start_time": rec.start_time,
+        "time_zone": getattr(zone, "value", zone),
+        "hours": rec.hours,
+        "minutes": rec.minutes,
+        "week_days": rec.week_days,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
+    from pipelines.azure import workspace as azure_workspace
+
+    target = args.target
+    if target == "auto":
+        target = "azure" if azure_workspace.is_configured() else "local"
+    if target == "azure":
+        from pipelines.azure import publish as azure_publish
+
+        result = azure_publish.publish(
+            definition, set_default=args.set_default, schedule=not args.no_schedule
+        )
+    else:
+        from pipelines.local import publishing
+
+        result = publishing.publish(definition, set_default=args.set_default, schedule=not args.no_schedule)
+    if args.json:
+        print_json(result)
+    else:
+        for line in result.get("lines", []):
+            print(line)
+    return 0
+
+
+def _models(as_json: bool) -> int:
+    from pipelines.local import registry
+
+    models = registry.list_models()
+    if as_json:
+        print_json([m.__dict__ for m in models])
+        return 0
+    if not models:
+        print("no registered models (train one: python -m pipelines.train run)")
+    for m in models:
+        metrics = ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items()) if k.startswith("test_"))
+        print(f"{m.name}:{m.version}  run {m.tags.get('run_id', '-')}  {metrics}")
+    return 0

@@ -1,0 +1,81 @@
+"""Pieces shared by the pipeline builders: environments, run configurations, the dataset input, schedules."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.settings import PROJECT_ROOT, Settings
+
+ENVIRONMENTS_DIR = PROJECT_ROOT / "environments"
+STEPS_DIR = PROJECT_ROOT / "steps"
+SCORING_DIR = PROJECT_ROOT / "scoring"
+
+
+@cache
+def environment(name: str) -> Any:
+    """The Azure ML Environment built from ``environments/<name>.yml`` (named ``amlops-<name>``)."""
+    from azureml.core import Environment
+
+    path = ENVIRONMENTS_DIR / f"{name}.yml"
+    return Environment.from_conda_specification(f"amlops-{name}", str(path))
+
+
+def run_config(env_name: str) -> Any:
+    from azureml.core.runconfig import RunConfiguration
+
+    config = RunConfiguration()
+    config.environment = environment(env_name)
+    return config
+
+
+def dataset_input(name: str, ref: str, param_name: str) -> Any:
+    """A FileDataset input (downloaded on the compute) that REST callers can swap via a PipelineParameter.
+
+    ``ref`` is a dataset name known to pipelines.datasets or an http(s) URL; local files are bound by
+    the local engine instead (they are not reachable from Azure).
+    """
+    from azureml.core import Dataset
+    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.pipeline.core import PipelineParameter
+
+    from pipelines.datasets import KNOWN
+
+    url = ref if ref.startswith(("http://", "https://")) else (KNOWN[ref].url if ref in KNOWN else None)
+    if url is None:  # a local file: a placeholder the local engine replaces with the real path
+        url = Path(ref).resolve().as_uri() if Path(ref).exists() else f"https://local.invalid/{ref}"
+    dataset = Dataset.File.from_files(url, validate=False)
+    return DatasetConsumptionConfig(name, PipelineParameter(param_name, default_value=dataset)).as_download()
+
+
+def recurrence(settings: Settings) -> Any:
+    """The default ScheduleRecurrence from settings, validated by the SDK itself."""
+    from azureml.pipeline.core.schedule import ScheduleRecurrence, TimeZone
+
+    def ints(text: str) -> list[int] | None:
+        return [int(x) for x in text.split(",") if x.strip()] or None
+
+    try:
+        zone = TimeZone[settings.schedule_time_zone] if settings.schedule_time_zone else None
+    except KeyError:
+        raise UserError(
+            f"unknown schedule_time_zone {settings.schedule_time_zone!r}",
+            hint="use a name of azureml.pipeline.core.schedule.TimeZone, e.g. UTC",
+        ) from None
+    try:
+        rec = ScheduleRecurrence(
+            frequency=settings.schedule_frequency,
+            interval=settings.schedule_interval,
+            hours=ints(settings.schedule_hours),
+            minutes=ints(settings.schedule_minutes),
+            week_days=[d.strip() for d in settings.schedule_week_days.split(",") if d.strip()] or None,
+            time_zone=zone,
+        )
+        rec.validate()
+    except ValueError as exc:
+        raise UserError(
+            f"invalid schedule: {exc}", hint="see ScheduleRecurrence in the Azure ML SDK docs"
+        ) from None
+    return rec

@@ -1,0 +1,364 @@
+"""The one adapter from Azure ML SDK v1 step objects to a plain, engine-neutral plan.
+
+This is the only module that reads the SDK objects' private configuration. It is pinned to the SDK
+versions in pyproject.toml (azureml-pipeline-core/-steps 1.62.0, azureml-train-automl-client 1.62.0)
+and tested against them in tests/test_adapter.py. Nothing here constructs a ``Workspace`` or a
+``Pipeline`` (both call the service).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+from azureml.data.output_dataset_config import (
+    OutputDatasetConfig,
+    OutputFileDatasetConfig,
+    OutputTabularDatasetConfig,
+)
+from azureml.pipeline.core import PipelineData, PipelineParameter
+
+ADAPTED_SDK_VERSION = "1.62.0"
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A PipelineParameter used in a step's arguments."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A named piece of data: a pipeline dataset input or a step output folder."""
+
+    name: str
+
+
+Arg = str | ParamRef | DataRef
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a pipeline-level dataset input comes from (the SDK Dataset's paths)."""
+
+    name: str
+    paths: tuple[str, ...]
+    mode: str
+    kind: str  # "file" or "tabular"
+
+
+@dataclass
+class ScriptStepPlan:
+    name: str
+    source_directory: Path
+    script_name: str
+    arguments: list[Arg]
+    inputs: list[str]
+    outputs: list[str]
+    allow_reuse: bool
+    compute_target: str | None
+    environment: str | None
+    kind: str = "script"
+
+
+@dataclass
+class AutoMLSettings:
+    task: str
+    primary_metric: str
+    label_column_name: str
+    experiment_timeout_minutes: float | None
+    iterations: int | None
+    n_cross_validations: int | None
+    allowed_models: list[str]
+    blocked_models: list[str]
+    enable_early_stopping: bool
+    time_column_name: str | None = None
+    forecast_horizon: int | None = None
+    freq: str | None = None
+    target_lags: Any = None
+
+
+@dataclass
+class AutoMLStepPlan:
+    name: str
+    settings: AutoMLSettings
+    training_data: str
+    model_output: str
+    metrics_output: str
+    inputs: list[str]
+    outputs: list[str]
+    allow_reuse: bool
+    compute_target: str | None
+    kind: str = "automl"
+
+
+@dataclass
+class ParallelRunStepPlan:
+    name: str
+    source_directory: Path
+    entry_script: str
+    arguments: list[Arg]
+    inputs: list[str]
+    input_kinds: dict[str, str]
+    outputs: list[str]
+    options: dict[str, Any]
+    allow_reuse: bool
+    compute_target: str | None
+    environment: str | None
+    kind: str = "parallel_run"
+
+
+StepPlan = ScriptStepPlan | AutoMLStepPlan | ParallelRunStepPlan
+
+
+@dataclass
+class Plan:
+    """Steps in execution order, the pipeline parameters with defaults, and the dataset inputs."""
+
+    steps: list[StepPlan]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, DatasetSource] = field(default_factory=dict)
+
+    def producers(self) -> dict[str, str]:
+        return {out: step.name for step in self.steps for out in step.outputs}
+
+
+class PlanError(ValueError):
+    """The steps cannot be turned into a runnable plan (e.g. a cycle or a missing producer)."""
+
+
+def read_steps(steps: list[Any]) -> Plan:
+    """Turn SDK step objects into a Plan, ordered by their data dependencies."""
+    from azureml.pipeline.steps import AutoMLStep, ParallelRunStep, PythonScriptStep
+
+    plan = Plan(steps=[])
+    for step in steps:
+        if isinstance(step, ParallelRunStep):
+            plan.steps.append(_read_parallel_run_step(step, plan))
+        elif isinstance(step, AutoMLStep):
+            plan.steps.append(_read_automl_step(step, plan))
+        elif isinstance(step, PythonScriptStep):
+            plan.steps.append(_read_script_step(step, plan))
+        else:
+            raise PlanError(
+                f"step {getattr(step, 'name', step)!r}: {type(step).__name__} is not supported locally"
+            )
+    plan.steps = _order(plan)
+    return plan
+
+
+def _read_script_step(step: Any, plan: Plan) -> ScriptStepPlan:
+    inputs, outputs = _io_names(step, plan)
+    return ScriptStepPlan(
+        name=step.name,
+        source_directory=Path(step._source_directory).resolve(),
+        script_name=step._script_name,
+        arguments=_arguments(step, plan),
+        inputs=inputs,
+        outputs=outputs,
+        allow_reuse=bool(step._allow_reuse),
+        compute_target=_compute_name(step._compute_target),
+        environment=_environment_name(step._runconfig),
+    )
+
+
+def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:
+    inputs, outputs = _io_names(step, plan)
+    user = step._automl_config.user_settings
+    training = user.get("training_data")
+    if not isinstance(training, DatasetConsumptionConfig | OutputDatasetConfig):
+        raise PlanError(f"step {step.name!r}: training_data must be a dataset or a step output")
+    training_name = _data_name(training, plan)
+    if training_name not in inputs:
+        inputs.append(training_name)
+    model_out = metrics_out = None
+    for out in step._outputs:
+        if isinstance(out, PipelineData) and out._training_output is not None:
+            if out._training_output.type == "Model":
+                model_out = out.name
+            elif out._training_output.type == "Metrics":
+                metrics_out = out.name
+    if model_out is None or metrics_out is None:
+        raise PlanError(f"step {step.name!r}: needs TrainingOutput outputs of type Model and Metrics")
+    fc = user.get("forecasting_parameters")
+    settings = AutoMLSettings(
+        task=user.get("task_type") or "regression",
+        primary_metric=user.get("primary_metric") or "",
+        label_column_name=user.get("label_column_name") or "",
+        experiment_timeout_minutes=user.get("experiment_timeout_minutes"),
+        iterations=user.get("iterations"),
+        n_cross_validations=user.get("n_cross_validations"),
+        allowed_models=list(user.get("allowed_models") or []),
+        blocked_models=list(user.get("blocked_models") or []),
+        enable_early_stopping=bool(user.get("enable_early_stopping", True)),
+        time_column_name=getattr(fc, "time_column_name", None) if fc is not None else None,
+        forecast_horizon=getattr(fc, "forecast_horizon", None) if fc is not None else None,
+        freq=getattr(fc, "freq", None) if fc is not None else None,
+        target_lags=getattr(fc, "target_lags", None) if fc is not None else None,
+    )
+    if user.get("is_timeseries") or settings.time_column_name:
+        settings.task = "forecasting"
+    return AutoMLStepPlan(
+        name=step.name,
+        settings=settings,
+        training_data=training_name,
+        model_output=model_out,
+        metrics_output=metrics_out,
+        inputs=inputs,
+        outputs=outputs,
+        allow_reuse=bool(step._allow_reuse),
+        compute_target=_compute_name(user.get("compute_target")),
+    )
+
+
+def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:
+    inputs, outputs = _io_names(step, plan)
+    config = step._parallel_run_config
+    kinds = {}
+    for item in step._inputs:
+        name = _data_name(item, plan)
+        kinds[name] = _input_kind(item)
+    options = {
+        "mini_batch_size": config.mini_batch_size,
+        "error_threshold": config.error_threshold,
+        "allowed_failed_count": config.allowed_failed_count,
+        "allowed_failed_percent": config.allowed_failed_percent,
+        "output_action": config.output_action,
+        "append_row_file_name": config.append_row_file_name,
+        "node_count": config.node_count,
+        "process_count_per_node": config.process_count_per_node,
+        "run_invocation_timeout": config.run_invocation_timeout,
+        "run_max_try": config.run_max_try,
+    }
+    return ParallelRunStepPlan(
+        name=step.name,
+        source_directory=Path(config.source_directory).resolve(),
+        entry_script=config.entry_script,
+        arguments=_arguments(step, plan, raw=step._arguments),
+        inputs=inputs,
+        input_kinds=kinds,
+        outputs=outputs,
+        options=options,
+        allow_reuse=bool(step._allow_reuse),
+        compute_target=_compute_name(config.compute_target),
+        environment=getattr(config.environment, "name", None),
+    )
+
+
+def _io_names(step: Any, plan: Plan) -> tuple[list[str], list[str]]:
+    inputs = [_data_name(item, plan) for item in step._inputs]
+    outputs = [_data_name(item, plan) for item in step._outputs]
+    return list(dict.fromkeys(inputs)), list(dict.fromkeys(outputs))
+
+
+def _data_name(item: Any, plan: Plan) -> str:
+    """The plan's name for a data object: datasets by consumption name, outputs by their own name."""
+    if isinstance(item, DatasetConsumptionConfig):
+        source = item.dataset
+        if isinstance(source, PipelineParameter):
+            _add_dataset(plan, item.name, source.default_value, item.mode, param=source.name)
+            return item.name
+        if isinstance(source, OutputDatasetConfig):
+            return _data_name(source, plan)
+        _add_dataset(plan, item.name, source, item.mode)
+        return item.name
+    if isinstance(item, OutputTabularDatasetConfig):
+        return item._output_file_dataset_config.name
+    if isinstance(item, OutputFileDatasetConfig):
+        return item.name
+    if isinstance(item, PipelineData):
+        return item.name
+    # PipelineData.as_input(...) / as_download() give an InputPortBinding-like wrapper
+    bound = getattr(item, "bind_object", None) or getattr(item, "_bind_object", None)
+    if bound is not None:
+        return _data_name(bound, plan)
+    raise PlanError(f"unsupported step input/output type {type(item).__name__}")
+
+
+def _add_dataset(plan: Plan, name: str, dataset: Any, mode: str, param: str | None = None) -> None:
+    from azureml.data.file_dataset import FileDataset
+
+    definition = str(getattr(dataset, "_definition", "") or "")
+    paths = tuple(re.findall(r'(?:file|pattern|folder):\s*"?([^"\n]+)"?', definition))
+    kind = "file" if isinstance(dataset, FileDataset) else "tabular"
+    plan.datasets[name] = DatasetSource(name=name, paths=paths, mode=mode or "direct", kind=kind)
+    if param is not None:
+        plan.parameters[param] = f"dataset:{name}"
+
+
+def _input_kind(item: Any) -> str:
+    from azureml.data.file_dataset import FileDataset
+
+    if isinstance(item, DatasetConsumptionConfig):
+        source = item.dataset
+        if isinstance(source, PipelineParameter):
+            source = source.default_value
+        if isinstance(source, OutputTabularDatasetConfig):
+            return "tabular"
+        return "file" if isinstance(source, FileDataset | OutputFileDatasetConfig) else "tabular"
+    return "file"
+
+
+def _arguments(step: Any, plan: Plan, raw: list[Any] | None = None) -> list[Arg]:
+    by_name = {}
+    for item in list(step._inputs) + list(step._outputs):
+        if isinstance(item, DatasetConsumptionConfig):
+            by_name[f"DatasetConsumptionConfig:{item.name}"] = DataRef(_data_name(item, plan))
+        elif isinstance(item, OutputFileDatasetConfig):
+            by_name[f"DatasetOutputConfig:{item.name}"] = DataRef(item.name)
+    out: list[Arg] = []
+    for arg in step._arguments if raw is None else raw:
+        if isinstance(arg, PipelineParameter):
+            plan.parameters.setdefault(arg.name, arg.default_value)
+            out.append(ParamRef(arg.name))
+        elif isinstance(arg, PipelineData):
+            out.append(DataRef(arg.name))
+        elif isinstance(arg, DatasetConsumptionConfig | OutputDatasetConfig):
+            out.append(DataRef(_data_name(arg, plan)))
+        elif isinstance(arg, str) and arg in by_name:
+            out.append(by_name[arg])
+        else:
+            out.append(str(arg))
+    return out
+
+
+def _compute_name(target: Any) -> str | None:
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return target
+    if isinstance(target, tuple):
+        return str(target[0])
+    return getattr(target, "name", str(target))
+
+
+def _environment_name(runconfig: Any) -> str | None:
+    env = getattr(runconfig, "environment", None)
+    return getattr(env, "name", None)
+
+
+def _order(plan: Plan) -> list[StepPlan]:
+    producers = plan.producers()
+    remaining = list(plan.steps)
+    ordered: list[StepPlan] = []
+    done: set[str] = set()
+    while remaining:
+        ready = [
+            s for s in remaining if all(producers.get(i) in done or i not in producers for i in s.inputs)
+        ]
+        if not ready:
+            raise PlanError(
+                "the steps' data dependencies form a cycle: " + ", ".join(s.name for s in remaining)
+            )
+        for step in ready:
+            ordered.append(step)
+            done.add(step.name)
+            remaining.remove(step)
+    missing = [i for s in ordered for i in s.inputs if i not in producers and i not in plan.datasets]
+    if missing:
+        raise PlanError("no step produces " + ", ".join(sorted(set(missing))))
+    return ordered

@@ -1,0 +1,254 @@
+"""The local AutoMLStep: an AutoMLConfig's settings, mapped onto FLAML.
+
+Run by the engine as ``python -m pipelines.local.automl --settings JSON --training-data DIR
+--model-out DIR --metrics-out DIR``. Writes the two AutoML TrainingOutputs: ``Model``
+(``model.pkl``, a raw-columns model, see steps/raw_model.py) and ``Metrics`` (``metrics.json``).
+
+Mapping: task (regression, classification, forecasting -> FLAML ts_forecast), primary_metric ->
+the FLAML metric with the same optimum, experiment_timeout_minutes -> time_budget, iterations ->
+max_iter, n_cross_validations -> n_splits (CV), allowed/blocked models -> estimator_list,
+enable_early_stopping -> early_stop, forecasting time column / horizon -> time_col / period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.settings import PROJECT_ROOT
+
+STEPS_DIR = PROJECT_ROOT / "steps"
+if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scripts see it: ``raw_model``
+    sys.path.insert(0, str(STEPS_DIR))
+
+import metrics as metric_defs  # noqa: E402
+import raw_model  # noqa: E402
+
+# AutoML model names -> FLAML estimator names, by task
+MODEL_NAMES: dict[str, dict[str, list[str]]] = {
+    "regression": {
+        "LightGBM": ["lgbm"],
+        "XGBoostRegressor": ["xgboost", "xgb_limitdepth"],
+        "RandomForest": ["rf"],
+        "ExtremeRandomTrees": ["extra_tree"],
+        "KNN": ["kneighbor"],
+    },
+    "classification": {
+        "LightGBM": ["lgbm"],
+        "XGBoostClassifier": ["xgboost", "xgb_limitdepth"],
+        "RandomForest": ["rf"],
+        "ExtremeRandomTrees": ["extra_tree"],
+        "LogisticRegression": ["lrl2", "lrl1"],
+        "KNN": ["kneighbor"],
+    },
+    "forecasting": {
+        "LightGBM": ["lgbm"],
+        "XGBoostRegressor": ["xgboost", "xgb_limitdepth"],
+        "RandomForest": ["rf"],
+        "ExtremeRandomTrees": ["extra_tree"],
+        "Arima": ["arima"],
+        "AutoArima": ["sarimax"],
+        "ExponentialSmoothing": ["holt-winters"],
+    },
+}
+
+
+class AutoMLSettingsError(ValueError):
+    """The AutoMLConfig asks for something the local engine cannot map."""
+
+
+def estimator_list(task: str, allowed: list[str], blocked: list[str]) -> list[str] | str:
+    """FLAML estimators for AutoML's allowed/blocked model names ("auto" when neither is set)."""
+    names = MODEL_NAMES[task]
+    unknown = [m for m in allowed + blocked if m not in names]
+    if unknown:
+        raise AutoMLSettingsError(
+            f"model(s) {', '.join(unknown)} are not available on the local engine for {task}; "
+            f"use: {', '.join(names)}"
+        )
+    if not allowed and not blocked:
+        return "auto"
+    chosen = allowed or list(names)
+    out = [est for m in chosen if m not in blocked for est in names[m]]
+    if not out:
+        raise AutoMLSettingsError("allowed_models/blocked_models leave no model to try")
+    return out
+
+
+def flaml_metric(primary_metric: str, task: str) -> str:
+    if primary_metric not in metric_defs.TASK_METRICS[task]:
+        raise AutoMLSettingsError(
+            f"primary_metric {primary_metric!r} does not fit task {task}; use one of "
+            + ", ".join(metric_defs.TASK_METRICS[task])
+        )
+    return metric_defs.PRIMARY_METRICS[primary_metric][1]
+
+
+def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None = None) -> tuple[Any, dict]:
+    """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict)."""
+    from flaml import AutoML
+
+    task = settings["task"]
+    label = settings["label_column_name"]
+    if label not in frame.columns:
+        raise AutoMLSettingsError(f"label_column_name {label!r} is not a column of the training data")
+    frame = frame.dropna(subset=[label])
+    y = frame[label]
+    x_raw = frame.drop(columns=[label])
+    featurizer = raw_model.RawFeaturizer().fit(x_raw)
+    time_col = settings.get("time_column_name") if task == "forecasting" else None
+    budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
+    fit_kwargs: dict[str, Any] = {
+        "metric": flaml_metric(settings["primary_metric"], task),
+        "estimator_list": estimator_list(
+            task, settings.get("allowed_models") or [], settings.get("blocked_models") or []
+        ),
+        "time_budget": budget,
+        "early_stop": bool(settings.get("enable_early_stopping", True)),
+        "seed": int(settings.get("seed", 42)),
+        "verbose": 1,
+        "log_file_name": str(log_file) if log_file else "",
+        "n_jobs": -1,
+    }
+    if settings.get("iterations"):
+        fit_kwargs["max_iter"] = int(settings["iterations"])
+    automl = AutoML()
+    started = time.monotonic()
+    if task == "forecasting":
+        if not time_col or time_col not in x_raw.columns:
+            raise AutoMLSettingsError(f"forecasting needs the time column {time_col!r} in the training data")
+        data = x_raw.copy()
+        data[time_col] = pd.to_datetime(data[time_col], format="mixed")
+        data[label] = y.to_numpy()
+        data = data.sort_values(time_col)
+        data = data[[time_col] + [c for c in data.columns if c != time_col]]
+        automl.fit(
+            dataframe=data,
+            label=label,
+            task="ts_forecast",
+            period=int(settings.get("forecast_horizon") or 1),
+            eval_method="holdout",
+            **fit_kwargs,
+        )
+    else:
+        n_splits = int(settings.get("n_cross_validations") or 0)
+        eval_kwargs = (
+            {"eval_method": "cv", "n_splits": n_splits} if n_splits >= 2 else {"eval_method": "auto"}
+        )
+        automl.fit(
+            X_train=featurizer.transform(x_raw),
+            y_train=y,
+            task="classification" if task == "classification" else "regression",
+            **eval_kwargs,
+            **fit_kwargs,
+        )
+    elapsed = time.monotonic() - started
+    if automl.best_estimator is None:
+        raise AutoMLSettingsError(
+            "AutoML found no model within the time budget; raise experiment_timeout_minutes"
+        )
+    classes = list(getattr(automl, "classes_", None) or []) or None
+    model = raw_model.RawColumnsModel(
+        featurizer=featurizer,
+        estimator=automl,
+        task=task,
+        label=label,
+        time_column=time_col,
+        classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
+        trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
+    )
+    score = _primary_score(automl.best_loss, settings["primary_metric"], y)
+    report = {
+        "primary_metric": settings["primary_metric"],
+        "best_score": score,
+        "best_estimator": automl.best_estimator,
+        "best_config": automl.best_config,
+        "best_loss_flaml": automl.best_loss,
+        "time_budget_s": budget,
+        "seconds": round(elapsed, 2),
+        "trials": _trials(log_file),
+    }
+    return model, report
+
+
+def _primary_score(best_loss: float, primary_metric: str, y: pd.Series) -> float:
+    """FLAML's loss converted back to the AutoML primary metric's value."""
+    lower_is_better, flaml_name = metric_defs.PRIMARY_METRICS[primary_metric]
+    if primary_metric.startswith("normalized_"):
+        span = float(y.max() - y.min()) or 1.0
+        return float(best_loss) / span
+    if lower_is_better or flaml_name in ("rmse", "mae"):
+        return float(best_loss)
+    return 1.0 - float(best_loss)
+
+
+def _trials(log_file: Path | None) -> list[dict]:
+    if not log_file or not log_file.is_file():
+        return []
+    out = []
+    for line in log_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "learner" in rec:
+            out.append(
+                {
+                    "iteration": rec.get("record_id"),
+                    "model": rec.get("learner"),
+                    "loss": rec.get("validation_loss"),
+                    "seconds": rec.get("wall_clock_time"),
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--settings", required=True, help="JSON of the AutoMLConfig's settings")
+    parser.add_argument("--training-data", required=True, type=Path)
+    parser.add_argument("--model-out", required=True, type=Path)
+    parser.add_argument("--metrics-out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    import cloudpickle
+    import mlflow
+
+    files = sorted(args.training_data.rglob("*.csv")) if args.training_data.is_dir() else [args.training_data]
+    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    print(
+        f"automl: {settings['task']} on {len(frame)} rows, metric {settings['primary_metric']}, "
+        f"budget {settings.get('experiment_timeout_minutes')} min"
+        + (f", at most {settings['iterations']} iterations" if settings.get("iterations") else ""),
+        flush=True,
+    )
+    args.metrics_out.mkdir(parents=True, exist_ok=True)
+    try:
+        model, report = train(frame, settings, log_file=args.metrics_out / "flaml.log")
+    except AutoMLSettingsError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+    args.model_out.mkdir(parents=True, exist_ok=True)
+    with open(args.model_out / "model.pkl", "wb") as fh:
+        cloudpickle.dump(model, fh)
+    (args.metrics_out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+    mlflow.log_metric(settings["primary_metric"], report["best_score"])
+    mlflow.log_params({"best_estimator": report["best_estimator"], "iterations": len(report["trials"])})
+    print(
+        f"automl: best {report['best_estimator']} {settings['primary_metric']}={report['best_score']:.4f} "
+        f"after {len(report['trials'])} iterations in {report['seconds']:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

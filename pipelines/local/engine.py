@@ -1,0 +1,453 @@
+"""The local pipeline engine: runs a Plan (from the SDK adapter) step by step on this machine.
+
+PythonScriptSteps run as subprocesses in their source directory with PipelineParameters resolved
+and data passed as folder paths; the AutoML step runs on FLAML (pipelines.local.automl); a
+ParallelRunStep runs on the local ParallelRunStep engine. Every run gets a folder (runs.py) and an
+MLflow parent run with a child run per step in the local SQLite store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipelines.errors import UserError
+from pipelines.local import registry, runs
+from pipelines.local.adapter import (
+    AutoMLStepPlan,
+    DataRef,
+    ParallelRunStepPlan,
+    ParamRef,
+    Plan,
+    ScriptStepPlan,
+    StepPlan,
+)
+from pipelines.settings import PROJECT_ROOT, amlops_home
+
+SHIMS_DIR = Path(__file__).resolve().parent / "shims"
+
+
+class StepFailed(Exception):
+    """A step ended with a non-zero exit status."""
+
+    def __init__(self, step: str, exit_code: int, message: str) -> None:
+        super().__init__(f"step {step} failed: {message}")
+        self.step = step
+        self.exit_code = exit_code
+        self.message = message
+
+
+@dataclass
+class RunRequest:
+    """What to run: the plan, its parameter values and dataset bindings, and where to report."""
+
+    plan: Plan
+    pipeline_name: str
+    experiment_name: str
+    parameter_assignments: dict[str, Any] = field(default_factory=dict)
+    dataset_paths: dict[str, Path] = field(default_factory=dict)
+    run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_parameters(plan: Plan, assignments: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by assignments; unknown names and values of the wrong type raise UserError."""
+    values = dict(plan.parameters)
+    for name, value in assignments.items():
+        if name not in values:
+            raise UserError(
+                f"unknown pipeline parameter {name!r}",
+                hint="parameters are: " + ", ".join(sorted(values)),
+            )
+        default = values[name]
+        values[name] = _coerce_like(name, default, value)
+    return values
+
+
+def _coerce_like(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise UserError(
+        f"parameter {name!r} expects a {type(default).__name__}, got {value!r}",
+        hint=f"the default is {default!r}",
+    )
+
+
+class LocalRun:
+    """One execution of a plan; ``execute()`` returns the final run record."""
+
+    def __init__(self, request: RunRequest, out: TextIO | None = None) -> None:
+        self.request = request
+        self.plan = request.plan
+        self.run_id = request.run_id or runs.new_run_id(request.pipeline_name)
+        self.folder = runs.run_folder(self.run_id)
+        self.out = out
+        self.params = resolve_parameters(self.plan, request.parameter_assignments)
+        self.data_paths = self._bind_datasets(request.dataset_paths)
+        self._child: subprocess.Popen | None = None
+        self._canceled = False
+        self.record: dict[str, Any] = {
+            "run_id": self.run_id,
+            "pipeline": request.pipeline_name,
+            "experiment": request.experiment_name,
+            "status": "NotStarted",
+            "created": runs.now(),
+            "started": None,
+            "ended": None,
+            "parameters": {k: v for k, v in self.params.items()},
+            "datasets": {k: str(v) for k, v in self.data_paths.items()},
+            "steps": [{"name": s.name, "kind": s.kind, "status": "NotStarted"} for s in self.plan.steps],
+            "metrics": {},
+            "outputs": {},
+            "error": None,
+            **request.extra,
+        }
+
+    # ---- public ---------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        registry.configure_mlflow()
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        experiment_id = registry.ensure_experiment(self.request.experiment_name)
+        parent = client.create_run(experiment_id, run_name=self.run_id, tags={"amlops.run_id": self.run_id})
+        self.record.update(status="Running", started=runs.now(), mlflow_run_id=parent.info.run_id)
+        self._save()
+        previous = signal.signal(signal.SIGTERM, self._on_term) if _main_thread() else None
+        final_status = "Failed"
+        try:
+            for index, step in enumerate(self.plan.steps):
+                self._run_step(index, step, client, experiment_id, parent.info.run_id)
+            final_status = "Completed"
+        except StepFailed as exc:
+            self.record["error"] = {"step": exc.step, "message": exc.message, "exit_code": exc.exit_code}
+        except KeyboardInterrupt:
+            self._canceled = True
+        finally:
+            if self._canceled:
+                final_status = "Canceled"
+                self.record["error"] = self.record["error"] or {"message": "canceled"}
+            for step in self.record["steps"]:
+                if step["status"] in ("NotStarted", "Running"):
+                    step["status"] = (
+                        "Canceled" if step["status"] == "Running" or self._canceled else "NotStarted"
+                    )
+            self.record.update(status=final_status, ended=runs.now())
+            client.set_terminated(parent.info.run_id, status=_mlflow_status(final_status))
+            self._save()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return self.record
+
+    # ---- steps ----------------------------------------------------------------------------------
+    def _run_step(self, index: int, step: StepPlan, client: Any, experiment_id: str, parent_id: str) -> None:
+        if self._canceled:
+            raise KeyboardInterrupt
+        info = self.record["steps"][index]
+        info.update(status="Running", started=runs.now())
+        self._save()
+        self._say(f"[{index + 1}/{len(self.plan.steps)}] {step.name} ({_step_type(step)}) running")
+        child = client.create_run(
+            experiment_id,
+            run_name=f"{self.run_id}:{step.name}",
+            tags={"mlflow.parentRunId": parent_id, "amlops.step": step.name, "amlops.run_id": self.run_id},
+        )
+        log_path = self.folder / "logs" / f"{step.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        outputs = {name: self.folder / "outputs" / name for name in step.outputs}
+        started = time.monotonic()
+        reuse_key = self._reuse_key(step) if step.allow_reuse else None
+        try:
+            if reuse_key and self._reuse(reuse_key, outputs):
+                info["reused"] = True
+                log_path.write_text(
+                    f"reused the outputs of an earlier identical run (key {reuse_key[:12]})\n"
+                )
+            else:
+                for folder in outputs.values():
+                    if folder.exists():
+                        shutil.rmtree(folder)
+                    folder.mkdir(parents=True)
+                self._dispatch(step, outputs, log_path, child.info.run_id)
+                if reuse_key:
+                    self._store_reuse(reuse_key, outputs)
+        except BaseException as exc:
+            for folder in outputs.values():  # no half-written outputs
+                shutil.rmtree(folder, ignore_errors=True)
+            status = "Canceled" if isinstance(exc, KeyboardInterrupt) or self._canceled else "Failed"
+            info.update(status=status, ended=runs.now(), seconds=round(time.monotonic() - started, 2))
+            client.set_terminated(child.info.run_id, status=_mlflow_status(status))
+            self._save()
+            if isinstance(exc, StepFailed):
+                self._say(f"    {step.name} failed: {exc.message} (log: {log_path})")
+            raise
+        seconds = round(time.monotonic() - started, 2)
+        metrics = _run_metrics(client, child.info.run_id)
+        self.record["metrics"].update(metrics)
+        info.update(status="Completed", ended=runs.now(), seconds=seconds, log=str(log_path))
+        self.record["outputs"].update({k: str(v) for k, v in outputs.items()})
+        client.set_terminated(child.info.run_id, status="FINISHED")
+        self._save()
+        reused = " (reused)" if info.get("reused") else ""
+        self._say(f"    {step.name} completed in {seconds:.1f} s{reused}")
+
+    def _dispatch(self, step: StepPlan, outputs: dict[str, Path], log_path: Path, mlflow_run_id: str) -> None:
+        env = self._step_env(mlflow_run_id)
+        if isinstance(step, ScriptStepPlan):
+            argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments)]
+            self._subprocess(step.name, argv, step.source_directory, env, log_path)
+        elif isinstance(step, AutoMLStepPlan):
+            settings = json.dumps(step.settings.__dict__, default=str)
+            argv = [
+                sys.executable, "-m", "pipelines.local.automl",
+                "--settings", settings,
+                "--training-data", str(self._path_of(step.training_data)),
+                "--model-out", str(outputs[step.model_output]),
+                "--metrics-out", str(outputs[step.metrics_output]),
+            ]  # fmt: skip
+            self._subprocess(step.name, argv, PROJECT_ROOT, env, log_path)
+        elif isinstance(step, ParallelRunStepPlan):
+            self._parallel_run(step, outputs, env, log_path)
+        else:  # pragma: no cover - the adapter only builds the three kinds
+            raise StepFailed(step.name, 1, f"unsupported step kind {step.kind}")
+
+    def _parallel_run(
+        self, step: ParallelRunStepPlan, outputs: dict[str, Path], env: dict, log_path: Path
+    ) -> None:
+        from pipelines.local import parallel_run
+
+        data_inputs = [i for i in step.inputs if i in step.input_kinds]
+        if len(data_inputs) != 1 or len(step.outputs) != 1:
+            raise StepFailed(
+                step.name, 2, "the local engine runs a ParallelRunStep with one input and one output"
+            )
+        try:
+            result = parallel_run.run_step(
+                entry_script=step.source_directory / step.entry_script,
+                source_dir=step.source_directory,
+                input_path=self._path_of(data_inputs[0]),
+                input_kind=step.input_kinds[data_inputs[0]],
+                output_dir=outputs[step.outputs[0]],
+                options=step.options,
+                entry_args=self._resolve_args(step.arguments),
+                env=env,
+                log_path=log_path,
+            )
+        except UserError as exc:
+            raise StepFailed(step.name, 2, str(exc)) from None
+        self.record.setdefault("parallel_run", {})[step.name] = result
+        if not result.get("succeeded", False):
+            raise StepFailed(step.name, 1, result.get("message", "the ParallelRunStep job failed"))
+
+    def _subprocess(self, name: str, argv: list[str], cwd: Path, env: dict, log_path: Path) -> None:
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(argv)}\n")
+            log.flush()
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True, bufsize=1,
+            )  # fmt: skip
+            self._child = proc
+            last_error = ""
+            tail: list[str] = []
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                text = line.rstrip()
+                if text.startswith("error:"):
+                    last_error = text[len("error:") :].strip()
+                if text:
+                    tail = (tail + [text])[-5:]
+                if text.startswith(f"{name}:"):
+                    self._say("    " + text)
+            code = proc.wait()
+            self._child = None
+        if self._canceled:
+            raise KeyboardInterrupt
+        if code != 0:
+            message = last_error or (tail[-1] if tail else f"exit status {code}")
+            raise StepFailed(name, code, message)
+
+    # ---- data, parameters, environment ----------------------------------------------------------
+    def _bind_datasets(self, overrides: dict[str, Path]) -> dict[str, Path]:
+        from pipelines import datasets
+
+        bound: dict[str, Path] = {}
+        for name, source in self.plan.datasets.items():
+            if name in overrides:
+                bound[name] = Path(overrides[name]).resolve()
+                continue
+            if len(source.paths) != 1:
+                raise UserError(f"dataset input {name!r} has {len(source.paths)} paths; bind it with --data")
+            ref = source.paths[0]
+            bound[name] = Path(ref[len("file://") :]) if ref.startswith("file://") else datasets.resolve(ref)
+        return bound
+
+    def _path_of(self, name: str) -> Path:
+        if name in self.data_paths:
+            return self.data_paths[name]
+        return self.folder / "outputs" / name
+
+    def _resolve_args(self, arguments: list[Any]) -> list[str]:
+        out = []
+        for arg in arguments:
+            if isinstance(arg, ParamRef):
+                value = self.params[arg.name]
+                out.append(str(value).lower() if isinstance(value, bool) else str(value))
+            elif isinstance(arg, DataRef):
+                out.append(str(self._path_of(arg.name)))
+            else:
+                out.append(str(arg))
+        return out
+
+    def _step_env(self, mlflow_run_id: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(registry.mlflow_env())
+        env.update(
+            MLFLOW_RUN_ID=mlflow_run_id,
+            AMLOPS_RUN_ID=self.run_id,
+            AMLOPS_HOME=str(amlops_home()),
+            PYTHONUNBUFFERED="1",
+            # as on Azure, a step sees its own source directory (and azureml_user), not this project
+            PYTHONPATH=os.pathsep.join(p for p in (str(SHIMS_DIR), os.environ.get("PYTHONPATH", "")) if p),
+        )
+        return env
+
+    # ---- reuse (allow_reuse) --------------------------------------------------------------------
+    def _reuse_key(self, step: StepPlan) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([step.kind, step.name], default=str).encode())
+        source = getattr(step, "source_directory", None)
+        if source is not None:
+            for path in sorted(Path(source).rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    digest.update(str(path.relative_to(source)).encode())
+                    digest.update(path.read_bytes())
+        digest.update(json.dumps(self._resolve_args_for_key(step), default=str).encode())
+        for name in step.inputs:
+            digest.update(name.encode())
+            digest.update(_content_hash(self._path_of(name)).encode())
+        return digest.hexdigest()
+
+    def _resolve_args_for_key(self, step: StepPlan) -> list[str]:
+        args = getattr(step, "arguments", [])
+        return [
+            f"data:{a.name}"
+            if isinstance(a, DataRef)
+            else str(self.params[a.name])
+            if isinstance(a, ParamRef)
+            else a
+            for a in args
+        ] + [
+            json.dumps(
+                getattr(step, "settings", {}).__dict__ if hasattr(step, "settings") else {}, default=str
+            )
+        ]
+
+    def _reuse(self, key: str, outputs: dict[str, Path]) -> bool:
+        cache = amlops_home() / "reuse" / key
+        if not (cache / "complete").is_file():
+            return False
+        for name, folder in outputs.items():
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(cache / name, folder)
+        return True
+
+    def _store_reuse(self, key: str, outputs: dict[str, Path]) -> None:
+        cache = amlops_home() / "reuse" / key
+        tmp = cache.with_name(key + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name, folder in outputs.items():
+            shutil.copytree(folder, tmp / name)
+        (tmp / "complete").write_text(runs.now())
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self._canceled = True
+        if self._child is not None and self._child.poll() is None:
+            try:
+                os.killpg(self._child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _save(self) -> None:
+        runs.write_record(self.run_id, self.record)
+
+    def _say(self, text: str) -> None:
+        if self.out is not None:
+            print(text, file=self.out, flush=True)
+
+
+def run_plan(
+    request: RunRequest, out: TextIO | None = None, on_start: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Execute a plan now and return its final run record."""
+    local = LocalRun(request, out=out)
+    if on_start is not None:
+        on_start(local.run_id)
+    return local.execute()
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else [path]
+        if path.exists()
+        else []
+    )
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _run_metrics(client: Any, run_id: str) -> dict[str, float]:
+    return dict(client.get_run(run_id).data.metrics)
+
+
+def _mlflow_status(status: str) -> str:
+    return {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}.get(status, "FAILED")
+
+
+def _step_type(step: StepPlan) -> str:
+    return {"script": "PythonScriptStep", "automl": "AutoMLStep", "parallel_run": "ParallelRunStep"}[
+        step.kind
+    ]
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

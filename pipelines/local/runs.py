@@ -1,0 +1,73 @@
+"""Local run records: one folder per run under ``AMLOPS_HOME/runs/<run id>/``.
+
+``run.json`` holds the run's status with Azure's names (NotStarted, Queued, Running, Completed,
+Failed, Canceled), its steps, parameters and results; ``logs/<step>.log`` each step's output;
+``outputs/<name>/`` each step output. ``run.json`` is always replaced atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.settings import amlops_home
+
+STATUSES = ("NotStarted", "Queued", "Running", "Completed", "Failed", "Canceled")
+FINAL = ("Completed", "Failed", "Canceled")
+
+
+def runs_dir() -> Path:
+    path = amlops_home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def new_run_id(prefix: str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{prefix}_{stamp}_{secrets.token_hex(3)}"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_folder(run_id: str) -> Path:
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise UserError(f"bad run id {run_id!r}", hint="list runs with: python -m pipelines.workspace runs")
+    return runs_dir() / run_id
+
+
+def write_record(run_id: str, record: dict[str, Any]) -> None:
+    folder = run_folder(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".run-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=2, default=str)
+        os.replace(tmp, folder / "run.json")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_record(run_id: str) -> dict[str, Any]:
+    path = run_folder(run_id) / "run.json"
+    if not path.is_file():
+        raise UserError(f"no run {run_id!r}", hint="list runs with: python -m pipelines.workspace runs")
+    return json.loads(path.read_text())
+
+
+def list_records() -> list[dict[str, Any]]:
+    out = []
+    for path in runs_dir().glob("*/run.json"):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda r: r.get("created", ""), reverse=True)

@@ -25,6 +25,7 @@ class PipelineDefinition:
     experiment_name: str
     schedule: Any
     settings: Settings
+    module: str  # the ``python -m`` module whose ``run`` verb executes this pipeline
     dataset_param: str | None = None
 
 
@@ -61,6 +62,8 @@ def pipeline_cli(
         "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
     )
     run_p.add_argument("--run-id", help=argparse.SUPPRESS)
+    # a published version's frozen settings (JSON); --set still applies on top (service use)
+    run_p.add_argument("--settings-json", help=argparse.SUPPRESS)
     run_p.add_argument("--extra", help=argparse.SUPPRESS)  # JSON merged into the run record (service use)
     if extra_run_args:
         extra_run_args(run_p)
@@ -81,7 +84,12 @@ def pipeline_cli(
         args = parser.parse_args(args_list)
         if args.verb == "models":
             return _models(args.json)
-        settings = load_settings().with_overrides(parse_assignments(args.assignments))
+        base = (
+            Settings(**json.loads(args.settings_json))
+            if getattr(args, "settings_json", None)
+            else load_settings()
+        )
+        settings = base.with_overrides(parse_assignments(args.assignments))
         if args.verb == "run":
             return _run(build, settings, args)
         definition = build(settings, None)

@@ -129,6 +129,7 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
         experiment_name=settings.experiment_name,
         schedule=recurrence(settings),
         settings=settings,
+        module="pipelines.train",
         dataset_param="training_dataset",
     )
 

@@ -1,0 +1,167 @@
+"""Real-time deployment on Azure ML: the SDK v1 objects an Azure ML engineer writes, and the calls that use them.
+
+``InferenceConfig`` (scoring/score.py with the ``environments/inference.yml`` Environment), key-authenticated
+ACI (``auth_enabled=True``, App Insights on) or AKS (key or token auth) deployment configurations, and
+``Model.deploy``. Building the configuration is offline; every function taking a workspace talks to Azure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from azureml.core import Environment
+from azureml.core.model import InferenceConfig, Model
+from azureml.core.webservice import AciWebservice, AksWebservice, Webservice
+
+from pipelines.errors import UserError
+from pipelines.settings import PROJECT_ROOT
+
+SCORING_DIR = PROJECT_ROOT / "scoring"
+ENTRY_SCRIPT = "score.py"
+INFERENCE_ENV_FILE = PROJECT_ROOT / "environments" / "inference.yml"
+INFERENCE_ENV_NAME = "amlops-inference"
+TARGETS = ("aci", "aks")
+
+
+def inference_config(
+    model_name: str,
+    *,
+    source_directory: Path = SCORING_DIR,
+    entry_script: str = ENTRY_SCRIPT,
+    environment_file: Path = INFERENCE_ENV_FILE,
+) -> InferenceConfig:
+    """score.py in its folder, run in the conda Environment from ``environments/inference.yml``."""
+    if not Path(environment_file).is_file():
+        raise UserError(
+            f"environment file {environment_file} not found", hint="restore environments/inference.yml"
+        )
+    env = Environment.from_conda_specification(name=INFERENCE_ENV_NAME, file_path=str(environment_file))
+    env.environment_variables = {**(env.environment_variables or {}), "AMLOPS_MODEL_NAME": model_name}
+    return InferenceConfig(entry_script=entry_script, source_directory=str(source_directory), environment=env)
+
+
+def aci_config(
+    *, cpu_cores: float = 1, memory_gb: float = 1, app_insights: bool = True, description: str = ""
+) -> Any:
+    """Azure Container Instances with key authentication (off by default on ACI) and App Insights."""
+    return AciWebservice.deploy_configuration(
+        cpu_cores=cpu_cores,
+        memory_gb=memory_gb,
+        auth_enabled=True,
+        enable_app_insights=app_insights,
+        description=description or None,
+        tags={"project": "amlops"},
+    )
+
+
+def aks_config(
+    *,
+    token_auth: bool = False,
+    cpu_cores: float = 1,
+    memory_gb: float = 1,
+    app_insights: bool = True,
+    autoscale_max_replicas: int = 3,
+    description: str = "",
+) -> Any:
+    """Azure Kubernetes Service with key authentication, or Azure AD token authentication instead."""
+    return AksWebservice.deploy_configuration(
+        auth_enabled=not token_auth,
+        token_auth_enabled=token_auth,
+        cpu_cores=cpu_cores,
+        memory_gb=memory_gb,
+        enable_app_insights=app_insights,
+        autoscale_enabled=True,
+        autoscale_min_replicas=1,
+        autoscale_max_replicas=autoscale_max_replicas,
+        description=description or None,
+        tags={"project": "amlops"},
+    )
+
+
+def deploy(
+    workspace: Any,
+    model_name: str,
+    model_version: int | None,
+    service_name: str,
+    *,
+    target: str = "aci",
+    aks_cluster: str = "",
+    token_auth: bool = False,
+    overwrite: bool = False,
+) -> Any:
+    """``Model.deploy`` of a registered model as a web service; waits for the deployment and returns it."""
+    if target not in TARGETS:
+        raise UserError(f"unknown Azure target {target!r}", hint="use aci or aks")
+    if target == "aks" and not aks_cluster:
+        raise UserError("an AKS deployment needs the cluster's name", hint="pass --aks-cluster NAME")
+    if target == "aci" and token_auth:
+        raise UserError(
+            "ACI does not support token authentication", hint="use --target aks, or key auth on ACI"
+        )
+    model = Model(workspace, name=model_name, version=model_version)
+    config = aci_config() if target == "aci" else aks_config(token_auth=token_auth)
+    deployment_target = None
+    if target == "aks":
+        from azureml.core.compute import AksCompute
+
+        deployment_target = AksCompute(workspace, aks_cluster)
+    service = Model.deploy(
+        workspace,
+        service_name,
+        [model],
+        inference_config=inference_config(model_name),
+        deployment_config=config,
+        deployment_target=deployment_target,
+        overwrite=overwrite,
+    )
+    service.wait_for_deployment(show_output=True)
+    return service
+
+
+def get_service(workspace: Any, name: str) -> Any:
+    """An existing web service by name."""
+    return Webservice(workspace, name=name)
+
+
+def list_services(workspace: Any) -> list[Any]:
+    """The workspace's web services."""
+    return list(Webservice.list(workspace))
+
+
+def describe(service: Any) -> dict[str, Any]:
+    """What a user needs to call a service: state, scoring and swagger URIs, and how to get the keys."""
+    token = bool(getattr(service, "token_auth_enabled", False))
+    return {
+        "name": service.name,
+        "target": str(getattr(service, "compute_type", "")).lower(),
+        "state": getattr(service, "state", ""),
+        "scoring_uri": service.scoring_uri,
+        "swagger_uri": getattr(service, "swagger_uri", None),
+        "auth": "token" if token else ("key" if getattr(service, "auth_enabled", False) else "none"),
+        "keys": (
+            f"python -m pipelines.deploy keys --target azure --name {service.name}"
+            if not token
+            else "service.get_token() (Azure AD token, expires)"
+        ),
+    }
+
+
+def keys(service: Any) -> dict[str, str]:
+    """The service's primary and secondary keys."""
+    primary, secondary = service.get_keys()
+    return {"primary": primary, "secondary": secondary}
+
+
+def regenerate_key(service: Any, which: str) -> dict[str, str]:
+    """``Webservice.regen_key`` for ``primary`` or ``secondary``; the new keys."""
+    if which not in ("primary", "secondary"):
+        raise UserError(f"unknown key {which!r}", hint="use primary or secondary")
+    service.regen_key(which.capitalize())
+    return keys(service)
+
+
+def enable_app_insights(service: Any, enabled: bool = True) -> None:
+    """``service.update(enable_app_insights=...)``, as in the course notes."""
+    service.update(enable_app_insights=enabled)
+    service.wait_for_deployment(show_output=True)

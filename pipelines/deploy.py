@@ -1,0 +1,269 @@
+"""Deploy the registered model as a key-authenticated real-time web service, and manage it.
+
+    python -m pipelines.deploy [deploy] [--target local|aci|aks] [--model NAME[:VERSION]] [--name SERVICE]
+                               [--workers N] [--port N] [--json]
+    python -m pipelines.deploy list | show | logs | keys [--regen primary|secondary]
+                               | update --enable-app-insights | stop | start | delete   [--name SERVICE]
+
+``local`` (the default when no Azure ML workspace is configured) serves scoring/score.py with
+azureml-inference-server-http under gunicorn on 127.0.0.1, behind a key check, supervised; ``aci`` and
+``aks`` deploy with ``Model.deploy`` to Azure Container Instances or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError, cli_main, print_json
+from pipelines.settings import load_settings
+
+VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete")
+TARGETS = ("local", "aci", "aks")
+
+
+def default_target() -> str:
+    """``aci`` when an Azure ML workspace is configured, else ``local``."""
+    from pipelines.azure.workspace import is_configured
+
+    return "aci" if is_configured() else "local"
+
+
+def default_service_name() -> str:
+    return f"{load_settings().model_name}-svc"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.deploy",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="verbs: " + ", ".join(VERBS) + " (deploy is the default); each has --help",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--target", choices=TARGETS, help="local, or an Azure target (default: aci if a workspace is configured, else local)")  # fmt: skip
+        p.add_argument("--name", help="service name (default: <model_name>-svc, e.g. bike-demand-svc)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    p = verb("deploy", "deploy the registered model as a real-time web service")
+    p.add_argument("--model", help="NAME or NAME:VERSION (default: the settings' model_name, latest version)")
+    p.add_argument("--workers", type=int, help="local: gunicorn worker processes (default: one per core)")
+    p.add_argument("--port", type=int, help="local: port on 127.0.0.1 (default: a free one)")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="local: larger bodies get 413 (default 1 MiB)"
+    )
+    p.add_argument(
+        "--enable-app-insights", action="store_true", help="local: log every request (status, latency)"
+    )
+    p.add_argument("--entry-script", type=Path, help="local: a scoring script other than scoring/score.py")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing service of that name")
+    p.add_argument("--aks-cluster", default="", help="aks: the AKS compute target's name")
+    p.add_argument("--token-auth", action="store_true", help="aks: Azure AD token auth instead of keys")
+    p.add_argument(
+        "--timeout", type=float, default=180.0, help="local: seconds to wait for health (default 180)"
+    )
+    verb("list", "list the deployed services")
+    verb("show", "show a service: state, URIs, where its keys and logs are")
+    p = verb("logs", "print a service's logs")
+    p.add_argument("--tail", type=int, default=50, help="last N lines (default 50)")
+    p.add_argument(
+        "--requests", action="store_true", help="local: the request log (status, latency per request)"
+    )
+    p = verb("keys", "print a service's primary and secondary keys, or regenerate one")
+    p.add_argument(
+        "--regen", choices=("primary", "secondary"), help="regenerate this key (the old one stops working)"
+    )
+    p = verb("update", "change a running service's settings")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--enable-app-insights", dest="app_insights", action="store_const", const=True)
+    group.add_argument("--disable-app-insights", dest="app_insights", action="store_const", const=False)
+    verb("stop", "stop a local service (its record, keys and logs stay)")
+    p = verb("start", "start a stopped local service again")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health (default 180)")
+    verb("delete", "stop a service and delete it with its keys and logs")
+    return parser
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Parse the verb and its options, and run it on the local engine or on Azure."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in VERBS and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "deploy")
+    args = build_parser().parse_args(args_list)
+    target = args.target or default_target()
+    name = args.name or default_service_name()
+    if target == "local":
+        return _local(args, name)
+    return _azure(args, name, target)
+
+
+def _local(args: argparse.Namespace, name: str) -> int:
+    from pipelines.local import deployments
+
+    if args.verb == "deploy":
+        from pipelines.local.registry import parse_model_ref
+
+        model_name, version = parse_model_ref(args.model or load_settings().model_name)
+        print(f"deploying {model_name}{f':{version}' if version else ''} as local service {name!r} "
+              "(starting the server, loading the model)...", file=sys.stderr)  # fmt: skip
+        service = deployments.deploy(
+            model_name,
+            version,
+            name,
+            workers=args.workers,
+            port=args.port,
+            entry_script=args.entry_script,
+            max_body_bytes=args.max_body_bytes,
+            app_insights=args.enable_app_insights,
+            overwrite=args.overwrite,
+            timeout=args.timeout,
+        )
+        return _print_service(service.describe(), args.json, verb="deployed")
+    if args.verb == "list":
+        rows = [s.describe() for s in deployments.list_services()]
+        if args.json:
+            print_json(rows)
+        elif not rows:
+            print("no local services; deploy one with: python -m pipelines.deploy")
+        else:
+            for r in rows:
+                print(f"{r['name']:<24} {r['state']:<13} {r['model']:<20} {r['scoring_uri']}")
+        return 0
+    if args.verb == "show":
+        return _print_service(deployments.load(name).describe(), args.json)
+    if args.verb == "logs":
+        service = deployments.load(name)
+        log = service.folder / ("requests.log" if args.requests else "server.log")
+        if args.requests and not service.app_insights and not log.exists():
+            raise UserError("request logging is off for this service",
+                            hint=f"turn it on: python -m pipelines.deploy update --name {name} --enable-app-insights")  # fmt: skip
+        lines = deployments.tail_lines(log, args.tail)
+        if args.json:
+            print_json({"log": str(log), "lines": lines})
+        else:
+            print("\n".join(lines))
+            print(f"(last {len(lines)} lines of {log})", file=sys.stderr)
+        return 0
+    if args.verb == "keys":
+        keys = deployments.regenerate_key(name, args.regen) if args.regen else deployments.keys(name)
+        return _print_keys(keys, args.json, args.regen)
+    if args.verb == "update":
+        service = deployments.update(name, app_insights=args.app_insights)
+        if not args.json:
+            where = service.folder / "requests.log"
+            print(
+                f"App Insights (request log) {'enabled: ' + str(where) if args.app_insights else 'disabled'}"
+            )
+            return 0
+        return _print_service(service.describe(), True)
+    if args.verb == "stop":
+        was_running = deployments.stop(name)
+        print(f"stopped {name}" if was_running else f"{name} was not running")
+        return 0
+    if args.verb == "start":
+        print(f"starting {name}...", file=sys.stderr)
+        return _print_service(
+            deployments.start(name, timeout=args.timeout).describe(), args.json, verb="started"
+        )
+    if args.verb == "delete":
+        deployments.delete(name)
+        print(f"deleted {name}")
+        return 0
+    raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
+
+
+def _azure(args: argparse.Namespace, name: str, target: str) -> int:
+    from pipelines.azure import deploy as azure
+    from pipelines.azure.workspace import get_workspace
+    from pipelines.local.registry import parse_model_ref
+
+    if args.verb in ("stop", "start"):
+        raise UserError(f"{args.verb} applies to local services",
+                        hint="on Azure, delete the service and deploy it again")  # fmt: skip
+    workspace = get_workspace()
+    if args.verb == "deploy":
+        model_name, version = parse_model_ref(args.model or load_settings().model_name)
+        print(
+            f"deploying {model_name} to {target.upper()} as {name!r} (this takes minutes)...", file=sys.stderr
+        )
+        service = azure.deploy(workspace, model_name, version, name, target=target, aks_cluster=args.aks_cluster,
+                               token_auth=args.token_auth, overwrite=args.overwrite)  # fmt: skip
+        return _print_service(azure.describe(service), args.json, verb="deployed")
+    if args.verb == "list":
+        rows = [azure.describe(s) for s in azure.list_services(workspace)]
+        if args.json:
+            print_json(rows)
+        else:
+            for r in rows:
+                print(f"{r['name']:<24} {r['state']:<13} {r['target']:<5} {r['scoring_uri']}")
+        return 0
+    service = azure.get_service(workspace, name)
+    if args.verb == "show":
+        return _print_service(azure.describe(service), args.json)
+    if args.verb == "logs":
+        text = service.get_logs()
+        lines = str(text).splitlines()[-args.tail :]
+        print_json({"lines": lines}) if args.json else print("\n".join(lines))
+        return 0
+    if args.verb == "keys":
+        keys = azure.regenerate_key(service, args.regen) if args.regen else azure.keys(service)
+        return _print_keys(keys, args.json, args.regen)
+    if args.verb == "update":
+        azure.enable_app_insights(service, bool(args.app_insights))
+        print(f"App Insights {'enabled' if args.app_insights else 'disabled'} on {name}")
+        return 0
+    if args.verb == "delete":
+        service.delete()
+        print(f"deleted {name}")
+        return 0
+    raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
+
+
+def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
+    if as_json:
+        print_json(info)
+        return 0
+    title = f"{verb} {info.get('model', '')} as {info['name']}" if verb else info["name"]
+    print(f"{title.strip()}  [{info.get('state', '')}]")
+    rows = [
+        ("scoring URI", info.get("scoring_uri")),
+        ("swagger URI", info.get("swagger_uri")),
+        ("swagger UI", info.get("swagger_ui_uri")),
+        ("workers", info.get("workers")),
+        ("app insights", info.get("app_insights")),
+        (
+            "keys",
+            f"python -m pipelines.deploy keys --name {info['name']}"
+            if "keys_file" in info
+            else info.get("keys"),
+        ),
+        ("server log", info.get("server_log")),
+        ("request log", info.get("request_log") if info.get("app_insights") else None),
+        ("call it", f"python clients/endpoint.py --service {info['name']}" if "keys_file" in info else None),
+    ]
+    for label, value in rows:
+        if value not in (None, ""):
+            print(f"  {label:<13} {value}")
+    return 0
+
+
+def _print_keys(keys: dict[str, str], as_json: bool, regenerated: str | None) -> int:
+    if as_json:
+        print_json(keys)
+        return 0
+    if regenerated:
+        print(f"regenerated the {regenerated} key (the old one no longer works)", file=sys.stderr)
+    print(f"primary    {keys['primary']}")
+    print(f"secondary  {keys['secondary']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,538 @@
+"""Local real-time deployments: score.py served by azureml-inference-server-http under gunicorn, supervised.
+
+One folder per service, ``AMLOPS_HOME/deployments/<name>/``:
+
+- ``service.json``  what was deployed (model, entry script, port, workers, body limit, app insights);
+- ``keys.json``     primary and secondary keys (0600, see keys.py);
+- ``runtime.json``  written by the supervisor: state (Azure's names plus Stopped), pids, restarts;
+- ``server.log``    gunicorn's, the inference server's and the scoring script's output;
+- ``requests.log``  one JSON line per request with status and latency, when App Insights is enabled;
+- ``supervisor.log`` the supervisor's own lines.
+
+Processes: a small supervisor (``python -m pipelines.local.deployments supervise <folder>``, detached)
+runs gunicorn bound to 127.0.0.1 with N sync workers, each loading the inference server's Flask app
+wrapped by the key-auth middleware (key_auth.py) and the scoring script with its ``init()``. gunicorn
+replaces a worker that dies; the supervisor restarts gunicorn if it dies, and gives up (state Failed)
+when it keeps dying at start-up (e.g. ``init()`` fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.local.keys import KeyStore
+from pipelines.settings import PROJECT_ROOT, amlops_home
+
+DEFAULT_ENTRY_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+QUICK_EXIT_SECONDS = 20.0
+MAX_QUICK_EXITS = 3
+HEALTH_INTERVAL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class LocalService:
+    """The record of one local deployment (``service.json``)."""
+
+    name: str
+    model_name: str
+    model_version: int
+    entry_script: str
+    port: int
+    workers: int
+    app_root: str
+    model_dir: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    app_insights: bool = False
+    created: str = ""
+    updated: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def scoring_uri(self) -> str:
+        return f"{self.base_uri}/score"
+
+    @property
+    def swagger_uri(self) -> str:
+        return f"{self.base_uri}/swagger.json"
+
+    @property
+    def swagger_ui_uri(self) -> str:
+        return f"{self.base_uri}/swagger-ui/"
+
+    @property
+    def health_uri(self) -> str:
+        return f"{self.base_uri}/"
+
+    @property
+    def folder(self) -> Path:
+        return service_dir(self.name)
+
+    def describe(self) -> dict[str, Any]:
+        """The record plus its URIs, state and file locations (what ``show`` prints)."""
+        runtime = read_runtime(self.name)
+        return {
+            **{k: v for k, v in asdict(self).items() if k not in ("extra_env", "app_root")},
+            "model": f"{self.model_name}:{self.model_version}",
+            "state": state(self.name),
+            "restarts": runtime.get("restarts", 0),
+            "message": runtime.get("message", ""),
+            "scoring_uri": self.scoring_uri,
+            "swagger_uri": self.swagger_uri,
+            "swagger_ui_uri": self.swagger_ui_uri,
+            "health_uri": self.health_uri,
+            "folder": str(self.folder),
+            "keys_file": str(self.folder / "keys.json"),
+            "server_log": str(self.folder / "server.log"),
+            "request_log": str(self.folder / "requests.log"),
+        }
+
+
+def deployments_dir() -> Path:
+    return amlops_home() / "deployments"
+
+
+def service_dir(name: str) -> Path:
+    return deployments_dir() / name
+
+
+def validate_name(name: str) -> str:
+    """Azure's web service naming rule (3-32 chars, lowercase letters, digits, dashes)."""
+    if not NAME_PATTERN.match(name or ""):
+        raise UserError(
+            f"service name {name!r} is not valid",
+            hint="use 3-32 lowercase letters, digits or dashes, starting with a letter (e.g. bike-demand-svc)",
+        )
+    return name
+
+
+def load(name: str) -> LocalService:
+    """The record of a local service; UserError if there is none."""
+    path = service_dir(name) / "service.json"
+    if not path.is_file():
+        known = ", ".join(s.name for s in list_services()) or "none"
+        raise UserError(f"no local service named {name!r}", hint=f"deployed services: {known}")
+    return LocalService(**json.loads(path.read_text()))
+
+
+def list_services() -> list[LocalService]:
+    """All local services, by name."""
+    root = deployments_dir()
+    if not root.is_dir():
+        return []
+    return [LocalService(**json.loads(p.read_text())) for p in sorted(root.glob("*/service.json"))]
+
+
+def deploy(
+    model_name: str,
+    model_version: int | None,
+    name: str,
+    *,
+    workers: int | None = None,
+    port: int | None = None,
+    entry_script: Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    app_insights: bool = False,
+    overwrite: bool = False,
+    timeout: float = 180.0,
+) -> LocalService:
+    """Deploy a registered model as a local service, start it and wait until it is healthy."""
+    from pipelines.local import registry
+
+    validate_name(name)
+    folder = service_dir(name)
+    if (folder / "service.json").is_file():
+        if not overwrite:
+            raise UserError(f"service {name!r} already exists", hint="pass --overwrite, or delete it first")
+        stop(name)
+    model = registry.get_model(model_name, model_version)
+    env = registry.model_env(model.name, model.version)
+    script = Path(entry_script or DEFAULT_ENTRY_SCRIPT).resolve()
+    if not script.is_file():
+        raise UserError(f"entry script {script} not found", hint="pass the path of a score.py")
+    if max_body_bytes < 1:
+        raise UserError("the body limit must be positive", hint="e.g. --max-body-bytes 1048576")
+    chosen_port = port or _free_port()
+    _check_port(chosen_port)
+    stamp = _now()
+    service = LocalService(
+        name=name,
+        model_name=model.name,
+        model_version=model.version,
+        entry_script=str(script),
+        port=chosen_port,
+        workers=workers or default_workers(),
+        app_root=env["AML_APP_ROOT"],
+        model_dir=env["AZUREML_MODEL_DIR"],
+        max_body_bytes=max_body_bytes,
+        app_insights=app_insights,
+        created=stamp,
+        updated=stamp,
+    )
+    if service.workers < 1:
+        raise UserError("workers must be at least 1", hint="e.g. --workers 2")
+    folder.mkdir(parents=True, exist_ok=True)
+    KeyStore(folder / "keys.json").keys()
+    _write_json(folder / "service.json", asdict(service))
+    _write_json(folder / "runtime.json", {"state": "Stopped"})
+    return start(name, timeout=timeout)
+
+
+def default_workers() -> int:
+    """One gunicorn worker per core (each with one model thread)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def start(name: str, *, timeout: float = 180.0) -> LocalService:
+    """Start a stopped service (its supervisor and server) and wait until it answers its health route."""
+    service = load(name)
+    if _supervisor_alive(service):
+        raise UserError(f"service {name!r} is already running", hint=f"stop it first: python -m pipelines.deploy stop --name {name}")  # fmt: skip
+    _check_port(service.port)
+    folder = service.folder
+    _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0})
+    with open(folder / "supervisor.log", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.local.deployments", "supervise", str(folder)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": _pythonpath()},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _merge_runtime(folder, supervisor_pid=proc.pid)
+    return wait_until_healthy(name, timeout=timeout)
+
+
+def wait_until_healthy(name: str, *, timeout: float = 180.0) -> LocalService:
+    """Block until the service is Healthy; UserError (with the log's tail) if it fails or times out."""
+    service = load(name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = state(name)
+        if current == "Healthy":
+            return service
+        if current in ("Failed", "Stopped"):
+            break
+        time.sleep(0.25)
+    else:
+        stop(name)
+        raise UserError(f"service {name!r} did not become healthy within {timeout:.0f} s",
+                        hint=f"see {service.folder / 'server.log'}")  # fmt: skip
+    tail = "\n".join(tail_lines(service.folder / "server.log", 15))
+    message = read_runtime(name).get("message", "")
+    raise UserError(f"service {name!r} failed to start: {message}\n{tail}",
+                    hint=f"full log: {service.folder / 'server.log'}")  # fmt: skip
+
+
+def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10) -> bool:
+    """Stop a service's supervisor and server; False if it was not running."""
+    import psutil
+
+    service = load(name)
+    runtime = read_runtime(name)
+    pids = [p for p in (runtime.get("supervisor_pid"), runtime.get("server_pid")) if p]
+    procs = [_own_process(pid, service) for pid in pids]
+    procs = [p for p in procs if p is not None]
+    if not procs:
+        if runtime.get("state") not in ("Stopped", "Failed"):
+            _merge_runtime(service.folder, state="Stopped")
+        return False
+    for proc in procs[:1]:  # the supervisor stops the server gracefully
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            _kill_tree(proc)
+    psutil.wait_procs(alive, timeout=5)
+    _merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None)
+    return True
+
+
+def delete(name: str) -> None:
+    """Stop a service and remove its folder (record, keys, logs)."""
+    load(name)
+    stop(name)
+    shutil.rmtree(service_dir(name))
+
+
+def update(name: str, *, app_insights: bool | None = None) -> LocalService:
+    """Change a service's settings; a running service reloads its workers gracefully (SIGHUP)."""
+    service = load(name)
+    if app_insights is not None:
+        service.app_insights = app_insights
+    service.updated = _now()
+    _write_json(service.folder / "service.json", asdict(service))
+    server_pid = read_runtime(name).get("server_pid")
+    if server_pid and _supervisor_alive(service):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(server_pid), signal.SIGHUP)
+    return service
+
+
+def keys(name: str) -> dict[str, str]:
+    """The service's primary and secondary keys."""
+    return KeyStore(load(name).folder / "keys.json").keys()
+
+
+def regenerate_key(name: str, which: str) -> dict[str, str]:
+    """A new primary or secondary key; the running workers accept it (and reject the old) at once."""
+    return KeyStore(load(name).folder / "keys.json").regenerate(which)
+
+
+def state(name: str) -> str:
+    """Healthy, Transitioning, Unhealthy, Failed or Stopped."""
+    service = load(name)
+    runtime = read_runtime(name)
+    recorded = runtime.get("state", "Stopped")
+    if recorded == "Failed":
+        return "Failed"
+    if not _supervisor_alive(service):
+        return "Stopped"
+    return recorded
+
+
+def read_runtime(name: str) -> dict[str, Any]:
+    path = service_dir(name) / "runtime.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a text file (empty if it does not exist)."""
+    if not path.is_file():
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 256 * 1024))
+        return fh.read().decode(errors="replace").splitlines()[-n:]
+
+
+# --- the supervisor -------------------------------------------------------------------------------
+
+
+def server_command(service: LocalService) -> list[str]:
+    """gunicorn serving the inference server's app behind the key-auth middleware, on 127.0.0.1 only."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{service.port}",
+        "--workers", str(service.workers),
+        "--worker-class", "sync",
+        "--timeout", "300",
+        "--graceful-timeout", "10",
+        "--error-logfile", "-",
+        "--log-level", "info",
+        "--no-control-socket",  # gunicorn's default socket path is shared by every instance
+        "pipelines.local.key_auth:from_environment()",
+    ]  # fmt: skip
+
+
+def server_env(service: LocalService) -> dict[str, str]:
+    """The environment Azure's inference image gives the server, pointed at the local model copy."""
+    from azureml_inference_server_http import __version__ as server_version
+
+    threads = max(1, (os.cpu_count() or 1) // service.workers)
+    return {
+        **os.environ,
+        "PYTHONPATH": _pythonpath(),
+        "AML_APP_ROOT": service.app_root,
+        "AZUREML_MODEL_DIR": service.model_dir,
+        "AZUREML_ENTRY_SCRIPT": service.entry_script,
+        "AMLOPS_MODEL_NAME": service.model_name,
+        "AMLOPS_DEPLOYMENT_DIR": str(service.folder),
+        "SERVICE_NAME": service.name,
+        "AML_APP_INSIGHTS_ENABLED": "false",
+        "HTTP_X_MS_SERVER_VERSION": f"azmlinfsrv/{server_version}",
+        "OMP_NUM_THREADS": str(threads),
+        **service.extra_env,
+    }
+
+
+def supervise(folder: Path) -> int:
+    """Run the service's server until SIGTERM, restarting it if it dies; the supervisor's main loop."""
+    service = LocalService(**json.loads((folder / "service.json").read_text()))
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    restarts = 0
+    quick_exits = 0
+    _merge_runtime(folder, state="Transitioning", supervisor_pid=os.getpid(), restarts=0, message="")
+    while not stopping:
+        started = time.monotonic()
+        with open(folder / "server.log", "a") as log:
+            proc = subprocess.Popen(
+                server_command(service), cwd=PROJECT_ROOT, env=server_env(service),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        _merge_runtime(folder, state="Transitioning", server_pid=proc.pid, restarts=restarts)
+        _log(f"started gunicorn pid {proc.pid} on 127.0.0.1:{service.port} with {service.workers} worker(s)")
+        healthy = False
+        while not stopping and proc.poll() is None:
+            if not healthy and _healthy(service):
+                healthy = True
+                quick_exits = 0
+                _merge_runtime(folder, state="Healthy", message="")
+                _log("healthy")
+            time.sleep(HEALTH_INTERVAL_SECONDS)
+        if stopping:
+            break
+        code = proc.returncode
+        quick = time.monotonic() - started < QUICK_EXIT_SECONDS and not healthy
+        quick_exits = quick_exits + 1 if quick else 0
+        restarts += 1
+        _log(f"gunicorn exited with code {code}")
+        if quick_exits >= MAX_QUICK_EXITS:
+            message = f"the server exited with code {code} at start-up {quick_exits} times in a row"
+            _merge_runtime(folder, state="Failed", server_pid=None, message=message, restarts=restarts)
+            _log(message + "; giving up")
+            return 1
+        _merge_runtime(folder, state="Transitioning", server_pid=None, restarts=restarts,
+                       message=f"restarting after exit code {code}")  # fmt: skip
+        time.sleep(min(2.0**quick_exits, 10.0) if quick else 0.2)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _merge_runtime(folder, state="Stopped", server_pid=None, supervisor_pid=None)
+    _log("stopped")
+    return 0
+
+
+def _healthy(service: LocalService) -> bool:
+    try:
+        with urllib.request.urlopen(service.health_uri, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _log(message: str) -> None:
+    print(f"{_now()} supervisor: {message}", flush=True)
+
+
+def _own_process(pid: int, service: LocalService) -> Any:
+    """The process ``pid`` if it is this service's supervisor or gunicorn (never another process)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pid))
+        cmdline = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    if proc.status() == psutil.STATUS_ZOMBIE:
+        return None
+    ours = f"supervise {service.folder}" in cmdline or (
+        "gunicorn" in cmdline and f"127.0.0.1:{service.port}" in cmdline
+    )
+    return proc if ours else None
+
+
+def _supervisor_alive(service: LocalService) -> bool:
+    pid = read_runtime(service.name).get("supervisor_pid")
+    return bool(pid) and _own_process(pid, service) is not None
+
+
+def _kill_tree(proc: Any) -> None:
+    import psutil
+
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise UserError(
+            f"port {port} is not valid", hint="use 1024-65535, or leave --port out to pick a free one"
+        )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} on 127.0.0.1 is in use", hint="pass another --port") from None
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(PROJECT_ROOT), existing]) if existing else str(PROJECT_ROOT)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _merge_runtime(folder: Path, **fields: Any) -> None:
+    path = folder / "runtime.json"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        data = {}
+    data.update(fields)
+    _write_json(path, data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``supervise <folder>``: the entry point of a service's supervisor process."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "supervise":
+        print("usage: python -m pipelines.local.deployments supervise <service folder>", file=sys.stderr)
+        return 2
+    return supervise(Path(args[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The key-auth front of a local deployment: WSGI middleware around azureml-inference-server-http's app.
+
+It runs inside each gunicorn worker (no extra hop): ``/score`` needs ``Authorization: Bearer <primary or
+secondary key>`` (else 401, and the scoring script is not called), bodies over the deployment's limit get
+413 before they are read, 5xx answers carry the request id in the body too, and every request can be
+logged with status and latency (the local stand-in for Application Insights). The health route ``/``,
+``/swagger.json`` (as on Azure) and the offline Swagger UI at ``/swagger-ui/`` need no key.
+
+gunicorn builds it with ``pipelines.local.key_auth:from_environment()``; the deployment folder comes from
+``AMLOPS_DEPLOYMENT_DIR``. Keys are re-read when the key file changes, so a regenerated key works (and
+the old one stops working) on the next request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import io
+import json
+import mimetypes
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pipelines.local.keys import KEY_NAMES, KeyStore
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+SCORE_PATH = "/score"
+SWAGGER_UI_PATH = "/swagger-ui/"
+OPEN_PATHS = ("/", "/swagger.json")
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+class KeyChecker:
+    """Constant-time check of a Bearer key against the primary and secondary keys in a key file."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = KeyStore(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._keys: dict[str, bytes] = {}
+
+    def which(self, header: str | None) -> str | None:
+        """``"primary"``/``"secondary"`` for a valid ``Bearer <key>`` header, else None."""
+        self._refresh()
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode()
+        found = None
+        for name in KEY_NAMES:  # compare against both keys, always, in constant time
+            if hmac.compare_digest(presented, self._keys[name]) and scheme.lower() == "bearer" and presented:
+                found = name
+        return found
+
+    def _refresh(self) -> None:
+        st = os.stat(self.store.path)
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp != self._stamp:
+            self._keys = {name: key.encode() for name, key in self.store.keys().items()}
+            self._stamp = stamp
+
+
+class RequestLog:
+    """JSON lines with time, request id, method, path, status, latency and which key was used."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fh = open(path, "a", buffering=1) if path else None  # noqa: SIM115 - kept for the worker's life
+
+    def write(self, **fields: Any) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(fields, separators=(",", ":")) + "\n")
+
+
+class KeyAuthMiddleware:
+    """Key check, body limit, request log and Swagger UI in front of the inference server's WSGI app."""
+
+    def __init__(
+        self,
+        inner: WSGIApp,
+        keys: KeyChecker,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        request_log: RequestLog | None = None,
+        swagger_ui_dir: Path | None = None,
+    ) -> None:
+        self.inner = inner
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.log = request_log or RequestLog(None)
+        self.swagger_ui = SwaggerUI(swagger_ui_dir) if swagger_ui_dir else None
+        self._swagger_json: bytes | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        path = environ.get("PATH_INFO") or "/"
+        request_id = environ.get("HTTP_X_REQUEST_ID") or str(uuid.uuid4())
+        environ["HTTP_X_REQUEST_ID"] = request_id
+        key_name = None
+        status_holder: list[str] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_holder.append(status)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        if path == SCORE_PATH:
+            key_name = self.keys.which(environ.get("HTTP_AUTHORIZATION"))
+            if key_name is None:
+                body = _respond(capture, 401, "missing or invalid key: send 'Authorization: Bearer <key>'",
+                                request_id, [("WWW-Authenticate", 'Bearer realm="score"')])  # fmt: skip
+            else:
+                body = self._score(environ, capture, request_id)
+        elif path == "/swagger.json" and not environ.get("QUERY_STRING"):
+            body = self._swagger(environ, capture)
+        elif self.swagger_ui is not None and (
+            path == SWAGGER_UI_PATH.rstrip("/") or path.startswith(SWAGGER_UI_PATH)
+        ):
+            body = self.swagger_ui.serve(path, capture)
+        else:
+            body = self.inner(environ, capture)
+        if self.log.path is not None:
+            status = int(status_holder[0].split(" ", 1)[0]) if status_holder else 0
+            self.log.write(
+                time=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                request_id=request_id,
+                method=environ.get("REQUEST_METHOD"),
+                path=path,
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                key=key_name,
+                bytes_in=int(environ.get("CONTENT_LENGTH") or 0),
+            )
+        return body
+
+    def _score(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], request_id: str
+    ) -> Iterable[bytes]:
+        length = environ.get("CONTENT_LENGTH")
+        if length and length.isdigit() and int(length) > self.max_body_bytes:
+            return _respond(start_response, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                            request_id)  # fmt: skip
+        if not length and environ.get("REQUEST_METHOD") == "POST":  # chunked: read at most limit + 1 bytes
+            data = environ["wsgi.input"].read(self.max_body_bytes + 1)
+            if len(data) > self.max_body_bytes:
+                return _respond(start_response, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                                request_id)  # fmt: skip
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(len(data))
+        status_holder: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_holder.append((status, headers))
+            return lambda _data: None
+
+        chunks = list(self.inner(environ, hold))
+        status, headers = status_holder[-1]
+        if status.startswith("5"):
+            chunks, headers = _with_request_id(chunks, headers, request_id)
+        start_response(status, headers)
+        return chunks
+
+    def _swagger(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The server's swagger.json, told that this local endpoint speaks plain http."""
+        if self._swagger_json is None:
+            held: list[str] = []
+            raw = b"".join(self.inner(environ, lambda status, headers, exc_info=None: held.append(status)))
+            if not held or not held[0].startswith("200"):
+                return self.inner(environ, start_response)
+            spec = json.loads(raw)
+            if "swagger" in spec:
+                spec["schemes"] = ["http"]
+            self._swagger_json = json.dumps(spec).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(self._swagger_json)))]
+        )
+        return [self._swagger_json]
+
+
+class SwaggerUI:
+    """Swagger UI's static files from the swagger-ui-bundle package, pointed at ``/swagger.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._cache: dict[str, tuple[bytes, str]] = {}
+
+    def serve(self, path: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if path == SWAGGER_UI_PATH.rstrip("/"):
+            start_response("301 Moved Permanently", [("Location", SWAGGER_UI_PATH), ("Content-Length", "0")])
+            return [b""]
+        name = path[len(SWAGGER_UI_PATH) :] or "index.html"
+        found = self._file(name)
+        if found is None:
+            body = b'{"message": "not found"}'
+            start_response(
+                "404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        data, content_type = found
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _file(self, name: str) -> tuple[bytes, str] | None:
+        if name in self._cache:
+            return self._cache[name]
+        if name == "index.html":
+            data = render_swagger_index(self.folder, "/swagger.json").encode()
+        else:
+            target = (self.folder / name).resolve()
+            if self.folder.resolve() not in target.parents or not target.is_file():
+                return None
+            data = target.read_bytes()
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._cache[name] = (data, content_type)
+        return self._cache[name]
+
+
+def render_swagger_index(folder: Path, spec_url: str) -> str:
+    """Swagger UI's index page from the bundle's template, loading ``spec_url`` (no CDN, no validator)."""
+    import jinja2
+
+    template = jinja2.Template((Path(folder) / "index.j2").read_text())
+    return template.render(openapi_spec_url=spec_url, validatorUrl="null")
+
+
+def swagger_ui_folder() -> Path:
+    """Where the swagger-ui-bundle package keeps Swagger UI's files."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(str(swagger_ui_path))
+
+
+def _respond(
+    start_response: Callable[..., Any],
+    code: int,
+    message: str,
+    request_id: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    reasons = {401: "Unauthorized", 413: "Payload Too Large"}
+    body = json.dumps({"message": message, "request_id": request_id}).encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("x-request-id", request_id),
+        *(extra or []),
+    ]
+    start_response(f"{code} {reasons.get(code, 'Error')}", headers)
+    return [body]
+
+
+def _with_request_id(
+    chunks: list[bytes], headers: list[tuple[str, str]], request_id: str
+) -> tuple[list[bytes], list[tuple[str, str]]]:
+    try:
+        payload = json.loads(b"".join(chunks))
+    except ValueError:
+        return chunks, headers
+    if not isinstance(payload, dict):
+        return chunks, headers
+    payload["request_id"] = request_id
+    body = json.dumps(payload).encode()
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [
+        ("Content-Length", str(len(body)))
+    ]
+    return [body], headers
+
+
+def from_environment() -> KeyAuthMiddleware:
+    """The middleware for the deployment in ``AMLOPS_DEPLOYMENT_DIR``, around the inference server's app."""
+    folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
+    config = json.loads((folder / "service.json").read_text())
+    from azureml_inference_server_http.server.entry import app as inner
+
+    return KeyAuthMiddleware(
+        inner,
+        KeyChecker(folder / "keys.json"),
+        max_body_bytes=int(config.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES),
+        request_log=RequestLog(folder / "requests.log" if config.get("app_insights") else None),
+        swagger_ui_dir=swagger_ui_folder(),
+    )

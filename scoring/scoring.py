@@ -1,0 +1,179 @@
+"""ParallelRunStep entry script for batch scoring: ``init()`` loads the model, ``run(mini_batch)`` scores it.
+
+Runs unchanged on Azure ML and on the local engine (``pipelines.local.parallel_run``). Arguments
+(``ParallelRunStep(arguments=[...])``, parsed with ``parse_known_args`` because Azure adds its own):
+
+- ``--model_name NAME`` the registered model (found with ``Model.get_model_path``); default: the model
+  folder named by ``AZUREML_MODEL_DIR``;
+- ``--model_version N`` optional;
+- ``--key_columns a,b`` input columns copied to each result row (default: ``instant,date`` when present);
+- ``--prediction_column NAME`` (default ``prediction``).
+
+``run`` returns one row per scored input row: the key column(s), then the prediction. It decides:
+
+- an empty mini-batch gives an empty result (with the result columns);
+- missing feature columns raise ``ValueError`` naming them (the whole mini-batch fails, and is retried
+  and counted by ParallelRunStep);
+- rows with a null in a feature column are not scored and not returned, so ParallelRunStep counts them
+  as failed items (``error_threshold``) instead of the model guessing;
+- anything else the model raises (e.g. a column of the wrong type) propagates: exceptions are never
+  swallowed, so ParallelRunStep's error counting sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_KEYS = ("instant", "date")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What ``run`` needs besides the model: feature, key and prediction column names."""
+
+    features: tuple[str, ...] | None  # None: every column that is not a key
+    keys: tuple[str, ...] | None  # None: DEFAULT_KEYS that are present
+    prediction_column: str = "prediction"
+    integer_features: tuple[str, ...] = ()  # signature says integer: restored after nulls made them float
+
+
+_MODEL: Any = None
+_CONFIG: ScoringConfig | None = None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's own arguments; unknown ones (Azure's) are ignored."""
+    parser = argparse.ArgumentParser(description="ParallelRunStep batch scoring entry script")
+    parser.add_argument("--model_name", default=None, help="registered model name")
+    parser.add_argument("--model_version", type=int, default=None, help="model version (default: latest)")
+    parser.add_argument("--key_columns", default=None, help="comma-separated input columns to keep")
+    parser.add_argument("--prediction_column", default="prediction", help="name of the prediction column")
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+def init() -> None:
+    """Load the registered model once per worker process."""
+    global _MODEL, _CONFIG
+    import mlflow.pyfunc
+    from azureml.core.model import Model
+
+    args = parse_args()
+    name = args.model_name or _model_name_from_env()
+    path = (
+        Model.get_model_path(name, version=args.model_version)
+        if args.model_version
+        else Model.get_model_path(name)
+    )
+    _MODEL = mlflow.pyfunc.load_model(path)
+    keys = tuple(k.strip() for k in args.key_columns.split(",") if k.strip()) if args.key_columns else None
+    _CONFIG = ScoringConfig(
+        features=model_features(_MODEL),
+        keys=keys,
+        prediction_column=args.prediction_column,
+        integer_features=integer_features(_MODEL),
+    )
+    _logger().info("loaded model %s from %s; features: %s", name, path, _CONFIG.features)
+
+
+def run(mini_batch: pd.DataFrame) -> pd.DataFrame:
+    """Score one mini-batch: key column(s) + prediction, one row per scored input row."""
+    if _MODEL is None or _CONFIG is None:
+        raise RuntimeError("init() has not loaded a model")
+    result = score(_MODEL, mini_batch, _CONFIG)
+    skipped = len(mini_batch) - len(result)
+    if skipped:
+        _logger().warning("%d of %d rows not scored: null feature values", skipped, len(mini_batch))
+    return result
+
+
+def score(model: Any, frame: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
+    """Predict ``frame`` with ``model`` (anything with ``predict(DataFrame)``); pure, no I/O."""
+    keys = list(config.keys) if config.keys is not None else [c for c in DEFAULT_KEYS if c in frame.columns]
+    missing_keys = [k for k in keys if k not in frame.columns]
+    if missing_keys:
+        raise ValueError(f"mini-batch has no key column(s) {', '.join(missing_keys)}; check --key_columns")
+    features = (
+        list(config.features) if config.features is not None else [c for c in frame.columns if c not in keys]
+    )
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"mini-batch is missing feature column(s) {', '.join(missing)} the model needs "
+            f"(it has: {', '.join(map(str, frame.columns))})"
+        )
+    columns = [*keys, config.prediction_column]
+    complete = frame[features].notna().all(axis=1) if len(frame) else pd.Series(dtype=bool)
+    usable = frame if bool(complete.all()) else frame[complete]
+    if usable.empty:
+        return pd.DataFrame(
+            {c: pd.Series(dtype=frame[c].dtype) for c in keys} | {config.prediction_column: []}
+        )
+    inputs = usable[features]
+    floats = [c for c in config.integer_features if c in features and pd.api.types.is_float_dtype(inputs[c])]
+    if floats and len(usable) < len(frame):  # nulls made these integer columns float; they are whole again
+        inputs = inputs.astype({c: "int64" for c in floats if (inputs[c] % 1 == 0).all()})
+    predictions = _one_column(model.predict(inputs), len(usable))
+    out = usable[keys].reset_index(drop=True)
+    out[config.prediction_column] = predictions
+    return out[columns]
+
+
+def model_features(model: Any) -> tuple[str, ...] | None:
+    """The input column names of an MLflow pyfunc model's signature, if it has named inputs."""
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return None
+    return tuple(schema.input_names())
+
+
+def integer_features(model: Any) -> tuple[str, ...]:
+    """Signature columns typed integer/long (pandas turns them to float when a mini-batch has nulls)."""
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return ()
+    return tuple(
+        spec.name
+        for spec in schema.inputs
+        if str(getattr(spec, "type", "")).lower().endswith(("integer", "long"))
+    )
+
+
+def _one_column(predictions: Any, n_rows: int) -> np.ndarray:
+    if isinstance(predictions, pd.DataFrame):
+        if predictions.shape[1] != 1:
+            raise ValueError(
+                f"model returned {predictions.shape[1]} columns; expected one prediction per row"
+            )
+        predictions = predictions.iloc[:, 0]
+    values = np.asarray(predictions)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or len(values) != n_rows:
+        raise ValueError(f"model returned {values.shape} predictions for {n_rows} rows")
+    return values
+
+
+def _model_name_from_env() -> str:
+    model_dir = os.environ.get("AZUREML_MODEL_DIR")
+    if not model_dir:
+        raise ValueError("no model: pass --model_name NAME (ParallelRunStep arguments)")
+    return Path(model_dir).parent.name
+
+
+def _logger() -> Any:
+    try:
+        from azureml_user.parallel_run import EntryScript
+
+        return EntryScript().logger
+    except ImportError:  # outside a ParallelRunStep worker (e.g. unit tests)
+        import logging
+
+        return logging.getLogger("scoring")

@@ -1,0 +1,235 @@
+"""scoring/scoring.py, the ParallelRunStep entry script: unit tests on mini-batches made here, and end to
+end through the local engine (API and CLI) with a tiny registered LightGBM model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import datagen
+from pipelines.local.parallel_run import ParallelRunOptions, main, run_parallel
+from scoring import scoring
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENTRY = PROJECT_ROOT / "scoring" / "scoring.py"
+FEATURES = ["season", "yr", "mnth", "weekday", "weathersit", "temp", "atemp", "hum", "windspeed"]
+MODEL_NAME = "tiny-bike"
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local workspace holding a tiny LightGBM registered as ``tiny-bike`` (version 1), shared by this module."""
+    import lightgbm
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    from pipelines.local import registry
+
+    home = tmp_path_factory.mktemp("model-home")
+    saved = {k: os.environ.get(k) for k in ("AMLOPS_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    os.environ["AMLOPS_HOME"] = str(home)
+    try:
+        train = datagen.generate(3000, seed=21)
+        model = lightgbm.LGBMRegressor(n_estimators=15, num_leaves=7, n_jobs=1, verbose=-1)
+        model.fit(train[FEATURES], train.cnt)
+        registry.configure_mlflow(home)
+        mlflow.set_experiment(experiment_id=registry.ensure_experiment("scoring-tests"))
+        sample = train[FEATURES].head(5)
+        with mlflow.start_run():
+            mlflow.lightgbm.log_model(
+                model,
+                name="model",
+                signature=infer_signature(sample, model.predict(sample)),
+                registered_model_name=MODEL_NAME,
+            )
+        yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def registered(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Use the module's workspace (with the registered model) in this test."""
+    from pipelines.local import registry
+
+    monkeypatch.setenv("AMLOPS_HOME", str(model_home))
+    registry.configure_mlflow(model_home)
+    return model_home
+
+
+@pytest.fixture
+def loaded(registered: Path) -> tuple[Any, scoring.ScoringConfig]:
+    """The registered model loaded as init() loads it, and the config init() builds."""
+    import mlflow.pyfunc
+
+    from pipelines.local import registry
+
+    path = Path(registry.model_env(MODEL_NAME)["AZUREML_MODEL_DIR"]) / MODEL_NAME
+    model = mlflow.pyfunc.load_model(str(path))
+    config = scoring.ScoringConfig(
+        features=scoring.model_features(model), keys=None, integer_features=scoring.integer_features(model)
+    )
+    return model, config
+
+
+def test_scores_every_row_with_keys_then_prediction(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    batch = datagen.generate(200, seed=3).iloc[50:150]  # a slice: index not starting at 0
+    out = scoring.score(model, batch, config)
+    assert list(out.columns) == ["instant", "date", "prediction"]
+    assert out.instant.tolist() == batch.instant.tolist() and out.date.tolist() == batch.date.tolist()
+    np.testing.assert_allclose(out.prediction, model.predict(batch[FEATURES]))
+    assert out.prediction.between(0, 20_000).all()
+
+
+def test_features_come_from_the_model_signature(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    assert config.features == tuple(FEATURES)
+    assert set(config.integer_features) == {"season", "yr", "mnth", "weekday", "weathersit"}
+    extra = datagen.generate(10).assign(unrelated="x")  # extra columns (label, leaks, others) are ignored
+    assert len(scoring.score(model, extra, config)) == 10
+
+
+def test_empty_mini_batch_gives_an_empty_result(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    out = scoring.score(model, datagen.generate(0), config)
+    assert out.empty and list(out.columns) == ["instant", "date", "prediction"]
+
+
+def test_missing_feature_columns_raise_a_clear_error(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    batch = datagen.generate(5).drop(columns=["temp", "hum"])
+    with pytest.raises(ValueError, match="missing feature column\\(s\\) temp, hum"):
+        scoring.score(model, batch, config)
+
+
+def test_wrong_types_raise_from_the_model(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model, config = loaded
+    batch = datagen.generate(5).assign(temp=["warm"] * 5)
+    with pytest.raises(MlflowException, match="schema"):
+        scoring.score(model, batch, config)
+
+
+def test_rows_with_nulls_are_left_out_for_prs_to_count(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    batch = datagen.generate(20, seed=8)
+    batch["season"] = batch.season.astype("float64")
+    batch.loc[[2, 5], "season"] = np.nan  # nulls turn an integer column float, as read_csv does
+    batch.loc[7, "temp"] = np.nan
+    batch.loc[9, "date"] = None  # a null key is kept: only features decide
+    out = scoring.score(model, batch, config)
+    assert out.instant.tolist() == [i for i in batch.instant if i not in (3, 6, 8)]
+    clean = datagen.generate(20, seed=8).drop(index=[2, 5, 7])
+    np.testing.assert_allclose(out.prediction, model.predict(clean[FEATURES]))
+    all_null = batch.assign(hum=np.nan)
+    assert scoring.score(model, all_null, config).empty
+
+
+def test_explicit_key_columns_and_prediction_name(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
+    model, config = loaded
+    custom = scoring.ScoringConfig(features=config.features, keys=("date",), prediction_column="cnt_pred")
+    out = scoring.score(model, datagen.generate(3), custom)
+    assert list(out.columns) == ["date", "cnt_pred"]
+    with pytest.raises(ValueError, match="no key column"):
+        scoring.score(model, datagen.generate(3).drop(columns=["date"]), custom)
+
+
+def test_args_are_parsed_with_parse_known_args() -> None:
+    args = scoring.parse_args(["--model_name", "m", "--key_columns", "a,b", "--azureml_injected", "1"])
+    assert (args.model_name, args.key_columns, args.model_version) == ("m", "a,b", None)
+
+
+def test_run_without_init_raises() -> None:
+    with pytest.raises(RuntimeError, match="init"):
+        scoring.run(datagen.generate(1))
+
+
+def test_batch_scoring_end_to_end_on_the_local_engine(registered: Path, tmp_path: Path) -> None:
+    data = datagen.write_csv(tmp_path / "new.csv", 3000, seed=99)
+    options = ParallelRunOptions(
+        entry_script=str(ENTRY),
+        mini_batch_size="64KB",
+        process_count_per_node=1,
+        model=MODEL_NAME,
+        arguments=("--model_name", MODEL_NAME),
+        headered_output="csv",
+    )
+    result = run_parallel(options, [data], tmp_path / "out", progress=False)
+    assert result.succeeded and result.failed_items == 0 and result.mini_batches > 2
+    raw = pd.read_csv(result.output_file, sep=" ", header=None, names=["instant", "date", "prediction"])
+    assert raw.instant.tolist() == list(range(1, 3001))  # every input row exactly once, in order
+    headered = pd.read_csv(result.headered_file)
+    assert list(headered.columns) == ["instant", "date", "prediction"]
+    np.testing.assert_allclose(headered.prediction, raw.prediction, rtol=1e-9)
+
+
+def test_cli_scores_and_reports(registered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = datagen.write_csv(tmp_path / "new.csv", 500, seed=5)
+    frame = pd.read_csv(data)
+    frame.loc[[10, 20], "temp"] = np.nan
+    frame.to_csv(data, index=False)
+    out = tmp_path / "out"
+    argv = [str(ENTRY), "--input", str(data), "--output", str(out), "--model", MODEL_NAME,
+            "--process-count-per-node", "1", "--error-threshold", "1", "--", "--model_name", MODEL_NAME]  # fmt: skip
+    assert main(argv) == 1  # 2 null rows > error_threshold 1
+    err = capsys.readouterr().err
+    assert "2 failed items exceed error_threshold=1" in err
+    assert not (out / "parallel_run_step.txt").exists()
+    argv[argv.index("--error-threshold") + 1] = "2"
+    assert main(argv) == 0
+    assert len((out / "parallel_run_step.txt").read_text().splitlines()) == 498
+    assert "rows/s" in capsys.readouterr().err
+
+
+def test_cli_bad_input_exits_2_with_one_line(registered: Path, tmp_path: Path) -> None:
+    data = datagen.write_csv(tmp_path / "new.csv", 50)
+    base = [sys.executable, "-m", "pipelines.local.parallel_run", str(ENTRY), "--output", str(tmp_path / "o")]
+    cases = {
+        "missing input": [*base, "--input", str(tmp_path / "nope.csv")],
+        "bad size": [*base, "--input", str(data), "--mini-batch-size", "1XB"],
+        "unregistered model": [
+            *base,
+            "--input",
+            str(data),
+            "--model",
+            "nobody",
+            "--",
+            "--model_name",
+            "nobody",
+        ],
+    }
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    for case, argv in cases.items():
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, case
+        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, case
+        assert not (tmp_path / "o" / "parallel_run_step.txt").exists()
+
+
+def test_cli_missing_model_argument_is_an_init_error(registered: Path, tmp_path: Path) -> None:
+    data = datagen.write_csv(tmp_path / "new.csv", 50)
+    argv = [
+        str(ENTRY),
+        "--input",
+        str(data),
+        "--output",
+        str(tmp_path / "o"),
+        "--process-count-per-node",
+        "1",
+    ]
+    assert main(argv) == 2  # no --model_name and no AZUREML_MODEL_DIR: init() fails, said in one line

@@ -40,7 +40,13 @@ def settings_help() -> str:
 
 
 def pipeline_cli(
-    prog: str, doc: str | None, build: Builder, argv: list[str] | None, extra_run_args=None
+    prog: str,
+    doc: str | None,
+    build: Builder,
+    argv: list[str] | None,
+    extra_run_args: Callable[[argparse.ArgumentParser], None] | None = None,
+    label_required: bool = True,
+    after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None = None,
 ) -> int:
     """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder."""
     parser = argparse.ArgumentParser(
@@ -91,7 +97,7 @@ def pipeline_cli(
         )
         settings = base.with_overrides(parse_assignments(args.assignments))
         if args.verb == "run":
-            return _run(build, settings, args)
+            return _run(build, settings, args, label_required, after_run)
         definition = build(settings, None)
         if args.verb == "show":
             return _show(definition, args.json)
@@ -100,15 +106,29 @@ def pipeline_cli(
     return dispatch(argv)
 
 
-def _run(build: Builder, settings: Settings, args: argparse.Namespace) -> int:
+def _run(
+    build: Builder,
+    settings: Settings,
+    args: argparse.Namespace,
+    label_required: bool,
+    after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None,
+) -> int:
     from pipelines import datasets
-    from pipelines.local import adapter, engine
+    from pipelines.local import adapter, engine, registry
 
     data_ref = args.data or settings.dataset
     data_path = datasets.resolve(data_ref)
-    precheck_data(data_path, settings)
+    assignments: dict[str, Any] = {}
+    required: list[str] = [settings.label] if label_required else []
+    if getattr(args, "model", None) is not None or not label_required:
+        name, version = registry.parse_model_ref(getattr(args, "model", None) or settings.model_name)
+        model = registry.get_model(name, version)  # UserError when it is not registered
+        assignments.update(model_name=model.name, model_version=model.version)
+        required = registry.model_input_columns(model.name, model.version)
+    precheck_data(data_path, required)
     definition = build(settings, data_ref)
     plan = adapter.read_steps(definition.steps)
+    assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
     bindings = {name: data_path for name in plan.datasets}
     extra = json.loads(args.extra) if args.extra else {}
     out = sys.stderr if args.json else sys.stdout
@@ -116,6 +136,7 @@ def _run(build: Builder, settings: Settings, args: argparse.Namespace) -> int:
         plan=plan,
         pipeline_name=definition.name,
         experiment_name=definition.experiment_name,
+        parameter_assignments=assignments,
         dataset_paths=bindings,
         run_id=args.run_id,
         extra={"settings": settings.as_dict(), **extra},
@@ -126,6 +147,8 @@ def _run(build: Builder, settings: Settings, args: argparse.Namespace) -> int:
         on_start=lambda rid: print(f"run {rid}: {definition.description}", file=out, flush=True),
     )
     summary = run_summary(record)
+    if after_run is not None and record["status"] == "Completed":
+        after_run(summary, args)
     if args.json:
         print_json(summary)
     else:
@@ -140,8 +163,8 @@ def _run(build: Builder, settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def precheck_data(path: Path, settings: Settings) -> None:
-    """Fail fast (before a run exists) on unreadable or empty data or a missing label column."""
+def precheck_data(path: Path, required_columns: list[str]) -> None:
+    """Fail fast (before a run exists) on unreadable or empty data or missing columns."""
     import pandas as pd
 
     from pipelines.datasets import csv_files
@@ -157,10 +180,14 @@ def precheck_data(path: Path, settings: Settings) -> None:
         raise UserError(
             f"{files[0]} has no data rows", hint="pass a CSV with a header and at least a few rows"
         )
-    if settings.label not in header.columns:
+    missing = [c for c in required_columns if c not in header.columns]
+    if missing:
+        what = "column" if len(missing) == 1 else "columns"
         raise UserError(
-            f"label column {settings.label!r} is not in {files[0].name} (columns: {', '.join(map(str, header.columns))})",
-            hint="name the label with --set label=COLUMN",
+            f"{what} {', '.join(missing)} not in {files[0].name} (columns: {', '.join(map(str, header.columns))})",
+            hint="name the label with --set label=COLUMN"
+            if len(required_columns) == 1
+            else "the model needs the columns it was trained on",
         )
 
 
@@ -200,6 +227,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     if summary.get("error"):
         print(f"error: {summary['error'].get('message')}")
+    if summary.get("predictions"):
+        print(f"predictions: {summary['predictions']}")
     print(f"run folder: {summary['folder']}")
 
 

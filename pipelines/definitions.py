@@ -12,6 +12,7 @@ from pipelines.settings import PROJECT_ROOT, Settings
 ENVIRONMENTS_DIR = PROJECT_ROOT / "environments"
 STEPS_DIR = PROJECT_ROOT / "steps"
 SCORING_DIR = PROJECT_ROOT / "scoring"
+LOCAL_PLACEHOLDER = "https://local.invalid/"  # the dataset URL of a local file (local engine only)
 
 
 @cache
@@ -41,13 +42,23 @@ def dataset_input(name: str, ref: str, param_name: str) -> Any:
     from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
     from azureml.pipeline.core import PipelineParameter
 
+    dataset = Dataset.File.from_files(dataset_url(ref), validate=False)
+    return DatasetConsumptionConfig(name, PipelineParameter(param_name, default_value=dataset)).as_download()
+
+
+def dataset_url(ref: str) -> str:
+    """The URL an SDK Dataset is built from: the ref itself, a known dataset's public URL, or a file URI.
+
+    A local file becomes a placeholder URL (``LOCAL_PLACEHOLDER`` + its name) that only the local
+    engine understands (it binds the real path); the Azure backend refuses to publish it.
+    """
     from pipelines.datasets import KNOWN
 
-    url = ref if ref.startswith(("http://", "https://")) else (KNOWN[ref].url if ref in KNOWN else None)
-    if url is None:  # a local file: a placeholder the local engine replaces with the real path
-        url = Path(ref).resolve().as_uri() if Path(ref).exists() else f"https://local.invalid/{ref}"
-    dataset = Dataset.File.from_files(url, validate=False)
-    return DatasetConsumptionConfig(name, PipelineParameter(param_name, default_value=dataset)).as_download()
+    if ref.startswith(("http://", "https://")):
+        return ref
+    if ref in KNOWN:
+        return KNOWN[ref].url
+    return LOCAL_PLACEHOLDER + Path(ref).name
 
 
 def recurrence(settings: Settings) -> Any:

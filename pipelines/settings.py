@@ -46,6 +46,7 @@ class Settings:
     max_nodes: int = 2
     # batch scoring
     mini_batch_size: str = "1MB"
+    key_columns: str = "instant,date"  # input columns copied next to each prediction
     batch_experiment_name: str = "bike-demand-batch"
     batch_compute_name: str = "cpu-cluster"
     node_count: int = 1

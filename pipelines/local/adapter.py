@@ -222,7 +222,7 @@ def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:
     for item in step._inputs:
         name = _data_name(item, plan)
         kinds[name] = _input_kind(item)
-    options = {
+    options: dict[str, Any] = {
         "mini_batch_size": config.mini_batch_size,
         "error_threshold": config.error_threshold,
         "allowed_failed_count": config.allowed_failed_count,
@@ -233,7 +233,12 @@ def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:
         "process_count_per_node": config.process_count_per_node,
         "run_invocation_timeout": config.run_invocation_timeout,
         "run_max_try": config.run_max_try,
+        "environment_variables": dict(config.environment_variables or {}),
     }
+    for key, value in options.items():  # ParallelRunConfig options may be PipelineParameters
+        if isinstance(value, PipelineParameter):
+            plan.parameters.setdefault(value.name, value.default_value)
+            options[key] = ParamRef(value.name)
     return ParallelRunStepPlan(
         name=step.name,
         source_directory=Path(config.source_directory).resolve(),

@@ -248,23 +248,58 @@ class LocalRun:
             raise StepFailed(
                 step.name, 2, "the local engine runs a ParallelRunStep with one input and one output"
             )
+        opts = step.options
+        # every registered model, laid out for Model.get_model_path as inside an Azure ML job
+        step_env = {**opts.get("environment_variables", {}), **registry.mlflow_env()}
+        step_env["AML_APP_ROOT"] = str(registry.workspace_models_root())
+        step_env["AMLOPS_RUN_ID"] = self.run_id
+        options = parallel_run.ParallelRunOptions(
+            entry_script=step.entry_script,
+            source_directory=str(step.source_directory),
+            mini_batch_size=str(self._resolve_args([opts["mini_batch_size"]])[0])
+            if opts["mini_batch_size"]
+            else None,
+            error_threshold=opts["error_threshold"] if opts["error_threshold"] is not None else 10,
+            allowed_failed_count=opts["allowed_failed_count"],
+            allowed_failed_percent=opts["allowed_failed_percent"],
+            run_max_try=opts["run_max_try"] or 3,
+            run_invocation_timeout=opts["run_invocation_timeout"] or 60,
+            node_count=int(self._resolve_args([opts["node_count"]])[0]) if opts["node_count"] else 1,
+            process_count_per_node=(
+                int(self._resolve_args([opts["process_count_per_node"]])[0])
+                if opts["process_count_per_node"]
+                else None
+            ),
+            output_action=opts["output_action"] or "append_row",
+            append_row_file_name=opts["append_row_file_name"],
+            environment_variables=step_env,
+            arguments=tuple(self._resolve_args(step.arguments)),
+            input_kind=step.input_kinds[data_inputs[0]],
+        )
+        report_dir = self.folder / "outputs" / f"{step.name}-report"
         try:
-            result = parallel_run.run_step(
-                entry_script=step.source_directory / step.entry_script,
-                source_dir=step.source_directory,
-                input_path=self._path_of(data_inputs[0]),
-                input_kind=step.input_kinds[data_inputs[0]],
-                output_dir=outputs[step.outputs[0]],
-                options=step.options,
-                entry_args=self._resolve_args(step.arguments),
-                env=env,
-                log_path=log_path,
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"ParallelRunStep {step.name}: {options}\n")
+            result = parallel_run.run_parallel(
+                options,
+                [self._path_of(data_inputs[0])],
+                outputs[step.outputs[0]],
+                report_dir,
+                progress=self.out is not None,
             )
         except UserError as exc:
             raise StepFailed(step.name, 2, str(exc)) from None
-        self.record.setdefault("parallel_run", {})[step.name] = result
-        if not result.get("succeeded", False):
-            raise StepFailed(step.name, 1, result.get("message", "the ParallelRunStep job failed"))
+        summary = result.to_dict()
+        self.record.setdefault("parallel_run", {})[step.name] = summary
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(summary, indent=2, default=str) + "\n")
+        if not result.succeeded:
+            self._say(parallel_run.failure_summary(result))
+            raise StepFailed(step.name, 1, result.message)
+        self._say(
+            f"    {step.name}: {result.result_rows} rows from {result.mini_batches} mini-batches "
+            f"at {result.rows_per_second:,.0f} rows/s with {result.workers} workers"
+        )
 
     def _subprocess(self, name: str, argv: list[str], cwd: Path, env: dict, log_path: Path) -> None:
         with open(log_path, "a", encoding="utf-8") as log:
@@ -306,8 +341,7 @@ class LocalRun:
                 continue
             if len(source.paths) != 1:
                 raise UserError(f"dataset input {name!r} has {len(source.paths)} paths; bind it with --data")
-            ref = source.paths[0]
-            bound[name] = Path(ref[len("file://") :]) if ref.startswith("file://") else datasets.resolve(ref)
+            bound[name] = datasets.resolve(source.paths[0])
         return bound
 
     def _path_of(self, name: str) -> Path:

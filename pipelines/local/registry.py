@@ -153,3 +153,53 @@ def model_env(name: str, version: int | None = None) -> dict[str, str]:
     """Environment variables that make ``Model.get_model_path(name)`` resolve to the local registry."""
     app_root, model_dir = materialize_model(name, version)
     return {"AML_APP_ROOT": str(app_root), "AZUREML_MODEL_DIR": str(model_dir)}
+
+
+def workspace_models_root() -> Path:
+    """An app root where every registered version is laid out as Azure's containers lay out models.
+
+    ``<root>/azureml-models/<name>/<version>/<name>`` links to each version's artifacts, so that with
+    ``AML_APP_ROOT=<root>`` an unchanged entry script's ``Model.get_model_path(name[, version])`` finds
+    any registered model, latest version by default, as it would inside an Azure ML job.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from mlflow import MlflowClient
+
+    configure_mlflow()
+    client = MlflowClient()
+    root = amlops_home() / "model-cache" / "workspace"
+    for mv in client.search_model_versions(""):
+        link = root / "azureml-models" / mv.name / str(mv.version) / mv.name
+        if link.is_dir():
+            continue
+        uri = client.get_model_version_download_uri(mv.name, mv.version)
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file"):
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=link.parent, prefix=".copy-")) / mv.name
+        # hard links: free on one file system, and MLflow accepts them (it refuses symlinks out of a model)
+        shutil.copytree(unquote(parsed.path), tmp, copy_function=_link_or_copy)
+        os.replace(tmp, link)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    (root / "azureml-models").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def model_input_columns(name: str, version: int | None = None) -> list[str]:
+    """The input column names in a registered model's MLflow signature (empty if it has none)."""
+    from mlflow.models import get_model_info
+
+    configure_mlflow()
+    model = get_model(name, version)
+    info = get_model_info(f"models:/{model.name}/{model.version}")
+    schema = info.signature.inputs if info.signature is not None else None
+    return [c for c in (schema.input_names() if schema is not None else []) if isinstance(c, str)]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,136 @@
+"""The batch-inference pipeline: ParallelRunStep (scoring/scoring.py) -> collect predictions (CSV + Parquet).
+
+python -m pipelines.batch_score run --input NAME|PATH|URL [--model NAME[:VERSION]] [--output DIR]
+                                    [--set NAME=VALUE]... [--json]
+python -m pipelines.batch_score show [--json]
+python -m pipelines.batch_score publish [--target local|azure] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli import PipelineDefinition, pipeline_cli
+from pipelines.definitions import SCORING_DIR, STEPS_DIR, environment, recurrence, run_config
+from pipelines.settings import Settings
+
+NAME = "amlops-batch-score"
+PREDICTION_COLUMN = "prediction"
+
+
+def build(settings: Settings, data: str | None = None, model_version: int = 0) -> PipelineDefinition:
+    """The batch pipeline's SDK objects: a ParallelRunStep and the step that collects its output."""
+    from azureml.core import Dataset
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.pipeline.core import PipelineParameter
+    from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep, PythonScriptStep
+
+    from pipelines.definitions import dataset_url
+
+    params = {
+        "model_name": PipelineParameter("model_name", default_value=settings.model_name),
+        "model_version": PipelineParameter("model_version", default_value=model_version),
+        "mini_batch_size": PipelineParameter("mini_batch_size", default_value=settings.mini_batch_size),
+    }
+    tabular = Dataset.Tabular.from_delimited_files(
+        dataset_url(data or settings.dataset), validate=False, infer_column_types=False
+    )
+    params["input_dataset"] = PipelineParameter("input_dataset", default_value=tabular)
+    batch_input = DatasetConsumptionConfig("batch_input", params["input_dataset"])
+    scores = OutputFileDatasetConfig(name="scores")
+    predictions = OutputFileDatasetConfig(name="predictions")
+
+    config = ParallelRunConfig(
+        source_directory=str(SCORING_DIR),
+        entry_script="scoring.py",
+        environment=environment("batch"),
+        compute_target=settings.batch_compute_name,
+        node_count=settings.node_count,
+        process_count_per_node=settings.process_count_per_node,
+        mini_batch_size=params["mini_batch_size"],
+        error_threshold=settings.error_threshold,
+        output_action="append_row",
+        append_row_file_name="parallel_run_step.txt",
+        run_invocation_timeout=settings.run_invocation_timeout,
+        run_max_try=settings.run_max_try,
+        logging_level="INFO",
+    )
+    score = ParallelRunStep(
+        name="batch-score",
+        parallel_run_config=config,
+        inputs=[batch_input],
+        output=scores,
+        arguments=[
+            "--model_name", params["model_name"],
+            "--model_version", params["model_version"],
+            "--key_columns", settings.key_columns,
+            "--prediction_column", PREDICTION_COLUMN,
+        ],
+        allow_reuse=False,
+    )  # fmt: skip
+    collect = PythonScriptStep(
+        name="collect",
+        script_name="batch_output.py",
+        source_directory=str(STEPS_DIR),
+        arguments=[
+            "--scores", scores.as_input("scores"),
+            "--key_columns", settings.key_columns,
+            "--prediction_column", PREDICTION_COLUMN,
+            "--append_row_file_name", "parallel_run_step.txt",
+            "--predictions", predictions,
+        ],
+        compute_target=settings.batch_compute_name,
+        runconfig=run_config("batch"),
+        allow_reuse=False,
+    )  # fmt: skip
+    return PipelineDefinition(
+        name=NAME,
+        description=f"Batch-score with {settings.model_name}: ParallelRunStep -> headered CSV/Parquet",
+        steps=[score, collect],
+        parameters=params,
+        experiment_name=settings.batch_experiment_name,
+        schedule=recurrence(settings),
+        settings=settings,
+        module="pipelines.batch_score",
+        dataset_param="input_dataset",
+    )
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input", dest="data", metavar="NAME|PATH|URL", help="the data to score (CSV or folder)"
+    )
+    parser.add_argument(
+        "--model", metavar="NAME[:VERSION]", help="registered model (default: latest version)"
+    )
+    parser.add_argument("--output", metavar="DIR", help="also copy the predictions to this folder")
+
+
+def _builder(settings: Settings, data: str | None, args: Any = None) -> PipelineDefinition:
+    return build(settings, data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return pipeline_cli(prog="python -m pipelines.batch_score", doc=__doc__, build=_builder, argv=argv,
+                        extra_run_args=_run_args, label_required=False, after_run=_copy_output)  # fmt: skip
+
+
+def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--output DIR``: copy the collected predictions there (the run folder keeps its own copy)."""
+    source = Path(summary["folder"]) / "outputs" / "predictions"
+    summary["predictions"] = str(source)
+    if args.output and source.is_dir():
+        target = Path(args.output).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        for file in source.iterdir():
+            shutil.copy2(file, target / file.name)
+        summary["predictions"] = str(target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,5 +63,6 @@ def register_demo_model(csv: Path, name: str = "bike-demand", n_trees: int = 20,
                 signature=infer_signature(sample, np.asarray(model.predict(sample))),
                 input_example=sample.head(2),
                 registered_model_name=name,
+                pip_requirements=[],  # skip MLflow's requirement inference (a subprocess that loads the model)
             )
     return int(info.registered_model_version)

@@ -1,0 +1,121 @@
+"""Call a deployed real-time endpoint with real rows: writes the payload to data.json, prints the answer.
+
+    python clients/endpoint.py --service bike-demand-svc          # a local service: URI and key from its record
+    python clients/endpoint.py --uri https://.../score --key KEY  # any endpoint, e.g. on ACI
+
+The rows come from the dataset (the settings' ``dataset``, e.g. bike-no), restricted to the columns the
+service's own swagger.json asks for: the model's raw input columns, so never the label or the columns
+that leak it. ``data.json`` is then ready for ``clients/benchmark.sh`` (Apache Bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd
+import requests
+
+from pipelines.errors import UserError, cli_main
+
+
+def service_endpoint(name: str) -> tuple[str, str]:
+    """Scoring URI and primary key of a local deployment, from its record."""
+    from pipelines.local import deployments
+
+    service = deployments.load(name)
+    return service.scoring_uri, deployments.keys(name)["primary"]
+
+
+def input_columns(scoring_uri: str, timeout: float = 10.0) -> list[str]:
+    """The columns a service takes, from its swagger.json (served without a key, as on Azure)."""
+    swagger_uri = scoring_uri.rsplit("/score", 1)[0] + "/swagger.json"
+    try:
+        resp = requests.get(swagger_uri, timeout=timeout)
+        resp.raise_for_status()
+        spec = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise UserError(f"cannot read {swagger_uri}: {exc}", hint="is the service running? (python -m pipelines.deploy list)") from None  # fmt: skip
+    definitions = spec.get("definitions") or spec.get("components", {}).get("schemas", {})
+    data = definitions.get("ServiceInput", {}).get("properties", {}).get("data", {})
+    columns = list(data.get("items", {}).get("properties", {}))
+    if not columns:
+        raise UserError(
+            f"{swagger_uri} does not describe the input columns", hint="is score.py schema-decorated?"
+        )
+    return columns
+
+
+def payload_rows(
+    csv: Path, columns: list[str], n_rows: int, *, offset: int | None = None
+) -> list[dict[str, Any]]:
+    """``n_rows`` real rows of ``csv`` with only ``columns`` (by default the last rows of the file)."""
+    frame = pd.read_csv(csv)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"{csv} has no column(s) {', '.join(missing)}", hint="pass --data with the model's data"
+        )
+    start = len(frame) - n_rows if offset is None else offset
+    rows = frame.iloc[max(0, start) : max(0, start) + n_rows][columns]
+    return json.loads(rows.to_json(orient="records"))
+
+
+def call(scoring_uri: str, key: str, payload: dict[str, Any], timeout: float = 30.0) -> requests.Response:
+    """POST the payload with ``Authorization: Bearer <key>``."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    try:
+        return requests.post(scoring_uri, data=json.dumps(payload), headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise UserError(f"cannot reach {scoring_uri}: {exc}", hint="is the service running?") from None
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Build the payload, save it to data.json, call the endpoint, print the JSON answer."""
+    parser = argparse.ArgumentParser(prog="clients/endpoint.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--service", help="a local service's name (reads its URI and primary key)")
+    parser.add_argument("--uri", help="scoring URI (e.g. http://127.0.0.1:PORT/score or an ACI URI)")
+    parser.add_argument("--key", help="primary or secondary key")
+    parser.add_argument("--data", help="dataset name or CSV path (default: the settings' dataset)")
+    parser.add_argument("--rows", type=int, default=2, help="rows to send (default 2)")
+    parser.add_argument("--offset", type=int, help="first row to send (default: the last --rows rows)")
+    parser.add_argument("--out", type=Path, default=Path("data.json"), help="where to write the payload")
+    args = parser.parse_args(argv)
+
+    if args.service:
+        uri, key = service_endpoint(args.service)
+        uri, key = args.uri or uri, args.key or key
+    elif args.uri and args.key:
+        uri, key = args.uri, args.key
+    else:
+        raise UserError("no endpoint given", hint="pass --service NAME, or --uri URI --key KEY")
+    if args.rows < 1:
+        raise UserError("--rows must be at least 1", hint="e.g. --rows 2")
+    from pipelines.datasets import resolve
+    from pipelines.settings import load_settings
+
+    csv = resolve(args.data or load_settings().dataset)
+    payload = {"data": payload_rows(csv, input_columns(uri), args.rows, offset=args.offset)}
+    args.out.write_text(json.dumps(payload, indent=2))
+    resp = call(uri, key, payload)
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = resp.text
+    print(json.dumps(answer))
+    print(f"payload: {args.out.resolve()}  status: {resp.status_code}", file=sys.stderr)
+    if resp.status_code != 200:
+        message = answer.get("message") if isinstance(answer, dict) else answer
+        raise UserError(f"the endpoint answered {resp.status_code}: {message}", hint="see the service's logs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -346,8 +346,7 @@ class FakeAzureML:
         return [name for name, _ in self.calls]
 
 
-@pytest.fixture
-def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:
+def configured_fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:
     """A configured workspace (environment variables, service principal) and the fake service installed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AZUREML_SUBSCRIPTION_ID", SUB)
@@ -359,6 +358,12 @@ def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:
     service = FakeAzureML()
     service.install(monkeypatch)
     return service
+
+
+@pytest.fixture
+def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:
+    """The fake Azure ML service behind a configured workspace."""
+    return configured_fake(monkeypatch, tmp_path)
 
 
 def train_definition(**overrides: Any) -> Any:

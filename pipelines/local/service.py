@@ -1,0 +1,607 @@
+"""The local workspace service: published pipelines over HTTP with Azure's request shape, schedules, the run queue.
+
+FastAPI on 127.0.0.1 (uvicorn). Every route except ``/health``, ``/openapi.json`` and the offline Swagger
+UI at ``/docs`` needs ``Authorization: Bearer <key>`` (``python -m pipelines.workspace keys``); keys are
+read from ``AMLOPS_HOME/service/keys.json`` on every request, so a regenerated key works (and the old
+one stops working) at once. Errors are JSON in Azure's shape: ``{"error": {"code", "message"}}``.
+
+Submitting (``POST`` to an endpoint URL, ``<endpoint URL>/<version>`` or a published pipeline URL)
+validates everything first (key, JSON, field names, parameter names and types, dataset references);
+a request that fails gets 400/401/404/413 and queues nothing. A valid one is queued (run_queue) and
+answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.errors import UserError
+from pipelines.local import publishing, run_queue, runs, schedules
+from pipelines.local.keys import KeyStore
+from pipelines.settings import amlops_home
+
+API_PREFIX = "/pipelines/v1.0/PipelineRuns"
+MAX_BODY_BYTES = 1 << 20
+SUBMIT_FIELDS = {
+    "ExperimentName", "ParameterAssignments", "DataPathAssignments", "DataSetDefinitionValueAssignments",
+    "Description", "RunSource", "RunType", "tags", "Properties", "ContinueRunOnStepFailure",
+    "EnableNotification", "DisplayName",
+}  # fmt: skip
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][\w\-.]{0,254}$")
+DEFAULT_PORT = 8765
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or {
+            400: "UserError",
+            401: "Unauthorized",
+            404: "NotFound",
+            413: "PayloadTooLarge",
+        }.get(status, "Error")
+
+
+# ---- request/response models (for the OpenAPI description) ---------------------------------------
+class SubmitBody(BaseModel):
+    """Azure's PipelineSubmissionInfo (the fields the local engine uses)."""
+
+    ExperimentName: str = Field(description="the experiment (MLflow experiment locally) the run goes to")
+    ParameterAssignments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="pipeline parameter values by name (types of the published defaults)",
+    )
+    DataPathAssignments: dict[str, Any] = Field(
+        default_factory=dict, description="DataPath parameters; the local workspace has no datastores (400)"
+    )
+    DataSetDefinitionValueAssignments: dict[str, Any] = Field(
+        default_factory=dict,
+        description='dataset parameters: {"<param>": {"DataSetReference": {"Name": "<dataset name>"}}}',
+    )
+
+
+class RunStatus(BaseModel):
+    StatusCode: str = Field(description="NotStarted, Queued, Running, Completed, Failed or Canceled")
+    StatusDetail: str = ""
+    CreationTime: str = ""
+    EndTime: str = ""
+
+
+class PipelineRun(BaseModel):
+    """Azure's PipelineRunEntity (the fields the local service fills in), plus ``RunUrl``."""
+
+    Id: str
+    Status: RunStatus
+    Description: str = ""
+    RunHistoryExperimentName: str = ""
+    PipelineId: str = ""
+    PipelineEndpointId: str = ""
+    PipelineEndpointVersion: str = ""
+    ScheduleId: str = ""
+    RunType: str = ""
+    ParameterAssignments: dict[str, str] = Field(default_factory=dict)
+    TotalRunSteps: int = 0
+    IsSubmitted: bool = True
+    HasErrors: bool = False
+    CreatedDate: str = ""
+    LastModifiedDate: str = ""
+    RunUrl: str = ""
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def key_store() -> KeyStore:
+    """The workspace service's keys."""
+    return KeyStore(amlops_home() / "service" / "keys.json")
+
+
+def service_dir() -> Path:
+    path = amlops_home() / "service"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+_bearer = HTTPBearer(auto_error=False, description="a key from: python -m pipelines.workspace keys --primary")
+
+
+def require_key(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """401 unless ``Authorization: Bearer <primary or secondary key>`` (keys read per request)."""
+    if not key_store().check_authorization_header(request.headers.get("authorization")):
+        raise ApiError(401, "missing or invalid key: send 'Authorization: Bearer <key>' "
+                            "(python -m pipelines.workspace keys --primary)")  # fmt: skip
+
+
+def run_entity(record: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A run record in the shape of Azure's PipelineRunEntity."""
+    error = record.get("error") or {}
+    params = record.get("parameters") or {}
+    return {
+        "Id": record["run_id"],
+        "Status": {
+            "StatusCode": record.get("status", "NotStarted"),
+            "StatusDetail": str(error.get("message") or ""),
+            "CreationTime": record.get("created") or "",
+            "EndTime": record.get("ended") or "",
+        },
+        "Description": record.get("pipeline", ""),
+        "RunHistoryExperimentName": record.get("experiment") or "",
+        "PipelineId": record.get("published_pipeline_id") or "",
+        "PipelineEndpointId": record.get("endpoint_id") or "",
+        "PipelineEndpointVersion": str(record.get("endpoint_version") or ""),
+        "ScheduleId": record.get("schedule_id") or "",
+        "RunType": "Schedule" if record.get("schedule_id") else "HTTP",
+        "ParameterAssignments": {k: str(v) for k, v in params.items()},
+        "TotalRunSteps": len(record.get("steps") or []),
+        "IsSubmitted": True,
+        "HasErrors": record.get("status") == "Failed",
+        "CreatedDate": record.get("created") or "",
+        "LastModifiedDate": record.get("ended") or record.get("started") or record.get("created") or "",
+        "RunUrl": f"{base_url.rstrip('/')}/runs/{record['run_id']}",
+    }
+
+
+def run_view(record: dict[str, Any]) -> dict[str, Any]:
+    """The local run view (``GET /runs/{id}``): status, steps, metrics, error, schedule."""
+    keys = ("run_id", "status", "pipeline", "experiment", "created", "started", "ended", "parameters",
+            "metrics", "error", "schedule_id", "due_time", "endpoint_id", "endpoint_version",
+            "published_pipeline_id", "submitted_by")  # fmt: skip
+    out = {k: record.get(k) for k in keys}
+    out["steps"] = [
+        {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "seconds")}
+        for s in record.get("steps") or []
+    ]
+    return out
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        raise ApiError(
+            400, 'empty request body: send JSON like {"ExperimentName": "...", "ParameterAssignments": {}}'
+        )
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - SUBMIT_FIELDS)
+    if unknown:
+        raise ApiError(400, "unknown field(s) in the body: " + ", ".join(unknown)
+                       + " (expected ExperimentName, ParameterAssignments, DataPathAssignments, "
+                         "DataSetDefinitionValueAssignments)")  # fmt: skip
+    for name in ("ParameterAssignments", "DataPathAssignments", "DataSetDefinitionValueAssignments"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise ApiError(400, f"{name} must be a JSON object, got {json.dumps(value)[:80]}")
+    experiment = body.get("ExperimentName")
+    if experiment is not None and (not isinstance(experiment, str) or not EXPERIMENT_NAME.match(experiment)):
+        raise ApiError(400, f"ExperimentName {json.dumps(experiment)[:80]} is not a valid experiment name "
+                            "(letters, digits, '_', '-', '.'; starting with a letter or digit)")  # fmt: skip
+    return body
+
+
+def _dataset_assignment(published: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """The dataset reference from DataSetDefinitionValueAssignments (DataPathAssignments can't apply)."""
+    dataset_param = published.get("dataset_param")
+    params = published["parameters"]
+    for name in body.get("DataPathAssignments") or {}:
+        if name not in params:
+            raise ApiError(400, f"unknown pipeline parameter {name!r} in DataPathAssignments "
+                                f"(parameters: {', '.join(sorted(params))})")  # fmt: skip
+        raise ApiError(400, f"DataPathAssignments[{name!r}]: the local workspace has no datastores; "
+                            f"bind {dataset_param or 'the dataset'} with DataSetDefinitionValueAssignments "
+                            '{"DataSetReference": {"Name": ...}} or a name, path or URL in ParameterAssignments')  # fmt: skip
+    ref = None
+    for name, value in (body.get("DataSetDefinitionValueAssignments") or {}).items():
+        if name not in params:
+            raise ApiError(400, f"unknown pipeline parameter {name!r} in DataSetDefinitionValueAssignments "
+                                f"(parameters: {', '.join(sorted(params))})")  # fmt: skip
+        if name != dataset_param:
+            raise ApiError(
+                400, f"parameter {name!r} is not a dataset parameter; assign it in ParameterAssignments"
+            )
+        if not isinstance(value, dict):
+            raise ApiError(400, f"DataSetDefinitionValueAssignments[{name!r}] must be an object")
+        reference = value.get("DataSetReference")
+        if isinstance(reference, dict) and isinstance(reference.get("Name"), str) and reference["Name"]:
+            version = reference.get("Version")
+            if version not in (None, "", "latest", "1", 1):
+                raise ApiError(400, f"dataset {reference['Name']!r} version {version!r}: local datasets have "
+                                    "one version (use \"latest\" or leave it out)")  # fmt: skip
+            ref = reference["Name"]
+        elif "SavedDataSetReference" in value:
+            raise ApiError(400, f"DataSetDefinitionValueAssignments[{name!r}]: SavedDataSetReference ids are "
+                                'Azure dataset ids; locally use {"DataSetReference": {"Name": "<dataset name>"}}')  # fmt: skip
+        else:
+            raise ApiError(400, f"DataSetDefinitionValueAssignments[{name!r}] needs "
+                                '{"DataSetReference": {"Name": "<dataset name>"}}')  # fmt: skip
+    return ref
+
+
+def _lookup(kind: str, ident: str, version: str | None = None) -> dict[str, Any]:
+    try:
+        if kind == "endpoint":
+            number = None
+            if version is not None:
+                if not str(version).isdigit():
+                    raise ApiError(400, f"pipeline endpoint version must be a whole number, got {version!r}")
+                number = int(version)
+            return publishing.get_endpoint_version(ident, number)
+        return publishing.get_published_pipeline(ident)
+    except UserError as exc:
+        raise ApiError(404, exc.message) from None
+
+
+def _submit(published: dict[str, Any], body: dict[str, Any], app: FastAPI, base_url: str) -> dict[str, Any]:
+    dataset = _dataset_assignment(published, body)
+    try:
+        sub = run_queue.prepare(
+            published,
+            experiment_name=body.get("ExperimentName"),
+            parameters=body.get("ParameterAssignments") or {},
+            dataset=dataset,
+            extra={"submitted_by": "rest"},
+        )
+    except UserError as exc:
+        raise ApiError(400, str(exc)) from None
+    run_id = run_queue.enqueue(sub)
+    queue = getattr(app.state, "queue", None)
+    if queue is not None:
+        queue.notify()
+    return run_entity(run_queue.read_run(run_id), base_url)
+
+
+def _record(run_id: str) -> dict[str, Any]:
+    try:
+        return run_queue.read_run(run_id)
+    except UserError as exc:
+        raise ApiError(404, exc.message) from None
+
+
+def _logs(run_id: str) -> dict[str, Path]:
+    folder = runs.run_folder(run_id)
+    found = {p.stem: p for p in sorted((folder / "logs").glob("*.log"))}
+    driver = run_queue.driver_log(run_id)
+    if driver.is_file():
+        found["driver"] = driver
+    return found
+
+
+# ---- the app -----------------------------------------------------------------------------------------
+def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 1.0) -> FastAPI:
+    """The service app; ``background`` starts the run queue and the scheduler (and takes the service lock)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        key_store().keys()  # generate on first start
+        if background:
+            queue = run_queue.RunQueue(workers)
+            app.state.queue = queue
+            queue.start()
+            scheduler = schedules.Scheduler(on_fired=lambda _ids: queue.notify(), tick_seconds=tick_seconds)
+            scheduler.start()
+            try:
+                yield
+            finally:
+                scheduler.stop()
+                queue.stop()
+        else:
+            app.state.queue = None
+            yield
+
+    app = FastAPI(
+        title="amlops local workspace service",
+        version="1.0",
+        description=(
+            "Published pipelines of the local workspace over HTTP, with Azure ML's request and response "
+            "shapes (PipelineSubmissionInfo in, PipelineRunEntity out). Authorize with a key from "
+            "`python -m pipelines.workspace keys --primary`."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        openapi_version="3.0.3",  # the bundled Swagger UI (4.x) renders OpenAPI 3.0
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, exc.status, headers=headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": {"code": "NotFound" if exc.status_code == 404 else "Error",
+                                       "message": str(exc.detail)}}, exc.status_code)  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": {"code": "UserError", "message": f"{where}: {first.get('msg', 'invalid')}"}}, 400
+        )
+
+    ui_dir = swagger_ui_folder()
+    app.mount("/docs/assets", StaticFiles(directory=ui_dir), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="amlops local workspace service",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+    @app.get("/health", tags=["service"], summary="liveness (no key needed)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    submit_doc = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": SubmitBody.model_json_schema(ref_template="#/components/schemas/{model}")}}}}  # fmt: skip
+    errors_doc = {400: {"description": "bad input (named in error.message); nothing runs"},
+                  401: {"description": "no or wrong key; nothing runs"},
+                  404: {"description": "unknown endpoint, version or pipeline"}}  # fmt: skip
+
+    async def _read(request: Request) -> dict[str, Any]:
+        return _parse_body(await request.body())
+
+    @app.post(
+        f"{API_PREFIX}/PipelineEndpointSubmit/Id/{{endpoint_id}}", tags=["submit"], response_model=PipelineRun,
+        summary="run the endpoint's default version (or ?pipelineVersion=N)", openapi_extra=submit_doc,
+        responses=errors_doc, dependencies=[Depends(require_key)],
+    )  # fmt: skip
+    async def submit_endpoint(endpoint_id: str, request: Request, pipelineVersion: str | None = None) -> dict:  # noqa: N803
+        body = await _read(request)
+        published = await run_in_threadpool(_lookup, "endpoint", endpoint_id, pipelineVersion)
+        return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
+
+    @app.post(
+        f"{API_PREFIX}/PipelineEndpointSubmit/Id/{{endpoint_id}}/{{version}}", tags=["submit"],
+        response_model=PipelineRun, summary="run one version of the endpoint", openapi_extra=submit_doc,
+        responses=errors_doc, dependencies=[Depends(require_key)],
+    )  # fmt: skip
+    async def submit_endpoint_version(
+        endpoint_id: str,
+        version: str,
+        request: Request,
+        pipelineVersion: str | None = None,  # noqa: N803
+    ) -> dict:
+        if pipelineVersion is not None and pipelineVersion != version:
+            raise ApiError(400, f"the URL names version {version} but pipelineVersion={pipelineVersion}")
+        body = await _read(request)
+        published = await run_in_threadpool(_lookup, "endpoint", endpoint_id, version)
+        return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
+
+    @app.post(
+        f"{API_PREFIX}/PipelineSubmit/{{pipeline_id}}", tags=["submit"], response_model=PipelineRun,
+        summary="run a published pipeline", openapi_extra=submit_doc, responses=errors_doc,
+        dependencies=[Depends(require_key)],
+    )  # fmt: skip
+    async def submit_pipeline(pipeline_id: str, request: Request) -> dict:
+        body = await _read(request)
+        published = await run_in_threadpool(_lookup, "pipeline", pipeline_id)
+        return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
+
+    @app.get(f"{API_PREFIX}/{{run_id}}", tags=["runs"], response_model=PipelineRun,
+             summary="a run in Azure's PipelineRunEntity shape", dependencies=[Depends(require_key)])  # fmt: skip
+    def pipeline_run(run_id: str, request: Request) -> dict:
+        return run_entity(_record(run_id), str(request.base_url))
+
+    @app.delete(f"{API_PREFIX}/{{run_id}}/Execution", tags=["runs"], summary="cancel a run (as Azure's route)",
+                dependencies=[Depends(require_key)])  # fmt: skip
+    def cancel_execution(run_id: str, request: Request) -> dict:
+        return _cancel(run_id, request.app)
+
+    @app.get("/runs", tags=["runs"], summary="list runs, newest first", dependencies=[Depends(require_key)])
+    def list_runs(status: str | None = None, limit: int = 100) -> dict:
+        if status is not None and status not in runs.STATUSES:
+            raise ApiError(400, f"unknown status {status!r} (one of {', '.join(runs.STATUSES)})")
+        found = [r for r in runs.list_records() if status is None or r.get("status") == status]
+        return {"runs": [run_view(r) for r in found[: max(0, limit)]]}
+
+    @app.get("/runs/{run_id}", tags=["runs"], summary="a run: status, steps, metrics, error",
+             dependencies=[Depends(require_key)])  # fmt: skip
+    def get_run(run_id: str) -> dict:
+        return run_view(_record(run_id))
+
+    @app.get(
+        "/runs/{run_id}/metrics",
+        tags=["runs"],
+        summary="a run's metrics",
+        dependencies=[Depends(require_key)],
+    )
+    def get_metrics(run_id: str) -> dict:
+        record = _record(run_id)
+        return {"run_id": run_id, "status": record.get("status"), "metrics": record.get("metrics") or {}}
+
+    @app.get("/runs/{run_id}/logs", tags=["runs"], summary="a run's logs (each step's, and the driver's)",
+             dependencies=[Depends(require_key)])  # fmt: skip
+    def get_logs(run_id: str, tail: int = 200) -> dict:
+        _record(run_id)
+        out = {}
+        for name, path in _logs(run_id).items():
+            lines = path.read_text(errors="replace").splitlines()
+            out[name] = "\n".join(lines[-tail:] if tail > 0 else lines)
+        return {"run_id": run_id, "logs": out}
+
+    @app.get("/runs/{run_id}/logs/{step}", tags=["runs"], summary="one step's full log (text)",
+             response_class=PlainTextResponse, dependencies=[Depends(require_key)])  # fmt: skip
+    def get_step_log(run_id: str, step: str) -> PlainTextResponse:
+        _record(run_id)
+        logs = _logs(run_id)
+        if step not in logs:
+            raise ApiError(404, f"run {run_id} has no log {step!r} (logs: {', '.join(logs) or 'none yet'})")
+        return PlainTextResponse(logs[step].read_text(errors="replace"))
+
+    @app.post(
+        "/runs/{run_id}/cancel", tags=["runs"], summary="cancel a run", dependencies=[Depends(require_key)]
+    )
+    def cancel_run(run_id: str, request: Request) -> dict:
+        return _cancel(run_id, request.app)
+
+    @app.get("/endpoints", tags=["publishing"], summary="pipeline endpoints and their versions",
+             dependencies=[Depends(require_key)])  # fmt: skip
+    def list_endpoints() -> dict:
+        return {"endpoints": endpoints_view()}
+
+    @app.get("/schedules", tags=["schedules"], summary="schedules", dependencies=[Depends(require_key)])
+    def list_schedules() -> dict:
+        return {"schedules": schedules.list_schedules()}
+
+    return app
+
+
+def _cancel(run_id: str, app: FastAPI) -> dict[str, Any]:
+    _record(run_id)
+    try:
+        status = run_queue.cancel(run_id)
+    except UserError as exc:
+        raise ApiError(400, exc.message) from None
+    queue = getattr(app.state, "queue", None)
+    if queue is not None:
+        queue.notify()
+    return {"run_id": run_id, "status": status}
+
+
+def endpoints_view() -> list[dict[str, Any]]:
+    """Endpoints with their versions, default version and URLs."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in publishing.list_endpoints():
+        entry = out.setdefault(row["id"], {
+            "id": row["id"], "name": row["name"], "default_version": row["default_version"],
+            "url": publishing.endpoint_url(row["id"]), "versions": [],
+        })  # fmt: skip
+        entry["versions"].append({
+            "version": row["version"], "pipeline_id": row["pipeline_id"], "created": row["created"],
+            "url": f"{publishing.endpoint_url(row['id'])}/{row['version']}",
+            "pipeline_url": publishing.pipeline_url(row["pipeline_id"]),
+        })  # fmt: skip
+    return list(out.values())
+
+
+def swagger_ui_folder() -> Path:
+    """Swagger UI's static files, from the swagger-ui-bundle package (served offline)."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(str(swagger_ui_path))
+
+
+class ServiceLock:
+    """An exclusive lock on ``AMLOPS_HOME/service/service.lock``: one service per workspace folder."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def close(self) -> None:
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+        finally:
+            self.fh.close()
+
+
+def acquire_lock() -> ServiceLock:
+    """Take the service lock (released by the kernel even on SIGKILL); UserError if another service holds it."""
+    fh = open(service_dir() / "service.lock", "a+")  # noqa: SIM115 - held for the service's life
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        info = read_service_info() or {}
+        raise UserError(
+            f"a workspace service is already running for {amlops_home()}"
+            + (f" (pid {info.get('pid')}, {info.get('url')})" if info else ""),
+            hint="stop it first, or use another AMLOPS_HOME",
+        ) from None
+    return ServiceLock(fh)
+
+
+def write_service_info(host: str, port: int, workers: int) -> None:
+    """Record where the service listens (for ``status``), atomically."""
+    path = service_dir() / "service.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({
+        "pid": os.getpid(), "url": f"http://{host}:{port}", "host": host, "port": port, "workers": workers,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }))  # fmt: skip
+    os.replace(tmp, path)
+
+
+def read_service_info() -> dict[str, Any] | None:
+    """The running service's pid and URL, or None if no live service wrote them."""
+    import psutil
+
+    path = service_dir() / "service.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if psutil.pid_exists(int(info.get("pid", 0))) else None
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, workers: int = 2, tick_seconds: float = 1.0
+) -> None:
+    """Run the service in the foreground until interrupted (port 0: any free port, see ``status``)."""
+    import socket
+
+    import uvicorn
+
+    lock = acquire_lock()
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror})", hint="pick another --port"
+            ) from None
+        port = sock.getsockname()[1]
+        os.environ["AMLOPS_SERVICE_URL"] = f"http://{host}:{port}"  # the URLs this service prints and answers
+        app = create_app(workers=workers, background=True, tick_seconds=tick_seconds)
+        write_service_info(host, port, workers)
+        print(
+            f"workspace {amlops_home()}: serving on http://{host}:{port} with {workers} run workers"
+            " (Swagger UI: /docs; key: python -m pipelines.workspace keys --primary)",
+            file=sys.stderr,
+            flush=True,
+        )
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="info", access_log=True, timeout_graceful_shutdown=5
+        )
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            (service_dir() / "service.json").unlink(missing_ok=True)
+    finally:
+        lock.close()

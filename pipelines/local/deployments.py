@@ -488,6 +488,7 @@ def _check_port(port: int) -> None:
             f"port {port} is not valid", hint="use 1024-65535, or leave --port out to pick a free one"
         )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -33,6 +33,7 @@ SCORE_PATH = "/score"
 SWAGGER_UI_PATH = "/swagger-ui/"
 OPEN_PATHS = ("/", "/swagger.json")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+ALLOWED_METHODS = {"/": "GET, HEAD", "/score": "POST, OPTIONS", "/swagger.json": "GET, HEAD"}
 
 
 class KeyChecker:
@@ -105,6 +106,10 @@ class KeyAuthMiddleware:
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status_holder.append(status)
+            if (
+                status.startswith("405") and path in ALLOWED_METHODS
+            ):  # the server's 405s lack Allow (RFC 9110)
+                headers = [*headers, ("Allow", ALLOWED_METHODS[path])]
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         if path == SCORE_PATH:
@@ -112,6 +117,10 @@ class KeyAuthMiddleware:
             if key_name is None:
                 body = _respond(capture, 401, "missing or invalid key: send 'Authorization: Bearer <key>'",
                                 request_id, [("WWW-Authenticate", 'Bearer realm="score"')])  # fmt: skip
+            elif environ.get("REQUEST_METHOD") not in ("POST", "OPTIONS"):  # as documented: POST only
+                body = _respond(
+                    capture, 405, "use POST", request_id, [("Allow", ALLOWED_METHODS[SCORE_PATH])]
+                )
             else:
                 body = self._score(environ, capture, request_id)
         elif path == "/swagger.json" and not environ.get("QUERY_STRING"):
@@ -139,15 +148,21 @@ class KeyAuthMiddleware:
     def _score(
         self, environ: dict[str, Any], start_response: Callable[..., Any], request_id: str
     ) -> Iterable[bytes]:
+        too_large = f"request body is over the limit of {self.max_body_bytes} bytes"
         length = environ.get("CONTENT_LENGTH")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
-            return _respond(start_response, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
-                            request_id)  # fmt: skip
-        if not length and environ.get("REQUEST_METHOD") == "POST":  # chunked: read at most limit + 1 bytes
-            data = environ["wsgi.input"].read(self.max_body_bytes + 1)
+            return _respond(start_response, 413, too_large, request_id)
+        if environ.get("REQUEST_METHOD") == "POST":
+            # read the body here (at most limit + 1 bytes when chunked) so that it can be checked
+            data = environ["wsgi.input"].read(
+                int(length) if length and length.isdigit() else self.max_body_bytes + 1
+            )
             if len(data) > self.max_body_bytes:
-                return _respond(start_response, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
-                                request_id)  # fmt: skip
+                return _respond(start_response, 413, too_large, request_id)
+            if not _decodable(data):  # the server's json.loads raises UnicodeDecodeError -> 500
+                return _respond(
+                    start_response, 400, "request body is not valid JSON text (UTF-8)", request_id
+                )
             environ["wsgi.input"] = io.BytesIO(data)
             environ["CONTENT_LENGTH"] = str(len(data))
         status_holder: list[tuple[str, list[tuple[str, str]]]] = []
@@ -156,7 +171,12 @@ class KeyAuthMiddleware:
             status_holder.append((status, headers))
             return lambda _data: None
 
-        chunks = list(self.inner(environ, hold))
+        result = self.inner(environ, hold)
+        try:
+            chunks = list(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
         status, headers = status_holder[-1]
         if status.startswith("5"):
             chunks, headers = _with_request_id(chunks, headers, request_id)
@@ -170,14 +190,29 @@ class KeyAuthMiddleware:
             raw = b"".join(self.inner(environ, lambda status, headers, exc_info=None: held.append(status)))
             if not held or not held[0].startswith("200"):
                 return self.inner(environ, start_response)
-            spec = json.loads(raw)
-            if "swagger" in spec:
-                spec["schemes"] = ["http"]
+            spec = document_local_swagger(json.loads(raw))
             self._swagger_json = json.dumps(spec).encode()
         start_response(
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(self._swagger_json)))]
         )
         return [self._swagger_json]
+
+
+def document_local_swagger(spec: dict[str, Any]) -> dict[str, Any]:
+    """The server's swagger made exact for this endpoint: plain http, a required body, the health route's text."""
+    paths = spec.get("paths", {})
+    if "swagger" in spec:
+        spec["schemes"] = ["http"]
+        for param in paths.get("/score", {}).get("post", {}).get("parameters", []):
+            if param.get("in") == "body":
+                param["required"] = True
+        if "get" in paths.get("/", {}):
+            paths["/"]["get"]["produces"] = ["text/html", "application/json"]
+    else:
+        body = paths.get("/score", {}).get("post", {}).get("requestBody")
+        if isinstance(body, dict):
+            body["required"] = True
+    return spec
 
 
 class SwaggerUI:
@@ -240,7 +275,7 @@ def _respond(
     request_id: str,
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    reasons = {401: "Unauthorized", 413: "Payload Too Large"}
+    reasons = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 413: "Payload Too Large"}
     body = json.dumps({"message": message, "request_id": request_id}).encode()
     headers = [
         ("Content-Type", "application/json"),
@@ -250,6 +285,17 @@ def _respond(
     ]
     start_response(f"{code} {reasons.get(code, 'Error')}", headers)
     return [body]
+
+
+def _decodable(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            json.loads(data)  # JSON may also come as UTF-16/32
+        except ValueError:
+            return False
+    return True
 
 
 def _with_request_id(

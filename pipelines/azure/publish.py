@@ -219,8 +219,16 @@ def publish_lines(result: dict[str, Any]) -> list[str]:
     sched = result.get("schedule")
     if sched:
         rec = sched["recurrence"] or {}
+        when = "".join(
+            [
+                f" on {','.join(rec['week_days'])}" if rec.get("week_days") else "",
+                f" at hours {rec['hours']}" if rec.get("hours") else "",
+                f" minutes {rec['minutes']}" if rec.get("minutes") else "",
+            ]
+        )
         lines.append(
             f"schedule {sched['name']} ({sched['action']}, id {sched['id']}): every {rec.get('interval')} "
-            f"{rec.get('frequency')}, first run at or after {rec.get('start_time')} {rec.get('time_zone')}"
+            f"{rec.get('frequency')}{when} ({rec.get('time_zone')}), starting {rec.get('start_time')};"
+            " creating it starts no run"
         )
     return lines

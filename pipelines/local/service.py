@@ -324,9 +324,9 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
         ),
         docs_url=None,
         redoc_url=None,
-        openapi_version="3.0.3",  # the bundled Swagger UI (4.x) renders OpenAPI 3.0
         lifespan=lifespan,
     )
+    app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

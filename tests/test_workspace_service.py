@@ -1,0 +1,264 @@
+"""The workspace service's HTTP API in-process (no dispatcher): auth, bad input, Azure shapes, routes, docs."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.local import publishing, run_queue, runs, service
+from pipelines.settings import Settings
+
+PREFIX = "/pipelines/v1.0/PipelineRuns"
+
+
+@pytest.fixture
+def published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    from pipelines.datagen import write_csv
+    from tests import tiny_pipeline
+
+    data = tmp_path / "data"
+    write_csv(data / "tiny.csv", 40, seed=2)
+    monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
+    return publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")), schedule=False)
+
+
+@pytest.fixture
+def client() -> TestClient:
+    with TestClient(service.create_app(background=False)) as c:
+        yield c
+
+
+@pytest.fixture
+def key(client: TestClient) -> str:
+    return service.key_store().keys()["primary"]
+
+
+def endpoint_path(pub: dict) -> str:
+    return f"{PREFIX}/PipelineEndpointSubmit/Id/{pub['endpoint_id']}"
+
+
+def post(client: TestClient, path: str, body, key: str | None, **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(path, content=data, headers={**headers, "Content-Type": "application/json"}, **kw)
+
+
+def nothing_queued() -> bool:
+    return run_queue.rows() == []
+
+
+# ---- keys --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic abc", "Bearer "])
+def test_no_or_wrong_key_is_401_and_nothing_runs(client, published, header) -> None:
+    headers = {"Authorization": header} if header else {}
+    r = client.post(endpoint_path(published), json={"ExperimentName": "e"}, headers=headers)
+    assert r.status_code == 401
+    assert "invalid key" in r.json()["error"]["message"]
+    assert nothing_queued()
+
+
+def test_key_checked_before_the_body_is_read(client, published) -> None:
+    r = post(client, endpoint_path(published), "{not json", "wrong")
+    assert r.status_code == 401
+
+
+def test_regenerated_key_works_at_once_and_the_old_one_stops(client, published, key) -> None:
+    assert client.get("/runs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    secondary = service.key_store().keys()["secondary"]
+    new = service.key_store().regenerate("primary")["primary"]
+    assert client.get("/runs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert client.get("/runs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    assert client.get("/runs", headers={"Authorization": f"Bearer {secondary}"}).status_code == 200
+
+
+def test_key_file_is_private(client) -> None:
+    path = service.key_store().path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('{"ExperimentName": "e",', "malformed JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("", "empty request body"),
+        (
+            {"ExperimentName": "e", "ParameterAssignment": {}},
+            "unknown field(s) in the body: ParameterAssignment",
+        ),
+        ({"ExperimentName": "e", "ParameterAssignments": {"nope": "1"}}, "unknown pipeline parameter 'nope'"),
+        ({"ExperimentName": "e", "ParameterAssignments": {"seed": "abc"}}, "parameter 'seed' expects an int"),
+        ({"ExperimentName": "e", "ParameterAssignments": {"seed": 1.5}}, "parameter 'seed' expects an int"),
+        ({"ExperimentName": "e", "ParameterAssignments": {"label": 5}}, "parameter 'label' expects a str"),
+        ({"ExperimentName": "e", "ParameterAssignments": {"label": None}}, "parameter 'label' expects a str"),
+        ({"ExperimentName": "e", "ParameterAssignments": []}, "ParameterAssignments must be a JSON object"),
+        ({"ExperimentName": "bad name!"}, "is not a valid experiment name"),
+        ({"ExperimentName": "e", "ParameterAssignments": {"tiny_dataset": "no-such-data"}}, "'no-such-data'"),
+        (
+            {
+                "ExperimentName": "e",
+                "DataPathAssignments": {"tiny_dataset": {"DataStoreName": "s", "RelativePath": "p"}},
+            },
+            "the local workspace has no datastores",
+        ),
+        (
+            {
+                "ExperimentName": "e",
+                "DataSetDefinitionValueAssignments": {"tiny_dataset": {"SavedDataSetReference": {"Id": "x"}}},
+            },
+            "SavedDataSetReference",
+        ),
+        (
+            {
+                "ExperimentName": "e",
+                "DataSetDefinitionValueAssignments": {"label": {"DataSetReference": {"Name": "tiny"}}},
+            },
+            "not a dataset parameter",
+        ),
+        (
+            {
+                "ExperimentName": "e",
+                "ParameterAssignments": {"tiny_dataset": "tiny"},
+                "DataSetDefinitionValueAssignments": {"tiny_dataset": {"DataSetReference": {"Name": "tiny"}}},
+            },
+            "assigned twice",
+        ),
+    ],
+)
+def test_bad_input_is_400_naming_the_problem_and_nothing_runs(client, published, key, body, fragment) -> None:
+    r = post(client, endpoint_path(published), body, key)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "UserError"
+    assert fragment in r.json()["error"]["message"]
+    assert nothing_queued()
+    assert list(runs.runs_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{PREFIX}/PipelineEndpointSubmit/Id/no-such-endpoint",
+        f"{PREFIX}/PipelineSubmit/no-such-pipeline",
+        "{endpoint}/7",
+    ],
+)
+def test_unknown_endpoint_pipeline_or_version_is_404(client, published, key, path) -> None:
+    r = post(client, path.format(endpoint=endpoint_path(published)), {"ExperimentName": "e"}, key)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "NotFound"
+    assert nothing_queued()
+
+
+def test_version_must_be_a_number_and_agree_with_the_query(client, published, key) -> None:
+    assert post(client, endpoint_path(published) + "/one", {"ExperimentName": "e"}, key).status_code == 400
+    r = post(client, endpoint_path(published) + "/1?pipelineVersion=2", {"ExperimentName": "e"}, key)
+    assert r.status_code == 400 and "pipelineVersion=2" in r.json()["error"]["message"]
+    assert nothing_queued()
+
+
+def test_unknown_run_is_404(client, key) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get(f"{PREFIX}/nope", headers=headers).status_code == 404
+    assert client.get("/runs/nope/logs", headers=headers).status_code == 404
+
+
+# ---- submitting ----------------------------------------------------------------------------------------
+def test_submit_answers_azure_shape_and_queues_the_assignments(client, published, key) -> None:
+    body = {
+        "ExperimentName": "from-rest",
+        "ParameterAssignments": {"seed": 7, "label": "cnt", "tiny_dataset": "tiny"},
+    }
+    r = post(client, endpoint_path(published), body, key)
+    assert r.status_code == 200, r.text
+    entity = r.json()
+    assert entity["Status"]["StatusCode"] == "Queued"
+    assert entity["RunHistoryExperimentName"] == "from-rest"
+    assert entity["PipelineId"] == published["pipeline_id"] and entity["PipelineEndpointVersion"] == "1"
+    assert entity["ParameterAssignments"]["seed"] == "7"
+    assert entity["RunUrl"].endswith(f"/runs/{entity['Id']}")
+    (row,) = run_queue.rows()
+    assert (
+        row["run_id"] == entity["Id"] and row["state"] == "Queued" and row["module"] == "tests.tiny_pipeline"
+    )
+    args = json.loads(row["args"])
+    assert "seed=7" in args and "experiment_name=from-rest" in args
+    assert args[args.index("--data") + 1] == "tiny"
+    assert runs.read_record(entity["Id"])["status"] == "Queued"
+
+
+def test_version_url_query_and_pipeline_url_all_submit(client, published, key) -> None:
+    paths = [
+        endpoint_path(published) + "/1",
+        endpoint_path(published) + "?pipelineVersion=1",
+        f"{PREFIX}/PipelineSubmit/{published['pipeline_id']}",
+    ]
+    ids = [post(client, p, {"ExperimentName": "e"}, key).json()["Id"] for p in paths]
+    assert len(set(ids)) == 3 and len(run_queue.rows()) == 3
+
+
+def test_dataset_reference_by_name_binds_the_dataset(client, published, key) -> None:
+    body = {
+        "ExperimentName": "e",
+        "DataSetDefinitionValueAssignments": {
+            "tiny_dataset": {"DataSetReference": {"Name": "tiny", "Version": "latest"}}
+        },
+    }
+    r = post(client, endpoint_path(published), body, key)
+    assert r.status_code == 200, r.text
+    args = json.loads(run_queue.rows()[0]["args"])
+    assert args[args.index("--data") + 1] == "tiny"
+
+
+def test_default_version_decides_what_the_endpoint_url_runs(client, published, key) -> None:
+    from tests import tiny_pipeline
+
+    second = publishing.publish(tiny_pipeline.build(Settings(dataset="tiny", label="cnt2")), schedule=False)
+    r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
+    assert r.json()["PipelineEndpointVersion"] == "1"
+    publishing.set_default_version(published["endpoint_id"], 2)
+    r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
+    assert r.json()["PipelineEndpointVersion"] == "2" and r.json()["PipelineId"] == second["pipeline_id"]
+
+
+# ---- runs over HTTP --------------------------------------------------------------------------------------
+def test_status_list_logs_metrics_and_cancel(client, published, key) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    run_id = post(client, endpoint_path(published), {"ExperimentName": "e"}, key).json()["Id"]
+    assert client.get(f"{PREFIX}/{run_id}", headers=headers).json()["Status"]["StatusCode"] == "Queued"
+    r = client.delete(f"{PREFIX}/{run_id}/Execution", headers=headers)
+    assert r.json() == {"run_id": run_id, "status": "Canceled"}
+    assert client.get(f"/runs/{run_id}", headers=headers).json()["status"] == "Canceled"
+    assert run_queue.get_row(run_id)["state"] == "Canceled"
+
+    record = runs.read_record(run_id) | {"status": "Completed", "metrics": {"rows": 40.0}}
+    record["steps"] = [{"name": "count", "kind": "script", "status": "Completed"}]
+    runs.write_record(run_id, record)
+    (runs.run_folder(run_id) / "logs").mkdir()
+    (runs.run_folder(run_id) / "logs" / "count.log").write_text("count: 40 rows\n")
+    listed = client.get("/runs?status=Completed", headers=headers).json()["runs"]
+    assert [r["run_id"] for r in listed] == [run_id]
+    assert client.get(f"/runs/{run_id}/metrics", headers=headers).json()["metrics"] == {"rows": 40.0}
+    assert client.get(f"/runs/{run_id}/logs", headers=headers).json()["logs"]["count"] == "count: 40 rows"
+    assert client.get(f"/runs/{run_id}/logs/count", headers=headers).text == "count: 40 rows\n"
+    assert client.get(f"/runs/{run_id}/logs/other", headers=headers).status_code == 404
+    assert client.get("/runs?status=Done", headers=headers).status_code == 400
+    assert client.get("/endpoints", headers=headers).json()["endpoints"][0]["default_version"] == 1
+
+
+# ---- OpenAPI and Swagger UI (offline) ------------------------------------------------------------------
+def test_openapi_and_offline_swagger_ui(client) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.0")
+    assert f"{PREFIX}/PipelineEndpointSubmit/Id/{{endpoint_id}}/{{version}}" in spec["paths"]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    html = client.get("/docs").text
+    assert "/docs/assets/swagger-ui-bundle.js" in html and "/openapi.json" in html
+    assert "cdn" not in html and "https://" not in html
+    js = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert client.get("/health").json() == {"status": "ok"}

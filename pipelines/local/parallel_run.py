@@ -43,7 +43,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -897,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = _default_run_dir()
         output = run_dir / "output"
         report = Path(args.report_dir) if args.report_dir else run_dir / "report"
-    result = run_parallel(replace(options), args.input, output, report, progress=True)
+    result = run_parallel(options, args.input, output, report, progress=True)
     if args.json:
         print_json(result.to_dict())
     if not result.succeeded:

@@ -281,16 +281,12 @@ def delete(name: str) -> None:
 
 
 def update(name: str, *, app_insights: bool | None = None) -> LocalService:
-    """Change a service's settings; a running service reloads its workers gracefully (SIGHUP)."""
+    """Change a service's settings; running workers pick them up on their next request."""
     service = load(name)
     if app_insights is not None:
         service.app_insights = app_insights
     service.updated = _now()
     _write_json(service.folder / "service.json", asdict(service))
-    server_pid = read_runtime(name).get("server_pid")
-    if server_pid and _supervisor_alive(service):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(server_pid), signal.SIGHUP)
     return service
 
 
@@ -395,6 +391,7 @@ def supervise(folder: Path) -> int:
             proc = subprocess.Popen(
                 server_command(service), cwd=PROJECT_ROOT, env=server_env(service),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: workers orphaned by a dead master are killed
             )  # fmt: skip
         _merge_runtime(folder, state="Transitioning", server_pid=proc.pid, restarts=restarts)
         _log(f"started gunicorn pid {proc.pid} on 127.0.0.1:{service.port} with {service.workers} worker(s)")
@@ -409,6 +406,7 @@ def supervise(folder: Path) -> int:
         if stopping:
             break
         code = proc.returncode
+        _kill_group(proc.pid)
         quick = time.monotonic() - started < QUICK_EXIT_SECONDS and not healthy
         quick_exits = quick_exits + 1 if quick else 0
         restarts += 1
@@ -428,6 +426,7 @@ def supervise(folder: Path) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    _kill_group(proc.pid)
     _merge_runtime(folder, state="Stopped", server_pid=None, supervisor_pid=None)
     _log("stopped")
     return 0
@@ -476,6 +475,12 @@ def _kill_tree(proc: Any) -> None:
     proc.kill()
 
 
+def _kill_group(pgid: int) -> None:
+    """Kill what is left of a server's process group (workers outliving their master)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -488,7 +493,9 @@ def _check_port(port: int) -> None:
             f"port {port} is not valid", hint="use 1024-65535, or leave --port out to pick a free one"
         )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as gunicorn binds: TIME_WAIT is no conflict
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

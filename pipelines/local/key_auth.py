@@ -8,7 +8,7 @@ logged with status and latency (the local stand-in for Application Insights). Th
 
 gunicorn builds it with ``pipelines.local.key_auth:from_environment()``; the deployment folder comes from
 ``AMLOPS_DEPLOYMENT_DIR``. Keys are re-read when the key file changes, so a regenerated key works (and
-the old one stops working) on the next request.
+the old one stops working) on the next request; so does a change of the service's settings (``update``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ class RequestLog:
         if self._fh is not None:
             self._fh.write(json.dumps(fields, separators=(",", ":")) + "\n")
 
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
 
 class KeyAuthMiddleware:
     """Key check, body limit, request log and Swagger UI in front of the inference server's WSGI app."""
@@ -95,9 +100,32 @@ class KeyAuthMiddleware:
         self.log = request_log or RequestLog(None)
         self.swagger_ui = SwaggerUI(swagger_ui_dir) if swagger_ui_dir else None
         self._swagger_json: bytes | None = None
+        self.service_file: Path | None = None
+        self._service_stamp: tuple[int, int, int] | None = None
+
+    def follow(self, service_file: Path) -> KeyAuthMiddleware:
+        """Re-read the body limit and App Insights switch whenever ``service_file`` changes (no restart)."""
+        self.service_file = Path(service_file)
+        self._reload_settings()
+        return self
+
+    def _reload_settings(self) -> None:
+        st = os.stat(self.service_file)
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp == self._service_stamp:
+            return
+        config = json.loads(self.service_file.read_text())
+        self.max_body_bytes = int(config.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES)
+        wanted = self.service_file.parent / "requests.log" if config.get("app_insights") else None
+        if wanted != self.log.path:
+            self.log.close()
+            self.log = RequestLog(wanted)
+        self._service_stamp = stamp
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
+        if self.service_file is not None:
+            self._reload_settings()
         path = environ.get("PATH_INFO") or "/"
         request_id = environ.get("HTTP_X_REQUEST_ID") or str(uuid.uuid4())
         environ["HTTP_X_REQUEST_ID"] = request_id
@@ -318,13 +346,9 @@ def _with_request_id(
 def from_environment() -> KeyAuthMiddleware:
     """The middleware for the deployment in ``AMLOPS_DEPLOYMENT_DIR``, around the inference server's app."""
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
-    config = json.loads((folder / "service.json").read_text())
     from azureml_inference_server_http.server.entry import app as inner
 
-    return KeyAuthMiddleware(
-        inner,
-        KeyChecker(folder / "keys.json"),
-        max_body_bytes=int(config.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES),
-        request_log=RequestLog(folder / "requests.log" if config.get("app_insights") else None),
-        swagger_ui_dir=swagger_ui_folder(),
+    middleware = KeyAuthMiddleware(
+        inner, KeyChecker(folder / "keys.json"), swagger_ui_dir=swagger_ui_folder()
     )
+    return middleware.follow(folder / "service.json")

@@ -1,0 +1,398 @@
+"""The local deployment end to end: deploy, key auth, bad input, limits, logs, keys, stop/start, supervision.
+
+Two real services on 127.0.0.1 for the whole module: the project's score.py with a small registered model,
+and a probe script that counts its run() calls and can fail on demand. Both are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from benchmarks._model import LEAKING_COLUMNS, raw_rows, register_demo_model
+from pipelines.deploy import main as deploy_main
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "bike-test"
+PROBE = "probe-test"
+PROBE_SCRIPT = """
+import json, os
+from pathlib import Path
+
+CALLS = Path(__file__).with_suffix(".calls")
+
+
+def init():
+    pass
+
+
+def run(raw_data):
+    with open(CALLS, "a") as fh:
+        fh.write("call\\n")
+    data = json.loads(raw_data)
+    if data.get("crash"):
+        raise RuntimeError("crash requested")
+    if data.get("die"):
+        os._exit(1)
+    return {"result": [data.get("echo")]}
+"""
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = deploy_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    code, out, err = cli(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A local workspace with a registered model and the two services running; all deleted afterwards."""
+    from pipelines.datasets import resolve
+    from pipelines.local import deployments
+    from pipelines.local.registry import model_env
+
+    home = tmp_path_factory.mktemp("deploy-home")
+    saved = os.environ.get("AMLOPS_HOME")
+    os.environ["AMLOPS_HOME"] = str(home)
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():
+        os.environ["AMLOPS_DATA_DIR"] = str(shared)
+    probe = home / "probe_score.py"
+    probe.write_text(PROBE_SCRIPT)
+    try:
+        csv = resolve("bike-no")
+        register_demo_model(csv, n_trees=10)
+        model_env("bike-demand")  # materialize the model once, before the two deployments start side by side
+        with ThreadPoolExecutor(2) as pool:
+            started = [
+                pool.submit(
+                    deployments.deploy, "bike-demand", None, SERVICE, workers=2, max_body_bytes=64 * 1024
+                ),
+                pool.submit(deployments.deploy, "bike-demand", None, PROBE, workers=1, entry_script=probe),
+            ]
+            for future in started:
+                future.result()
+        yield {"home": home, "csv": csv, "probe_calls": probe.with_suffix(".calls")}
+    finally:
+        for name in (SERVICE, PROBE):
+            if (deployments.service_dir(name) / "service.json").is_file():
+                deployments.delete(name)
+        if saved is None:
+            os.environ.pop("AMLOPS_HOME", None)
+        else:
+            os.environ["AMLOPS_HOME"] = saved
+
+
+@pytest.fixture
+def ws(workspace: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("AMLOPS_HOME", str(workspace["home"]))
+    return workspace
+
+
+def service_info(name: str = SERVICE) -> dict[str, Any]:
+    from pipelines.local import deployments
+
+    return deployments.load(name).describe()
+
+
+def keys(name: str = SERVICE) -> dict[str, str]:
+    from pipelines.local import deployments
+
+    return deployments.keys(name)
+
+
+def payload(csv: Path, n: int = 2) -> dict[str, Any]:
+    return {"data": json.loads(raw_rows(csv).tail(n).to_json(orient="records"))}
+
+
+def post(uri: str, body: Any, key: str | None, raw: bytes | None = None) -> requests.Response:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    return requests.post(uri, data=raw if raw is not None else json.dumps(body), headers=headers, timeout=30)
+
+
+def probe_calls(ws: dict[str, Any]) -> int:
+    path = ws["probe_calls"]
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_deployed_service_scores_with_either_key(ws: dict[str, Any]) -> None:
+    info = service_info()
+    assert info["state"] == "Healthy" and info["scoring_uri"].startswith("http://127.0.0.1:")
+    for key in keys().values():
+        resp = post(info["scoring_uri"], payload(ws["csv"]), key)
+        assert resp.status_code == 200, resp.text
+        assert len(resp.json()["result"]) == 2
+        assert resp.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic {primary}", "Bearer", "{primary}"])
+def test_no_or_wrong_key_is_401_and_run_is_not_called(ws: dict[str, Any], header: str | None) -> None:
+    info = service_info(PROBE)
+    before = probe_calls(ws)
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers["Authorization"] = header.format(primary=keys(PROBE)["primary"])
+    resp = requests.post(info["scoring_uri"], data=json.dumps({"echo": 1}), headers=headers, timeout=30)
+    assert resp.status_code == 401
+    assert "Bearer" in resp.json()["message"] and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert probe_calls(ws) == before
+    ok = post(info["scoring_uri"], {"echo": 1}, keys(PROBE)["secondary"])
+    assert ok.status_code == 200 and ok.json() == {"result": [1]}
+    assert probe_calls(ws) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"data": [', "could not be decoded as JSON"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b"{}", "'data'"),
+        (b'{"data": []}', "data: expected at least one row"),
+        (None, "unknown column(s) 'casual'"),
+        (b'{"data": [{"instant": "x"}]}', "missing column(s)"),
+    ],
+)
+def test_bad_input_over_http_is_400_naming_the_field(
+    ws: dict[str, Any], raw: bytes | None, field: str
+) -> None:
+    info = service_info()
+    if raw is None:
+        body = payload(ws["csv"])
+        body["data"][0]["casual"] = 100
+        raw = json.dumps(body).encode()
+    resp = post(info["scoring_uri"], None, keys()["primary"], raw=raw)
+    assert resp.status_code == 400, resp.text
+    assert field in resp.json()["message"]
+
+
+def test_wrong_type_names_the_row_and_column(ws: dict[str, Any]) -> None:
+    body = payload(ws["csv"])
+    body["data"][1]["temp"] = "warm"
+    resp = post(service_info()["scoring_uri"], body, keys()["primary"])
+    assert resp.status_code == 400
+    assert resp.json()["message"].startswith("data[1].temp: expected a number")
+
+
+def test_body_over_the_limit_is_413(ws: dict[str, Any]) -> None:
+    info = service_info()
+    assert info["max_body_bytes"] == 64 * 1024
+    rows = payload(ws["csv"], 731)["data"] * 2
+    resp = post(info["scoring_uri"], {"data": rows}, keys()["primary"])
+    assert resp.status_code == 413
+    small = post(info["scoring_uri"], {"data": rows[:100]}, keys()["primary"])
+    assert small.status_code == 200 and len(small.json()["result"]) == 100
+
+
+def test_chunked_body_over_the_limit_is_413(ws: dict[str, Any]) -> None:
+    info = service_info()
+    chunks = (b" " * 8192 for _ in range(10))
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {keys()['primary']}"}
+    resp = requests.post(info["scoring_uri"], data=chunks, headers=headers, timeout=30)
+    assert resp.status_code == 413
+
+
+def test_swagger_and_health_need_no_key(ws: dict[str, Any]) -> None:
+    info = service_info()
+    spec = requests.get(info["swagger_uri"], timeout=10).json()
+    assert spec["schemes"] == ["http"] and "Bearer" in spec["securityDefinitions"]
+    post_op = spec["paths"]["/score"]["post"]
+    assert post_op["operationId"] == "RunMLService" and post_op["parameters"][0]["required"] is True
+    data = spec["definitions"]["ServiceInput"]["properties"]["data"]
+    assert data["items"]["properties"]["temp"]["type"] == "number"
+    assert not set(LEAKING_COLUMNS) & set(data["items"]["properties"])
+    assert len(spec["definitions"]["ServiceInput"]["example"]["data"]) == 2
+    assert requests.get(info["health_uri"], timeout=10).text == "Healthy"
+    assert requests.get(info["scoring_uri"], timeout=10).status_code == 401
+
+
+def test_crash_in_run_is_500_with_request_id_and_the_service_stays_up(ws: dict[str, Any]) -> None:
+    info = service_info(PROBE)
+    resp = post(info["scoring_uri"], {"crash": True}, keys(PROBE)["primary"])
+    assert resp.status_code == 500
+    assert resp.json()["request_id"] == resp.headers["x-request-id"]
+    assert resp.headers["x-ms-run-function-failed"] == "True"
+    assert post(info["scoring_uri"], {"echo": 2}, keys(PROBE)["primary"]).json() == {"result": [2]}
+    log = Path(info["server_log"]).read_text()
+    assert "crash requested" in log
+
+
+def test_a_dead_worker_is_replaced(ws: dict[str, Any]) -> None:
+    info = service_info(PROBE)
+    with pytest.raises(requests.ConnectionError):
+        post(info["scoring_uri"], {"die": True}, keys(PROBE)["primary"])
+    assert wait_for(lambda: _echo_ok(info["scoring_uri"], keys(PROBE)["primary"]), 60)
+
+
+def test_a_killed_server_is_restarted_by_the_supervisor(ws: dict[str, Any]) -> None:
+    from pipelines.local import deployments
+
+    info = service_info(PROBE)
+    server_pid = deployments.read_runtime(PROBE)["server_pid"]
+    os.kill(server_pid, signal.SIGKILL)
+    assert wait_for(lambda: deployments.read_runtime(PROBE).get("server_pid") not in (None, server_pid), 30)
+    assert wait_for(lambda: deployments.state(PROBE) == "Healthy", 60)
+    assert _echo_ok(info["scoring_uri"], keys(PROBE)["primary"])
+    assert deployments.read_runtime(PROBE)["restarts"] >= 1
+
+
+def test_regenerated_key_works_at_once_and_the_old_one_does_not(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = keys()
+    new = cli_json(capsys, "keys", "--name", SERVICE, "--regen", "primary")
+    assert new["primary"] != old["primary"] and new["secondary"] == old["secondary"]
+    uri = service_info()["scoring_uri"]
+    assert post(uri, payload(ws["csv"]), old["primary"]).status_code == 401
+    assert post(uri, payload(ws["csv"]), new["primary"]).status_code == 200
+    assert post(uri, payload(ws["csv"]), old["secondary"]).status_code == 200
+    mode = stat.S_IMODE(os.stat(Path(service_info()["keys_file"])).st_mode)
+    assert mode == 0o600
+
+
+def test_update_enables_the_request_log_with_status_and_latency(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "update", "--name", SERVICE, "--enable-app-insights")
+    assert code == 0 and "enabled" in out
+    info = service_info()
+    log = Path(info["request_log"])
+    # the workers reload (SIGHUP); keep calling until a request is logged
+    assert wait_for(
+        lambda: post(info["scoring_uri"], payload(ws["csv"]), keys()["primary"]).ok and log.exists(), 60
+    )
+    post(info["scoring_uri"], payload(ws["csv"]), "bad-key")
+    assert wait_for(lambda: any(json.loads(x)["status"] == 401 for x in log.read_text().splitlines()), 10)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    ok = next(x for x in lines if x["status"] == 200)
+    assert ok["path"] == "/score" and ok["latency_ms"] > 0 and ok["key"] == "primary" and ok["request_id"]
+    assert all(keys()["primary"] not in x for x in log.read_text().splitlines())
+    code, out, _ = cli(capsys, "logs", "--name", SERVICE, "--requests", "--tail", "3")
+    assert code == 0 and '"status"' in out
+
+
+def test_list_and_show(ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    rows = cli_json(capsys, "list")
+    assert {r["name"] for r in rows} == {SERVICE, PROBE}
+    shown = cli_json(capsys, "show", "--name", SERVICE)
+    assert shown["model"] == "bike-demand:1" and shown["workers"] == 2 and shown["state"] == "Healthy"
+    code, out, _ = cli(capsys, "logs", "--name", SERVICE, "--tail", "200")
+    assert code == 0 and "Booting worker" in out
+
+
+def test_stop_then_start_serves_again_on_the_same_port(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = service_info(PROBE)["scoring_uri"]
+    code, out, _ = cli(capsys, "stop", "--name", PROBE)
+    assert code == 0 and "stopped" in out
+    assert service_info(PROBE)["state"] == "Stopped"
+    with pytest.raises(requests.ConnectionError):
+        post(uri, {"echo": 3}, keys(PROBE)["primary"])
+    started = cli_json(capsys, "start", "--name", PROBE)
+    assert started["state"] == "Healthy" and started["scoring_uri"] == uri
+    assert _echo_ok(uri, keys(PROBE)["primary"])
+
+
+def test_cli_errors_are_one_line_exit_2(ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "--model", "no-such-model", "--name", "other-svc")
+    assert code == 2 and "no model named 'no-such-model'" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "--name", SERVICE)
+    assert code == 2 and "already exists" in err
+    code, _, err = cli(capsys, "show", "--name", "nope-svc")
+    assert code == 2 and "no local service named 'nope-svc'" in err
+
+
+def test_every_verb_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.deploy import VERBS
+
+    for verb in VERBS:
+        with pytest.raises(SystemExit) as exc:
+            deploy_main([verb, "--help"])
+        assert exc.value.code == 0
+        assert "usage: python -m pipelines.deploy " + verb in capsys.readouterr().out
+
+
+def test_endpoint_client_posts_real_rows_and_writes_data_json(ws: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "data.json"
+    env = {**os.environ, "AMLOPS_HOME": str(ws["home"])}
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "clients" / "endpoint.py"), "--service", SERVICE, "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    sent = json.loads(out.read_text())["data"]
+    assert len(answer["result"]) == len(sent) == 2
+    assert set(sent[0]) == set(raw_rows(ws["csv"]).columns)
+    assert not {"cnt", *LEAKING_COLUMNS} & set(sent[0])
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="needs Apache Bench (apt-get install apache2-utils)")
+def test_benchmark_script_runs_ab_with_the_key(ws: dict[str, Any], tmp_path: Path) -> None:
+    env = {**os.environ, "AMLOPS_HOME": str(ws["home"])}
+    proc = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "clients" / "benchmark.sh"), "--service", SERVICE, "-n", "40", "-c", "4"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Complete requests:      40" in proc.stdout and "Failed requests:        0" in proc.stdout
+    assert "Non-2xx" not in proc.stdout
+    assert (tmp_path / "data.json").is_file()
+
+
+def test_schemathesis_fuzz_of_score_finds_no_server_error_or_schema_violation(ws: dict[str, Any]) -> None:
+    st = Path(sys.executable).with_name("st")
+    if not st.exists():
+        pytest.skip("schemathesis is not installed")
+    info = service_info()
+    proc = subprocess.run(
+        [
+            str(st), "run", info["swagger_uri"],
+            "-H", f"Authorization: Bearer {keys()['primary']}",
+            "--checks", "all", "--max-examples", "25", "--max-time", "20", "--seed", "7",
+            "--workers", "2", "--request-timeout", "10", "--generation-database", "none", "--no-color",
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "No issues found" in proc.stdout
+
+
+def _echo_ok(uri: str, key: str) -> bool:
+    try:
+        return post(uri, {"echo": "ok"}, key).json() == {"result": ["ok"]}
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def wait_for(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except (requests.RequestException, OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    return False

@@ -7,8 +7,11 @@ example of raw rows), only faster: no AutoML search, a fixed number of trees.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +69,32 @@ def register_demo_model(csv: Path, name: str = "bike-demand", n_trees: int = 20,
                 pip_requirements=[],  # skip MLflow's requirement inference (a subprocess that loads the model)
             )
     return int(info.registered_model_version)
+
+
+@contextlib.contextmanager
+def using_home(home: Path) -> Iterator[Path]:
+    """Point ``AMLOPS_HOME`` at ``home`` for the duration (restoring the previous value)."""
+    saved = os.environ.get("AMLOPS_HOME")
+    os.environ["AMLOPS_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("AMLOPS_HOME", None)
+        else:
+            os.environ["AMLOPS_HOME"] = saved
+
+
+def shared_model_home(base: Path, csv: Path, name: str = "bike-demand", n_trees: int = 10) -> Path:
+    """A local workspace under ``base`` with ``name`` registered and materialized once, reused by later callers."""
+    home = Path(base) / f"model-home-{name}-{n_trees}"
+    marker = home / ".registered"
+    if not marker.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        with using_home(home):
+            from pipelines.local.registry import model_env
+
+            version = register_demo_model(csv, name=name, n_trees=n_trees)
+            model_env(name, version)
+        marker.write_text(str(version))
+    return home

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks._model import LEAKING_COLUMNS, raw_rows, register_demo_model
+from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_home
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCORE_PY = PROJECT_ROOT / "scoring" / "score.py"
@@ -53,19 +53,11 @@ def load_score_module(env: dict[str, str]) -> ModuleType:
 def scored(
     tmp_path_factory: pytest.TempPathFactory, bike_csv_path: Path
 ) -> tuple[ModuleType, dict[str, str]]:
-    home = tmp_path_factory.mktemp("score-home")
-    old = os.environ.get("AMLOPS_HOME")
-    os.environ["AMLOPS_HOME"] = str(home)
-    try:
+    home = shared_model_home(tmp_path_factory.getbasetemp(), bike_csv_path)
+    with using_home(home):
         from pipelines.local.registry import model_env
 
-        register_demo_model(bike_csv_path, name="bike-demand", n_trees=10)
         env = model_env("bike-demand")
-    finally:
-        if old is None:
-            os.environ.pop("AMLOPS_HOME", None)
-        else:
-            os.environ["AMLOPS_HOME"] = old
     return load_score_module(env), env
 
 

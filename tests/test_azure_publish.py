@@ -533,14 +533,30 @@ def test_publish_attaches_the_default_schedule_to_the_endpoint_without_an_immedi
     # the definition's own recurrence is left as built (no start_time written into it)
     assert train_definition().schedule.start_time is None
 
-    # publishing again updates that schedule in place: still one schedule, no duplicate runs
+    # publishing again with the same recurrence keeps the schedule (and its start time) as it is
+    azure.calls.clear()
+    same = publish.publish(train_definition(schedule_hours="4", schedule_minutes="30"), schedule=True)
+    assert (
+        same["schedule"]["action"] == "kept"
+        and same["schedule"]["recurrence"]["start_time"] == rec.start_time
+    )
+    assert not any(c[0] in ("schedule.create", "schedule.update") for c in azure.calls)
+
+
+def test_republishing_updates_a_changed_schedule_in_place_and_leaves_a_disabled_one_disabled(azure):
+    from pipelines.azure import publish, schedules
+
+    first = publish.publish(train_definition(), schedule=True)
+    schedules.disable(azure.workspace_seen, first["schedule"]["id"])
     azure.calls.clear()
     again = publish.publish(train_definition(schedule_frequency="Day", schedule_week_days=""), schedule=True)
-    assert "schedule.create" not in azure.names()
+    assert "schedule.create" not in azure.names() and "schedule.set_status" not in azure.names()
     [(_, update)] = [c for c in azure.calls if c[0] == "schedule.update"]
-    assert update["status"] == "Active" and update["recurrence"].frequency == "Day"
+    assert update["status"] is None
+    assert (update["recurrence"].frequency, update["recurrence"].week_days) == ("Day", None)
     assert update["recurrence"].start_time is not None
-    assert len(azure.schedule_provider.rows) == 1 and again["schedule"]["action"] == "updated"
+    assert len(azure.schedule_provider.rows) == 1
+    assert (again["schedule"]["action"], again["schedule"]["status"]) == ("updated", "Disabled")
 
 
 def test_invalid_recurrence_fails_before_the_workspace_is_touched(azure):

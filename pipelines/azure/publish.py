@@ -12,9 +12,10 @@ Generic over ``PipelineDefinition`` (training, batch scoring, ...). In order:
 6. the ``PipelineEndpoint`` named after the pipeline: created from the first published pipeline (which
    becomes its default version; Azure numbers versions from "0"), else the new pipeline is added as the
    next version and made the default only with ``set_default=True``;
-7. with ``schedule=True`` and a recurrence: the endpoint's schedule ``<name>-default`` is created or
-   updated. It targets the endpoint, so it always runs the default version. Creating it never starts a
-   run at once (start rule: ``pipelines.azure.schedules``).
+7. with ``schedule=True`` and a recurrence: the endpoint's schedule ``<name>-default`` is created, or
+   updated when the recurrence changed (else kept; a disabled one stays disabled), as the local backend
+   does. It targets the endpoint, so it runs the default version at fire time. Creating it never
+   starts a run at once (start rule: ``pipelines.azure.schedules``).
 
 The result has the local publisher's keys (``pipelines.local.publishing``) plus Azure details.
 """

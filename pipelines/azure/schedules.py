@@ -146,7 +146,12 @@ def ensure_for_endpoint(
     workspace: Any, name: str, *, pipeline_endpoint_id: str, experiment_name: str, recurrence: Any,
     description: str | None = None, now: dt.datetime | None = None,
 ) -> tuple[Any, str]:  # fmt: skip
-    """The endpoint's schedule called ``name``: created, or updated in place; returns (schedule, action)."""
+    """The endpoint's schedule ``name``: created; or updated if its recurrence changed, else kept.
+
+    As the local backend does: one default schedule per endpoint, a changed recurrence gets a new start
+    time by the start rule, and a disabled schedule stays disabled. Returns (schedule, action).
+    """
+    validated(recurrence)
     existing = [
         s for s in Schedule.list(workspace, pipeline_endpoint_id=pipeline_endpoint_id) if s.name == name
     ]
@@ -157,13 +162,26 @@ def ensure_for_endpoint(
         )  # fmt: skip
         return schedule, "created"
     schedule = existing[0]
+    if schedule.recurrence is not None and _pattern(
+        schedule.recurrence, recurrence.start_time is None
+    ) == _pattern(recurrence, recurrence.start_time is None):
+        return schedule, "kept"
     try:
-        schedule.update(recurrence=with_start_time(recurrence, now), description=description, status="Active")
+        schedule.update(recurrence=with_start_time(recurrence, now), description=description)
     except ValueError as exc:  # e.g. a datastore schedule of the same name
         raise UserError(
             f"cannot update schedule {name!r}: {exc}", hint="disable it and publish again"
         ) from None
     return schedule, "updated"
+
+
+def _pattern(rec: Any, ignore_start: bool) -> tuple[Any, ...]:
+    """What a recurrence fires on, for comparison (time zone None is UTC; start_time left out if asked)."""
+    zone = rec.time_zone or TimeZone.UTC
+    return (
+        rec.frequency, rec.interval, rec.hours, rec.minutes, rec.week_days, getattr(zone, "value", zone),
+        None if ignore_start else rec.start_time,
+    )  # fmt: skip
 
 
 def list_schedules(

@@ -25,7 +25,6 @@ TARGETS = ("aci", "aks")
 
 
 def inference_config(
-    model_name: str,
     *,
     source_directory: Path = SCORING_DIR,
     entry_script: str = ENTRY_SCRIPT,
@@ -36,8 +35,8 @@ def inference_config(
         raise UserError(
             f"environment file {environment_file} not found", hint="restore environments/inference.yml"
         )
+    # score.py finds the model's name in AZUREML_MODEL_DIR (.../azureml-models/<name>/<version>), set by Azure
     env = Environment.from_conda_specification(name=INFERENCE_ENV_NAME, file_path=str(environment_file))
-    env.environment_variables = {**(env.environment_variables or {}), "AMLOPS_MODEL_NAME": model_name}
     return InferenceConfig(entry_script=entry_script, source_directory=str(source_directory), environment=env)
 
 
@@ -110,7 +109,7 @@ def deploy(
         workspace,
         service_name,
         [model],
-        inference_config=inference_config(model_name),
+        inference_config=inference_config(),
         deployment_config=config,
         deployment_target=deployment_target,
         overwrite=overwrite,

@@ -67,7 +67,7 @@ def states() -> dict[str, str]:
 def test_bounded_pool_runs_everything_in_order(fake_python) -> None:
     script, trace = fake_python
     ids = queue_one(6)
-    queue = run_queue.RunQueue(workers=2, poll_seconds=0.05, python=str(script))
+    queue = run_queue.RunQueue(workers=2, poll_seconds=0.05, python=str(script), prepare_tracking=False)
     queue.start()
     try:
         wait_for(lambda: all(s == "Completed" for s in states().values()))
@@ -88,7 +88,7 @@ def test_a_run_that_dies_without_a_result_is_failed_with_a_reason(fake_python, m
     script, _ = fake_python
     monkeypatch.setenv("FAKE_STATUS", "crash")
     (run_id,) = queue_one()
-    queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script))
+    queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script), prepare_tracking=False)
     queue.start()
     try:
         wait_for(lambda: states()[run_id] not in ("Queued", "Starting", "Running"))
@@ -103,7 +103,7 @@ def test_cancel_queued_and_running(fake_python, monkeypatch) -> None:
     script, trace = fake_python
     monkeypatch.setenv("FAKE_SLEEP", "30")
     first, second = queue_one(2)
-    queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script))
+    queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script), prepare_tracking=False)
     queue.start()
     try:
         wait_for(lambda: trace.exists() and f"start {first}" in trace.read_text())
@@ -156,7 +156,7 @@ def test_restart_rule(fake_python) -> None:
         assert "ended while the workspace service was down" in runs.read_record(gone)["error"]["message"]
 
         script, _ = fake_python
-        queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script))
+        queue = run_queue.RunQueue(workers=1, poll_seconds=0.05, python=str(script), prepare_tracking=False)
         queue.start()  # adopts the survivor: the queued ones wait for its slot
         try:
             time.sleep(0.5)

@@ -444,7 +444,13 @@ def recover() -> list[tuple[str, Any]]:
 class RunQueue:
     """The service's dispatcher: starts queued runs, at most ``workers`` at once, and settles them."""
 
-    def __init__(self, workers: int, poll_seconds: float = 0.5, python: str | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        poll_seconds: float = 0.5,
+        python: str | None = None,
+        prepare_tracking: bool = True,
+    ) -> None:
         if workers < 1:
             raise UserError(f"workers must be at least 1, got {workers}", hint="e.g. --workers 2")
         self.workers = workers
@@ -455,6 +461,8 @@ class RunQueue:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._experiments: set[str] = set()
+        self.prepare_tracking = prepare_tracking
 
     def start(self) -> None:
         """Recover what a previous service left, then dispatch in a background thread."""
@@ -481,6 +489,11 @@ class RunQueue:
             return list(self._active)
 
     def _loop(self) -> None:
+        try:
+            if self.prepare_tracking:
+                _prepare_tracking(None)  # migrate a new MLflow store once, before runs race to do it
+        except Exception as exc:
+            print(f"run queue: cannot prepare the tracking store: {exc}", file=sys.stderr, flush=True)
         while not self._stop.is_set():
             try:
                 self._dispatch()
@@ -515,6 +528,15 @@ class RunQueue:
         import psutil
 
         run_id = row["run_id"]
+        experiment = json.loads(row["stub"]).get("experiment")
+        if self.prepare_tracking and experiment and experiment not in self._experiments:
+            try:  # created here, one at a time: concurrent runs would race to create it
+                _prepare_tracking(experiment)
+                self._experiments.add(experiment)
+            except Exception as exc:
+                print(
+                    f"run queue: cannot create experiment {experiment!r}: {exc}", file=sys.stderr, flush=True
+                )
         folder = runs.run_folder(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         argv = [self.python, "-m", row["module"], "run", "--run-id", run_id, *json.loads(row["args"])]
@@ -574,6 +596,19 @@ class RunQueue:
             with self._lock:
                 self._active.pop(run_id, None)
             self._wake.set()
+
+
+def _prepare_tracking(experiment: str | None) -> None:
+    """Create the MLflow store's tables (and ``experiment``) from the dispatcher, one at a time."""
+    from pipelines.local import registry
+
+    registry.configure_mlflow()
+    if experiment:
+        registry.ensure_experiment(experiment)
+    else:
+        from mlflow import MlflowClient
+
+        MlflowClient().search_experiments(max_results=1)
 
 
 def driver_log(run_id: str) -> Path:

@@ -181,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                 "label": args.label,
             }
         )
-        result["version"] = register(args.model_data, test, args.label, args.model_name, tags)
+        result["version"] = int(register(args.model_data, test, args.label, args.model_name, tags))
         print(f"register: registered {args.model_name} version {result['version']}: {why}")
     else:
-        result["version"] = current[0] if current else None
+        result["version"] = int(current[0]) if current else None
         print(f"register: not registered: {why}")
     if args.result:
         args.result.mkdir(parents=True, exist_ok=True)

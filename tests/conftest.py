@@ -9,6 +9,13 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# The demo data: CI sets AMLOPS_DATA_DIR; a checkout beside the shared data folder finds it there.
+if (
+    not os.environ.get("AMLOPS_DATA_DIR")
+    and (PROJECT_ROOT.parent / "shared" / "data" / "bike-no.csv").is_file()
+):
+    os.environ["AMLOPS_DATA_DIR"] = str(PROJECT_ROOT.parent / "shared" / "data")
+
 
 @pytest.fixture(autouse=True)
 def amlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -24,6 +31,18 @@ def amlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def bike_csv() -> Path:
     """The demo data, resolved as the pipelines resolve it (AMLOPS_DATA_DIR, cache, public URL)."""
+    from pipelines.datasets import resolve
+
+    if not os.environ.get("AMLOPS_DATA_DIR"):
+        shared = PROJECT_ROOT.parent / "shared" / "data"
+        if (shared / "bike-no.csv").is_file():
+            os.environ["AMLOPS_DATA_DIR"] = str(shared)
+    return resolve("bike-no")
+
+
+@pytest.fixture(scope="session")
+def bike_csv_session() -> Path:
+    """bike_csv for session-scoped fixtures (resolved into the data folder or a session cache)."""
     from pipelines.datasets import resolve
 
     if not os.environ.get("AMLOPS_DATA_DIR"):

@@ -153,7 +153,8 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
         raise AutoMLSettingsError(
             "AutoML found no model within the time budget; raise experiment_timeout_minutes"
         )
-    classes = list(getattr(automl, "classes_", None) or []) or None
+    found = getattr(automl, "classes_", None)
+    classes = list(found) if found is not None and len(found) else None
     model = raw_model.RawColumnsModel(
         featurizer=featurizer,
         estimator=automl,

@@ -1,0 +1,42 @@
+"""The register step's decision: the first model registers, later ones only when better, always with a reason."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
+import register  # noqa: E402  (the step script, imported as Azure runs it: from its own folder)
+
+
+def test_first_model_always_registers() -> None:
+    ok, why = register.decide({"test_nrmse": 0.2}, None, "normalized_root_mean_squared_error")
+    assert ok and "no model is registered yet" in why
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "expected"), [(0.10, 0.12, True), (0.12, 0.10, False), (0.10, 0.10, False)]
+)
+def test_lower_is_better_for_error_metrics(new: float, old: float, expected: bool) -> None:
+    ok, why = register.decide(
+        {"test_nrmse": new}, {"test_nrmse": str(old)}, "normalized_root_mean_squared_error"
+    )
+    assert ok is expected
+    assert ("is better than" in why) is expected and f"{new:.4f}" in why and f"{old:.4f}" in why
+
+
+def test_higher_is_better_for_scores() -> None:
+    assert register.decide({"test_r2": 0.9}, {"test_r2": "0.8"}, "r2_score")[0] is True
+    assert register.decide({"test_accuracy": 0.7}, {"test_accuracy": "0.8"}, "accuracy")[0] is False
+
+
+def test_registered_version_without_the_metric_is_replaced() -> None:
+    ok, why = register.decide({"test_nrmse": 0.3}, {"other": "1"}, "normalized_root_mean_squared_error")
+    assert ok and "has no test_nrmse tag" in why
+
+
+def test_model_requirements_are_pinned_from_the_running_environment() -> None:
+    reqs = register.model_requirements()
+    assert any(r.startswith("mlflow==") for r in reqs) and all("==" in r for r in reqs)

@@ -1,0 +1,44 @@
+"""Settings: --set names and types, environment variables, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.settings import Settings, load_settings, parse_assignments
+
+
+def test_overrides_are_typed() -> None:
+    s = Settings().with_overrides({"timeout_minutes": "3", "label": "y", "n_cross_validations": "5"})
+    assert (s.timeout_minutes, s.label, s.n_cross_validations) == (3, "y", 5)
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        ({"nope": "1"}, "unknown setting 'nope'"),
+        ({"timeout_minutes": "soon"}, "timeout_minutes expects a int"),
+        ({"task": "clustering"}, "task 'clustering' is not supported"),
+        ({"cutoff_date": "last tuesday"}, "is not a date"),
+        ({"n_cross_validations": "1"}, "at least 2"),
+    ],
+)
+def test_bad_overrides_raise_user_errors(assignments: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        Settings().with_overrides(assignments)
+
+
+def test_environment_variables_set_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMLOPS_MODEL_NAME", "other-model")
+    assert load_settings().model_name == "other-model"
+
+
+def test_metric_defaults_by_task() -> None:
+    assert Settings().metric == "normalized_root_mean_squared_error"
+    assert Settings(task="classification").metric == "AUC_weighted"
+
+
+def test_assignment_syntax() -> None:
+    assert parse_assignments(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(UserError, match="NAME=VALUE"):
+        parse_assignments(["novalue"])

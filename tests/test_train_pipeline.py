@@ -1,0 +1,166 @@
+"""The training pipeline end to end on the local engine, its CLI, and its bad-input contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.datasets import KNOWN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(
+    module: str, *args: str, home: Path, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "AMLOPS_HOME": str(home), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, bike_csv_session: Path) -> tuple[Path, dict]:
+    """One short training run (4 AutoML iterations) shared by the tests that need a registered model."""
+    home = tmp_path_factory.mktemp("trained-home")
+    done = cli("pipelines.train", "run", "--set", "iterations=4", "--json", home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home, json.loads(done.stdout)
+
+
+def test_run_trains_registers_and_reports(trained: tuple[Path, dict], bike_csv_session: Path) -> None:
+    home, summary = trained
+    assert summary["status"] == "Completed"
+    assert summary["steps"] == {"prep": "Completed", "automl": "Completed", "register": "Completed"}
+    for key in ("test_nrmse", "test_rmse", "test_mae", "test_r2"):
+        assert key in summary["metrics"]
+    assert 0 < summary["metrics"]["test_nrmse"] < 0.5
+    reg = summary["registration"]
+    assert reg["registered"] is True and reg["version"] == 1 and "no model is registered yet" in reg["reason"]
+    folder = Path(summary["folder"])
+    assert json.loads((folder / "run.json").read_text())["status"] == "Completed"
+    for step in ("prep", "automl", "register"):
+        assert (folder / "logs" / f"{step}.log").stat().st_size > 0
+
+
+def test_registered_model_predicts_from_raw_columns(trained: tuple[Path, dict], bike_csv_session: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    home, summary = trained
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    import mlflow
+
+    from pipelines.local import registry
+
+    registry.configure_mlflow(home)
+    model = mlflow.pyfunc.load_model("models:/bike-demand/1")
+    raw = pd.read_csv(bike_csv_session).drop(columns=["cnt", "casual", "registered"]).tail(30)
+    predictions = np.asarray(model.predict(raw))
+    assert predictions.shape == (30,) and np.isfinite(predictions).all()
+    tags = registry.get_model("bike-demand", 1).tags
+    assert tags["data_sha256"] == KNOWN["bike-no"].sha256
+    assert tags["run_id"] == summary["run_id"]
+    assert float(tags["test_nrmse"]) == pytest.approx(summary["metrics"]["test_nrmse"], rel=1e-4)
+
+
+def test_second_run_registers_only_if_better(trained: tuple[Path, dict]) -> None:
+    home, first = trained
+    done = cli("pipelines.train", "run", "--set", "iterations=2", "--json", home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads(done.stdout)
+    better = second["metrics"]["test_nrmse"] < first["metrics"]["test_nrmse"]
+    reg = second["registration"]
+    assert reg["registered"] is better
+    assert reg["version"] == (2 if better else 1)
+    assert ("is better than" if better else "is not better than") in reg["reason"]
+
+
+def test_any_tabular_csv_with_a_label_and_task(tmp_path: Path, amlops_home: Path) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"width": rng.normal(size=240), "height": rng.normal(size=240),
+                          "colour": rng.choice(["red", "blue"], 240)})  # fmt: skip
+    frame["species"] = np.where(frame["width"] > frame["height"], "setosa", "virginica")
+    path = tmp_path / "flowers.csv"
+    frame.to_csv(path, index=False)
+    done = cli("pipelines.train", "run", "--data", str(path), "--set", "label=species", "--set", "task=classification",
+               "--set", "iterations=2", "--set", "model_name=flowers", "--json", home=amlops_home)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["registration"]["model_name"] == "flowers" and summary["registration"]["registered"]
+    assert summary["metrics"]["test_accuracy"] > 0.7
+
+
+def _assert_nothing_happened(home: Path) -> None:
+    runs = list((home / "runs").glob("*/run.json")) if (home / "runs").exists() else []
+    assert runs == [], "a bad-input run must not leave a run record"
+    assert not (home / "mlartifacts").exists() or not any((home / "mlartifacts").rglob("MLmodel"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "label=nope"], "label column 'nope' is not in bike-no.csv"),
+        (["--set", "nope=1"], "unknown setting 'nope'"),
+        (["--set", "timeout_minutes=soon"], "timeout_minutes expects a int"),
+        (["--set", "task=clustering"], "task 'clustering' is not supported"),
+        (["--data", "no-such-file.csv"], "neither a file nor a known dataset name"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
+    args: list[str], message: str, amlops_home: Path
+) -> None:
+    done = cli("pipelines.train", "run", *args, home=amlops_home)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    _assert_nothing_happened(amlops_home)
+
+
+def test_empty_data_is_refused(tmp_path: Path, amlops_home: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b,cnt\n")
+    done = cli("pipelines.train", "run", "--data", str(empty), home=amlops_home)
+    assert done.returncode == 2 and "has no data rows" in done.stderr
+    _assert_nothing_happened(amlops_home)
+
+
+def test_show_prints_the_pipeline_offline(amlops_home: Path) -> None:
+    done = cli("pipelines.train", "show", "--json", home=amlops_home)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert [(s["name"], s["sdk_type"]) for s in info["steps"]] == [
+        ("prep", "PythonScriptStep"), ("automl", "AutoMLStep"), ("register", "PythonScriptStep")]  # fmt: skip
+    assert info["parameters"]["label"] == "cnt" and info["schedule"]["frequency"] == "Week"
+    assert info["steps"][0]["environment"] == "amlops-train"
+
+
+def test_local_publish_adds_endpoint_versions(amlops_home: Path) -> None:
+    first = json.loads(
+        cli("pipelines.train", "publish", "--target", "local", "--json", home=amlops_home).stdout
+    )
+    second = json.loads(
+        cli("pipelines.train", "publish", "--target", "local", "--json", home=amlops_home).stdout
+    )
+    assert (first["version"], second["version"]) == (1, 2)
+    assert second["default_version"] == 1 and first["endpoint_id"] == second["endpoint_id"]
+    assert second["version_url"].endswith(f"{second['endpoint_id']}/2")
+    third = json.loads(
+        cli(
+            "pipelines.train", "publish", "--target", "local", "--set-default", "--json", home=amlops_home
+        ).stdout
+    )
+    assert third["default_version"] == 3
+
+
+def test_incomplete_workspace_config_is_refused(amlops_home: Path) -> None:
+    done = cli("pipelines.train", "publish", home=amlops_home, env={"AZUREML_SUBSCRIPTION_ID": "x"})
+    assert done.returncode == 2
+    assert (
+        "Azure workspace configuration is incomplete" in done.stderr
+        and "AZUREML_RESOURCE_GROUP" in done.stderr
+    )

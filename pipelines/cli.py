@@ -125,7 +125,7 @@ def _run(
         model = registry.get_model(name, version)  # UserError when it is not registered
         assignments.update(model_name=model.name, model_version=model.version)
         required = registry.model_input_columns(model.name, model.version)
-    precheck_data(data_path, required)
+    precheck_data(data_path, required, role="label" if label_required else "features")
     definition = build(settings, data_ref)
     plan = adapter.read_steps(definition.steps)
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
@@ -163,7 +163,7 @@ def _run(
     return 0
 
 
-def precheck_data(path: Path, required_columns: list[str]) -> None:
+def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> None:
     """Fail fast (before a run exists) on unreadable or empty data or missing columns."""
     import pandas as pd
 
@@ -182,12 +182,15 @@ def precheck_data(path: Path, required_columns: list[str]) -> None:
         )
     missing = [c for c in required_columns if c not in header.columns]
     if missing:
-        what = "column" if len(missing) == 1 else "columns"
+        columns = ", ".join(map(str, header.columns))
+        if role == "label":
+            raise UserError(
+                f"label column {missing[0]!r} is not in {files[0].name} (columns: {columns})",
+                hint="name the label with --set label=COLUMN",
+            )
         raise UserError(
-            f"{what} {', '.join(missing)} not in {files[0].name} (columns: {', '.join(map(str, header.columns))})",
-            hint="name the label with --set label=COLUMN"
-            if len(required_columns) == 1
-            else "the model needs the columns it was trained on",
+            f"{files[0].name} lacks the column(s) {', '.join(missing)} that the model needs (it has: {columns})",
+            hint="score data with the columns the model was trained on",
         )
 
 

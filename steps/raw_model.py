@@ -19,7 +19,8 @@ try:  # the pyfunc base class; the featurizer itself works without MLflow
 except ImportError:  # pragma: no cover - MLflow is a pinned dependency
     PythonModel = object  # type: ignore[misc,assignment]
 
-DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear", "ordinal")
+# calendar parts AutoML's datetime featurization derives (no trend ordinal: trees cannot extrapolate it)
+DATE_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "weekofyear")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class RawFeaturizer:
     """Learns which raw columns are dates or categories, and turns raw frames into model features."""
 
     columns: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
     date_columns: list[str] = field(default_factory=list)
     category_levels: dict[str, list[str]] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)
@@ -36,6 +38,10 @@ class RawFeaturizer:
         self.dtypes = {c: str(frame[c].dtype) for c in frame.columns}
         for col in frame.columns:
             series = frame[col]
+            why = _drop_reason(series)
+            if why:  # as AutoML featurization drops IDs and constant or empty columns
+                self.dropped[col] = why
+                continue
             if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
                 continue
             if pd.api.types.is_datetime64_any_dtype(series) or _mostly_dates(series):
@@ -50,14 +56,15 @@ class RawFeaturizer:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
         out: dict[str, Any] = {}
         for col in self.columns:
+            if col in self.dropped:
+                continue
             series = frame[col]
             if col in self.date_columns:
                 parsed = _to_datetime(series)
                 for part in DATE_PARTS:
-                    if part == "ordinal":
-                        values = parsed.map(lambda d: d.toordinal() if pd.notna(d) else np.nan)
-                    else:
-                        values = getattr(parsed.dt, part)
+                    values = (
+                        parsed.dt.isocalendar().week if part == "weekofyear" else getattr(parsed.dt, part)
+                    )
                     out[f"{col}_{part}"] = pd.to_numeric(values, errors="coerce").astype("float64")
             elif col in self.category_levels:
                 out[col] = pd.Categorical(series.astype("string"), categories=self.category_levels[col])
@@ -109,6 +116,24 @@ class RawModelPyfunc(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         return self.model.predict(model_input)
+
+
+def _drop_reason(series: pd.Series) -> str:
+    """Why AutoML-style featurization would drop a column: empty, constant, or an ID (all values unique)."""
+    values = series.dropna()
+    if values.empty:
+        return "all values missing"
+    if values.nunique() == 1:
+        return "one value in every row"
+    if len(values) > 20 and values.nunique() == len(series):
+        is_id = pd.api.types.is_integer_dtype(series) or (
+            series.dtype == object
+            and not _mostly_dates(series)
+            and not series.astype(str).str.contains(" ").any()
+        )
+        if is_id:
+            return "an identifier (every value unique)"
+    return ""
 
 
 def _to_datetime(series: pd.Series) -> pd.Series:

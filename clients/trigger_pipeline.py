@@ -150,10 +150,11 @@ def wait(
     auth: AuthProvider,
     timeout: float,
     poll: float,
-    out: Any = sys.stderr,
+    out: Any = None,
     sleep: Any = time.sleep,
 ) -> tuple[str, dict[str, Any]]:
     """Poll a run until it is final or ``timeout`` passes; prints each status change with the time waited."""
+    out = out or sys.stderr
     started = time.monotonic()
     last = None
     last_print = started

@@ -232,7 +232,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    found = [r for r in runs.list_records() if args.status is None or r.get("status") == args.status]
+    found = [r for r in run_queue.list_runs() if args.status is None or r.get("status") == args.status]
     if args.limit > 0:
         found = found[: args.limit]
     if args.json:

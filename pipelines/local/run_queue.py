@@ -279,14 +279,36 @@ def counts() -> dict[str, int]:
 
 
 def read_run(run_id: str) -> dict[str, Any]:
-    """A run's record: its ``run.json`` or, for a just-queued run, the queue's stub; UserError if unknown."""
+    """A run's record (``run.json``, or the queue's stub just after queuing); UserError if unknown.
+
+    A run whose process has started but not yet written its record shows ``Running``.
+    """
     try:
-        return runs.read_record(run_id)
+        record = runs.read_record(run_id)
     except UserError:
         row = get_row(run_id)
         if row is None:
             raise
-        return json.loads(row["stub"])
+        record = json.loads(row["stub"])
+    return with_queue_state(record)
+
+
+def with_queue_state(record: dict[str, Any], states: dict[str, str] | None = None) -> dict[str, Any]:
+    """``record`` with status Running if it still says Queued but its process was started."""
+    if record.get("status") != "Queued":
+        return record
+    if states is None:
+        row = get_row(record["run_id"])
+        state = row["state"] if row else None
+    else:
+        state = states.get(record["run_id"])
+    return record | {"status": "Running"} if state in ACTIVE else record
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run record, newest first, with queue states applied (see ``with_queue_state``)."""
+    states = {r["run_id"]: r["state"] for r in rows(ACTIVE)}
+    return [with_queue_state(r, states) for r in runs.list_records()]
 
 
 # ---- cancel --------------------------------------------------------------------------------------
@@ -373,7 +395,10 @@ def finalize(run_id: str, exit_code: int | None = None, gone_reason: str | None 
     row = get_row(run_id)
     if row is None:
         raise UserError(f"no queued run {run_id!r}")
-    record = read_run(run_id)
+    try:
+        record = runs.read_record(run_id)
+    except UserError:
+        record = json.loads(row["stub"])
     status = record.get("status")
     reason = None
     if status not in runs.FINAL:
@@ -429,8 +454,8 @@ def recover() -> list[tuple[str, Any]]:
                 )
             adopt.append((run_id, proc))
             continue
-        record = read_run(run_id)
-        if row["state"] == "Starting" and record.get("status") == "Queued":
+        record = runs.read_record(run_id) if (runs.run_folder(run_id) / "run.json").is_file() else {}
+        if row["state"] == "Starting" and record.get("status", "Queued") == "Queued":
             with connect() as conn:  # claimed, never started: back to the queue
                 conn.execute("UPDATE run_queue SET state = 'Queued', pid = NULL WHERE run_id = ?", (run_id,))
             continue

@@ -425,7 +425,7 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
     def list_runs(status: str | None = None, limit: int = 100) -> dict:
         if status is not None and status not in runs.STATUSES:
             raise ApiError(400, f"unknown status {status!r} (one of {', '.join(runs.STATUSES)})")
-        found = [r for r in runs.list_records() if status is None or r.get("status") == status]
+        found = [r for r in run_queue.list_runs() if status is None or r.get("status") == status]
         return {"runs": [run_view(r) for r in found[: max(0, limit)]]}
 
     @app.get("/runs/{run_id}", tags=["runs"], summary="a run: status, steps, metrics, error",

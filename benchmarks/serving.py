@@ -1,0 +1,459 @@
+"""Real-time serving benchmark: what users deploy today vs the project's local deployment, side by side.
+
+    .venv/bin/python -m benchmarks.serving [--requests 5000] [--concurrency 8] [--trees 300] [--no-write]
+
+1. Registers a 300-tree LightGBM (raw bike columns in, own featurization; benchmarks/_model.py) in a
+   throwaway local workspace and writes a 2-row data.json of real rows (no label, no leaking columns).
+2. Baseline: azureml-inference-server-http as its CLI runs it (gunicorn, its default single worker; bound to
+   127.0.0.1 here) serving benchmarks/baseline_score.py (inference-schema ``PandasParameterType``).
+3. Project: ``python -m pipelines.deploy`` on this machine (scoring/score.py, one worker per core behind the
+   key check).
+4. ``ab -c 8 -n 5000`` against each (with the Bearer key), then a sweep of concurrencies for the latency
+   plot; the in-process cost of one ``run()`` of each script (decode and predict apart) and the ceiling =
+   cores / cost of the project's run().
+5. Prints the table and writes the ``## Real-time serving`` section of BENCHMARKS.md and a PNG plot.
+
+All traffic goes to 127.0.0.1 only, bounded by ``-n``; every server started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
+SCORE_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
+RESULTS_FILE = PROJECT_ROOT / "BENCHMARKS.md"
+PLOT_FILE = PROJECT_ROOT / "benchmarks" / "results" / "serving-latency.png"
+SECTION = "## Real-time serving"
+SERVICE_NAME = "bench-svc"
+TARGETS = {"speedup": 2.5, "p99_ms": 25.0, "ceiling_share": 0.8}
+
+
+@dataclass
+class AbResult:
+    """What one Apache Bench run measured."""
+
+    label: str
+    concurrency: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    failed: int
+    non_2xx: int
+
+
+@dataclass
+class RunCost:
+    """In-process cost of one ``run()`` (median over many calls, ms) and its parts."""
+
+    run_ms: float
+    decode_ms: float | None = None
+    predict_ms: float | None = None
+
+
+def run_ab(url: str, data: Path, key: str, n: int, c: int, label: str, workdir: Path) -> AbResult:
+    """``ab -n N -c C -p data.json -T application/json -H 'Authorization: Bearer ...'`` and its numbers."""
+    percentiles = workdir / f"ab-{label}-{c}.csv"
+    cmd = ["ab", "-q", "-n", str(n), "-c", str(c), "-s", "30", "-p", str(data), "-T", "application/json",
+           "-H", f"Authorization: Bearer {key}", "-e", str(percentiles), url]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ab failed: {proc.stderr.strip() or proc.stdout[-500:]}")
+    out = proc.stdout
+    by_percent = {}
+    with open(percentiles) as fh:
+        for row in csv.reader(fh):
+            if row and row[0].replace(".", "").isdigit():
+                by_percent[int(float(row[0]))] = float(row[1])
+    return AbResult(
+        label=label,
+        concurrency=c,
+        requests=int(_field(out, r"Complete requests:\s+(\d+)")),
+        rps=float(_field(out, r"Requests per second:\s+([\d.]+)")),
+        p50_ms=by_percent[50],
+        p95_ms=by_percent[95],
+        p99_ms=by_percent[99],
+        failed=int(_field(out, r"Failed requests:\s+(\d+)")),
+        non_2xx=int(_field(out, r"Non-2xx responses:\s+(\d+)", "0")),
+    )
+
+
+def _field(text: str, pattern: str, default: str | None = None) -> str:
+    match = re.search(pattern, text)
+    if match:
+        return match.group(1)
+    if default is None:
+        raise RuntimeError(f"no {pattern!r} in ab's output:\n{text[-1500:]}")
+    return default
+
+
+def in_process_costs(env: dict[str, str], payload: dict[str, Any], calls: int) -> tuple[RunCost, RunCost]:
+    """Median cost of one run() of the project's score.py and of the baseline script, in this process."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ours = _load_script(SCORE_SCRIPT, "bench_score")
+        base = _load_script(BASELINE_SCRIPT, "bench_baseline")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    body = json.dumps(payload)
+    frame = ours.decode(json.loads(body)["data"], ours.SCHEMA)
+    assert ours.run(json.loads(body)["data"])["result"] == base.run(json.loads(body)["data"])["result"]
+    project = RunCost(
+        run_ms=_median_ms(lambda: ours.run(json.loads(body)["data"]), calls),
+        decode_ms=_median_ms(lambda: ours.decode(json.loads(body)["data"], ours.SCHEMA), calls),
+        predict_ms=_median_ms(lambda: ours.model.predict(frame), calls),
+    )
+    baseline = RunCost(run_ms=_median_ms(lambda: base.run(json.loads(body)["data"]), calls))
+    return project, baseline
+
+
+def _load_script(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.init()
+    return module
+
+
+def _median_ms(fn: Any, calls: int) -> float:
+    for _ in range(min(200, calls)):
+        fn()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+@contextlib.contextmanager
+def baseline_server(env: dict[str, str], workdir: Path) -> Iterator[str]:
+    """azureml-inference-server-http with its CLI's gunicorn settings and default worker count, on 127.0.0.1."""
+    port = _free_port()
+    server_env = {
+        **os.environ,
+        **env,
+        "AZUREML_ENTRY_SCRIPT": str(BASELINE_SCRIPT),
+        "SERVICE_NAME": "baseline",
+    }
+    server_env.pop("OMP_NUM_THREADS", None)  # as users run it: LightGBM's default threads
+    code = (
+        "from azureml_inference_server_http import amlserver_linux as s\n"
+        "from azureml_inference_server_http.constants import DEFAULT_WORKER_COUNT as n\n"
+        f"s.run('127.0.0.1', {port}, n)\n"
+    )
+    with open(workdir / "baseline-server.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=server_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=workdir)  # fmt: skip
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/", proc, workdir / "baseline-server.log")
+        yield f"http://127.0.0.1:{port}/score"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the baseline server exited; see {log}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.5)
+    raise RuntimeError(f"the baseline server did not start in {timeout} s; see {log}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> dict[str, str]:
+    """nproc, CPU model, RAM, OS and Python, for the results file."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in open("/proc/cpuinfo")
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    ram_gib = 0.0
+    with contextlib.suppress(OSError, StopIteration):
+        kib = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+        ram_gib = kib / 1024 / 1024
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": f"{ram_gib:.1f} GiB",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "n/a"
+
+
+def plot(sweep: list[AbResult], path: Path) -> None:
+    """Latency percentiles and throughput against concurrency, baseline vs project."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, color in (("baseline", "tab:red"), ("project", "tab:blue")):
+        rows = [r for r in sweep if r.label == label]
+        cs = [r.concurrency for r in rows]
+        lat.plot(cs, [r.p50_ms for r in rows], "o-", color=color, label=f"{label} p50")
+        lat.plot(cs, [r.p99_ms for r in rows], "s--", color=color, label=f"{label} p99")
+        thr.plot(cs, [r.rps for r in rows], "o-", color=color, label=label)
+    lat.axhline(TARGETS["p99_ms"], color="grey", lw=0.8, ls=":", label="p99 target")
+    for ax, ylabel in ((lat, "latency (ms)"), (thr, "requests / s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients (ab -c)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    lat.set_title("latency, 2-row requests")
+    thr.set_title("throughput")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_section(report: dict[str, Any]) -> str:
+    """The ``## Real-time serving`` section of BENCHMARKS.md."""
+    m, base, proj = report["machine"], report["baseline"], report["project"]
+    pc, bc = report["project_cost"], report["baseline_cost"]
+    speedup = proj["rps"] / base["rps"]
+    ceiling = report["ceiling_rps"]
+    share = proj["rps"] / ceiling
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        SECTION,
+        "",
+        f"Measured {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {m['os']}, Python {m['python']}.",
+        f"Command: `{report['command']}`. Load average before/after: {report['load_before']} / {report['load_after']}"
+        " (the machine is shared with other work; numbers are from one run).",
+        "",
+        f"Model: {report['trees']}-tree LightGBM behind the project's raw-columns pyfunc (its own featurization of the"
+        " bike columns), MLflow signature enforced. Payload: data.json with 2 real rows (no label, no leaking"
+        f" columns). Load: `ab -c {report['concurrency']} -n {report['requests']}` with the Bearer key, to 127.0.0.1.",
+        "",
+        "| server | workers | req/s | p50 ms | p95 ms | p99 ms | failed | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| baseline: azureml-inference-server-http defaults, PandasParameterType score.py | 1 | {base['rps']:.0f} |"
+        f" {base['p50_ms']:.1f} | {base['p95_ms']:.1f} | {base['p99_ms']:.1f} | {base['failed']} | {base['non_2xx']} |",
+        f"| project: `python -m pipelines.deploy` (scoring/score.py, key check) | {report['workers']} |"
+        f" {proj['rps']:.0f} | {proj['p50_ms']:.1f} | {proj['p95_ms']:.1f} | {proj['p99_ms']:.1f} |"
+        f" {proj['failed']} | {proj['non_2xx']} |",
+        "",
+        "In-process cost of one `run()` (median, one model thread):",
+        "",
+        f"- baseline `run()` (PandasParameterType decode + predict): {bc['run_ms']:.2f} ms",
+        f"- project `run()`: {pc['run_ms']:.2f} ms, of which decode + validation {pc['decode_ms']:.2f} ms and the"
+        f" model's `predict` {pc['predict_ms']:.2f} ms",
+        f"- ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms = {ceiling:.0f} req/s",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        f"| throughput >= {TARGETS['speedup']}x baseline | {speedup:.2f}x | {verdict(speedup >= TARGETS['speedup'])} |",
+        f"| p99 <= {TARGETS['p99_ms']:.0f} ms | {proj['p99_ms']:.1f} ms | {verdict(proj['p99_ms'] <= TARGETS['p99_ms'])} |",
+        f"| zero non-2xx, zero failed | {proj['non_2xx']} non-2xx, {proj['failed']} failed |"
+        f" {verdict(proj['non_2xx'] == 0 and proj['failed'] == 0)} |",
+        f"| throughput >= {TARGETS['ceiling_share']:.0%} of the ceiling | {share:.0%} of {ceiling:.0f} req/s |"
+        f" {verdict(share >= TARGETS['ceiling_share'])} |",
+        f"| decode + validation <= predict | {pc['decode_ms']:.2f} ms vs {pc['predict_ms']:.2f} ms |"
+        f" {verdict(pc['decode_ms'] <= pc['predict_ms'])} |",
+        "",
+        "Throughput and latency by concurrency (`ab -n "
+        f"{report['sweep_requests']}` per point, baseline `-n {report['sweep_requests'] // 2}`):",
+        "",
+        "| server | -c | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report["sweep"]:
+        lines.append(
+            f"| {r['label']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
+            f" {r['p99_ms']:.1f} | {r['non_2xx']} |"
+        )
+    lines += ["", f"![latency and throughput by concurrency]({report['plot']})", ""]
+    lines += [f"Notes: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) the ``## Real-time serving`` section, leaving the rest of the file as it is."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION + "\n")
+    if start == -1:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        rest = text[nxt + 1 :] if nxt != -1 else ""
+        text = text[:start] + section + ("\n" + rest if rest else "")
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="ab -n for the main comparison (default 5000)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="ab -c for the main comparison (default 8)"
+    )
+    parser.add_argument(
+        "--sweep", default="1,2,4,8,16", help="concurrencies for the plot (default 1,2,4,8,16)"
+    )
+    parser.add_argument(
+        "--sweep-requests", type=int, default=1000, help="ab -n per sweep point (default 1000)"
+    )
+    parser.add_argument("--trees", type=int, default=300, help="LightGBM trees (default 300)")
+    parser.add_argument("--workers", type=int, help="project workers (default: one per core)")
+    parser.add_argument(
+        "--calls", type=int, default=2000, help="in-process run() calls to time (default 2000)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    if shutil.which("ab") is None:
+        print("error: ab not found (apt-get install apache2-utils)", file=sys.stderr)
+        return 2
+    os.environ["OMP_NUM_THREADS"] = "1"  # in-process timing with one model thread, as in each worker
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from benchmarks._model import raw_rows, register_demo_model, using_home
+    from pipelines.datasets import resolve
+    from pipelines.local import deployments
+    from pipelines.local.registry import model_env
+
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():
+        os.environ["AMLOPS_DATA_DIR"] = str(shared)
+    csv_path = resolve("bike-no")
+    load_before = load_average()
+    workdir = Path(tempfile.mkdtemp(prefix="amlops-serving-bench-"))
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "load_before": load_before,
+        "trees": args.trees,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "sweep_requests": args.sweep_requests,
+    }
+    with using_home(workdir / "home"):
+        print(f"registering a {args.trees}-tree model in {workdir / 'home'} ...", flush=True)
+        register_demo_model(csv_path, n_trees=args.trees)
+        env = model_env("bike-demand")
+        env["AMLOPS_MODEL_NAME"] = "bike-demand"
+        payload = {"data": json.loads(raw_rows(csv_path).tail(2).to_json(orient="records"))}
+        data = workdir / "data.json"
+        data.write_text(json.dumps(payload))
+
+        print("timing run() in-process ...", flush=True)
+        project_cost, baseline_cost = in_process_costs(env, payload, args.calls)
+        report["project_cost"], report["baseline_cost"] = asdict(project_cost), asdict(baseline_cost)
+        report["ceiling_rps"] = (os.cpu_count() or 1) / (project_cost.run_ms / 1000)
+        print(f"  project run() {project_cost.run_ms:.2f} ms (decode {project_cost.decode_ms:.2f}, predict"
+              f" {project_cost.predict_ms:.2f}); baseline run() {baseline_cost.run_ms:.2f} ms", flush=True)  # fmt: skip
+
+        sweep_cs = [int(c) for c in args.sweep.split(",") if c]
+        sweep: list[AbResult] = []
+        print("baseline: azureml-inference-server-http defaults (1 worker) ...", flush=True)
+        with baseline_server(env, workdir) as url:
+            run_ab(url, data, "unused", 200, args.concurrency, "warmup", workdir)
+            base = run_ab(url, data, "unused", args.requests, args.concurrency, "baseline", workdir)
+            print(f"  {base}", flush=True)
+            for c in sweep_cs:
+                sweep.append(
+                    run_ab(url, data, "unused", max(100, args.sweep_requests // 2), c, "baseline", workdir)
+                )
+        print("project: local deployment ...", flush=True)
+        service = deployments.deploy("bike-demand", None, SERVICE_NAME, workers=args.workers, overwrite=True)
+        try:
+            key = deployments.keys(SERVICE_NAME)["primary"]
+            run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
+            proj = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir)
+            print(f"  {proj}", flush=True)
+            for c in sweep_cs:
+                sweep.append(
+                    run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir)
+                )
+        finally:
+            deployments.delete(SERVICE_NAME)
+        report["workers"] = service.workers
+    report["load_after"] = load_average()
+    report["baseline"], report["project"] = asdict(base), asdict(proj)
+    report["sweep"] = [asdict(r) for r in sweep]
+    report["plot"] = str(PLOT_FILE.relative_to(PROJECT_ROOT))
+    report["notes"] = [
+        "the baseline runs with LightGBM's default threads (as users run it); in-process timings use one thread."
+    ]
+    plot(sweep, PLOT_FILE)
+    section = render_section(report)
+    print()
+    print(section)
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    if not args.no_write:
+        write_section(RESULTS_FILE, section)
+        print(f"wrote {RESULTS_FILE} ({SECTION}) and {PLOT_FILE}")
+    shutil.rmtree(workdir / "home", ignore_errors=True)
+    print(f"raw results: {workdir / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,14 @@ class Settings:
             raise UserError("timeout_minutes must be positive", hint="e.g. --set timeout_minutes=1")
         if self.n_cross_validations < 2:
             raise UserError("n_cross_validations must be at least 2", hint="e.g. --set n_cross_validations=3")
+        if not re.fullmatch(r"\d+([kKmMgG][bB])*", self.mini_batch_size):
+            raise UserError(
+                f"mini_batch_size {self.mini_batch_size!r} is not a size",
+                hint="use a byte size such as 1MB, 512KB or 1048576 (or a file count for file datasets)",
+            )
         try:
-            dt.date.fromisoformat(self.cutoff_date)
+            if self.cutoff_date:
+                dt.date.fromisoformat(self.cutoff_date)
         except ValueError:
             raise UserError(
                 f"cutoff_date {self.cutoff_date!r} is not a date", hint="use YYYY-MM-DD, e.g. 2012-08-31"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,10 +36,6 @@ def bike_csv() -> Path:
     """The demo data, resolved as the pipelines resolve it (AMLOPS_DATA_DIR, cache, public URL)."""
     from pipelines.datasets import resolve
 
-    if not os.environ.get("AMLOPS_DATA_DIR"):
-        shared = PROJECT_ROOT.parent / "shared" / "data"
-        if (shared / "bike-no.csv").is_file():
-            os.environ["AMLOPS_DATA_DIR"] = str(shared)
     return resolve("bike-no")
 
 
@@ -45,8 +44,22 @@ def bike_csv_session() -> Path:
     """bike_csv for session-scoped fixtures (resolved into the data folder or a session cache)."""
     from pipelines.datasets import resolve
 
-    if not os.environ.get("AMLOPS_DATA_DIR"):
-        shared = PROJECT_ROOT.parent / "shared" / "data"
-        if (shared / "bike-no.csv").is_file():
-            os.environ["AMLOPS_DATA_DIR"] = str(shared)
     return resolve("bike-no")
+
+
+def cli(
+    module: str, *args: str, home: Path, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args...`` against the local workspace ``home``."""
+    full_env = {**os.environ, "AMLOPS_HOME": str(home), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, bike_csv_session: Path) -> tuple[Path, dict]:
+    """One short training run (4 AutoML iterations) shared by the tests that need a registered model."""
+    home = tmp_path_factory.mktemp("trained-home")
+    done = cli("pipelines.train", "run", "--set", "iterations=4", "--json", home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home, json.loads(done.stdout)

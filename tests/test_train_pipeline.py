@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.datasets import KNOWN
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(
-    module: str, *args: str, home: Path, env: dict | None = None, timeout: int = 600
-) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "AMLOPS_HOME": str(home), **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, bike_csv_session: Path) -> tuple[Path, dict]:
-    """One short training run (4 AutoML iterations) shared by the tests that need a registered model."""
-    home = tmp_path_factory.mktemp("trained-home")
-    done = cli("pipelines.train", "run", "--set", "iterations=4", "--json", home=home)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home, json.loads(done.stdout)
+from tests.conftest import cli
 
 
 def test_run_trains_registers_and_reports(trained: tuple[Path, dict], bike_csv_session: Path) -> None:

@@ -1,0 +1,83 @@
+"""The batch-inference pipeline end to end on the local engine: every input row back with its prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.datagen import write_csv
+from tests.conftest import cli
+
+
+@pytest.fixture
+def new_data(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "new-days.csv", 3000, seed=11)
+
+
+def test_batch_run_scores_every_row(trained: tuple[Path, dict], new_data: Path, tmp_path: Path) -> None:
+    home, _ = trained
+    out = tmp_path / "predictions"
+    done = cli("pipelines.batch_score", "run", "--input", str(new_data), "--model", "bike-demand:1",
+               "--output", str(out), "--set", "mini_batch_size=64KB", "--json", home=home)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "Completed" and summary["predictions"] == str(out.resolve())
+    predictions = pd.read_csv(out / "predictions.csv")
+    source = pd.read_csv(new_data)
+    assert list(predictions.columns) == ["instant", "date", "prediction"]
+    assert sorted(predictions["instant"]) == sorted(source["instant"])  # each row exactly once
+    assert predictions["prediction"].notna().all()
+    assert pd.read_parquet(out / "predictions.parquet").shape == predictions.shape
+    record = json.loads((Path(summary["folder"]) / "run.json").read_text())
+    prs = record["parallel_run"]["batch-score"]
+    assert prs["mini_batches"] > 1 and prs["failed_items"] == 0 and prs["result_rows"] == len(source)
+    raw = Path(summary["folder"]) / "outputs" / "scores" / "parallel_run_step.txt"
+    assert len(raw.read_text().splitlines()) == len(source)
+
+
+def test_show_describes_the_parallel_run_step(amlops_home: Path) -> None:
+    done = cli("pipelines.batch_score", "show", "--json", home=amlops_home)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert [s["sdk_type"] for s in info["steps"]] == ["ParallelRunStep", "PythonScriptStep"]
+    assert info["steps"][0]["parallel_run"]["output_action"] == "append_row"
+    assert set(info["parameters"]) >= {"model_name", "model_version", "mini_batch_size", "input_dataset"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no-such-model"], "no model named 'no-such-model' is registered"),
+        (["--model", "bike-demand:99"], "model bike-demand:99 is not registered"),
+        (["--set", "mini_batch_size=1XB"], "mini_batch_size '1XB' is not a size"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    trained: tuple[Path, dict], new_data: Path, args: list[str], message: str
+) -> None:
+    home, _ = trained
+    before = set((home / "runs").iterdir())
+    done = cli("pipelines.batch_score", "run", "--input", str(new_data), *args, home=home)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr.strip().splitlines()[-1]
+    assert set((home / "runs").iterdir()) == before  # refused before any run started
+
+
+def test_missing_feature_columns_are_refused_before_running(
+    trained: tuple[Path, dict], new_data: Path, tmp_path: Path
+) -> None:
+    home, _ = trained
+    partial = tmp_path / "partial.csv"
+    pd.read_csv(new_data).drop(columns=["temp", "hum"]).to_csv(partial, index=False)
+    done = cli("pipelines.batch_score", "run", "--input", str(partial), home=home)
+    assert done.returncode == 2
+    assert "lacks the column(s) temp, hum" in done.stderr
+
+
+def test_missing_input_file_is_refused(trained: tuple[Path, dict]) -> None:
+    home, _ = trained
+    done = cli("pipelines.batch_score", "run", "--input", "does-not-exist.csv", home=home)
+    assert done.returncode == 2 and "neither a file nor a known dataset name" in done.stderr

@@ -12,7 +12,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from pipelines.errors import UserError, cli_main
 from pipelines.settings import PROJECT_ROOT, amlops_home

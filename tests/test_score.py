@@ -204,3 +204,38 @@ def test_schema_falls_back_to_the_input_example_without_a_signature(
     schema = score.read_input_schema(tmp_path / "m")
     assert [(c.name, c.kind) for c in schema.columns] == [("a", "long"), ("b", "double"), ("c", "string")]
     assert schema.example[0] == {"a": 1, "b": 0.5, "c": "x"}
+
+
+def test_predict_skips_mlflows_second_schema_check_with_the_same_answers(
+    scored: tuple, bike_csv_path: Path
+) -> None:
+    score, _ = scored
+    frame = score.decode(rows(bike_csv_path, 5), score.SCHEMA)
+    assert score.predict != score.model.predict
+    assert np.allclose(np.asarray(score.predict(frame)), np.asarray(score.model.predict(frame)))
+
+
+class _Disagreeing:
+    """A pyfunc stand-in whose PythonModel answers differently from its MLflow predict."""
+
+    model_config: dict = {}
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.ones(len(frame))
+
+    def unwrap_python_model(self) -> object:
+        class Inner:
+            def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+                return np.zeros(len(model_input))
+
+        return Inner()
+
+
+def test_predict_keeps_mlflows_predict_when_the_direct_call_disagrees(scored: tuple) -> None:
+    score, env = scored
+    fake = _Disagreeing(score.model)
+    chosen = score.direct_predictor(fake, Path(env["AZUREML_MODEL_DIR"]) / "bike-demand", score.SCHEMA)
+    assert chosen == fake.predict

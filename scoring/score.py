@@ -95,10 +95,22 @@ def model_name() -> str:
 
 
 def model_path() -> str:
-    """The MLflow model folder, found the way Azure's containers find models."""
-    from azureml.core.model import Model
+    """The MLflow model folder: ``Model.get_model_path(name)``, else the one entry in ``AZUREML_MODEL_DIR``.
 
-    return Model.get_model_path(model_name())
+    (The SDK reads ``AML_APP_ROOT`` once, when ``azureml.core.model`` is first imported; a process that
+    imported it earlier still finds the model through ``AZUREML_MODEL_DIR``.)
+    """
+    from azureml.core.model import Model
+    from azureml.exceptions import ModelNotFoundException, WebserviceException
+
+    try:
+        return Model.get_model_path(model_name())
+    except (ModelNotFoundException, WebserviceException):
+        model_dir = Path(os.environ.get("AZUREML_MODEL_DIR") or ".")
+        entries = list(model_dir.iterdir()) if model_dir.is_dir() else []
+        if len(entries) != 1:
+            raise
+        return str(entries[0])
 
 
 def read_input_schema(path: str | os.PathLike[str]) -> InputSchema:

@@ -76,6 +76,7 @@ class AutoMLSettings:
     allowed_models: list[str]
     blocked_models: list[str]
     enable_early_stopping: bool
+    enable_ensemble: bool = True  # enable_voting_ensemble or enable_stack_ensemble
     time_column_name: str | None = None
     forecast_horizon: int | None = None
     freq: str | None = None
@@ -195,6 +196,7 @@ def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:
         allowed_models=list(user.get("allowed_models") or []),
         blocked_models=list(user.get("blocked_models") or []),
         enable_early_stopping=bool(user.get("enable_early_stopping", True)),
+        enable_ensemble=bool(user.get("enable_voting_ensemble", True) or user.get("enable_stack_ensemble")),
         time_column_name=getattr(fc, "time_column_name", None) if fc is not None else None,
         forecast_horizon=getattr(fc, "forecast_horizon", None) if fc is not None else None,
         freq=getattr(fc, "freq", None) if fc is not None else None,

@@ -7,7 +7,12 @@ Run by the engine as ``python -m pipelines.local.automl --settings JSON --traini
 Mapping: task (regression, classification, forecasting -> FLAML ts_forecast), primary_metric ->
 the FLAML metric with the same optimum, experiment_timeout_minutes -> time_budget, iterations ->
 max_iter, n_cross_validations -> n_splits (CV), allowed/blocked models -> estimator_list,
-enable_early_stopping -> early_stop, forecasting time column / horizon -> time_col / period.
+enable_early_stopping -> early_stop, enable_voting_ensemble/enable_stack_ensemble -> ensemble
+(FLAML's stacked ensemble of the best models), forecasting time column / horizon -> time_col / period.
+
+As on Azure, where ``experiment_timeout_minutes`` bounds the whole AutoML experiment, the budget
+covers the whole step: FLAML's search gets what is left after start-up and featurization, less a
+reserve for the final ensemble fit and saving the model.
 """
 
 from __future__ import annotations
@@ -104,12 +109,15 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
     featurizer = raw_model.RawFeaturizer().fit(x_raw)
     time_col = settings.get("time_column_name") if task == "forecasting" else None
     budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
+    ensemble = bool(settings.get("enable_ensemble", True)) and task != "forecasting"
+    search_budget = search_time(budget, ensemble)
     fit_kwargs: dict[str, Any] = {
         "metric": flaml_metric(settings["primary_metric"], task),
         "estimator_list": estimator_list(
             task, settings.get("allowed_models") or [], settings.get("blocked_models") or []
         ),
-        "time_budget": budget,
+        "time_budget": search_budget,
+        "ensemble": ensemble,
         "early_stop": bool(settings.get("enable_early_stopping", True)),
         "seed": int(settings.get("seed", 42)),
         "verbose": 1,
@@ -172,10 +180,21 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
         "best_config": automl.best_config,
         "best_loss_flaml": automl.best_loss,
         "time_budget_s": budget,
+        "search_budget_s": round(search_budget, 2),
+        "ensemble": ensemble,
         "seconds": round(elapsed, 2),
         "trials": _trials(log_file),
     }
     return model, report
+
+
+def search_time(budget: float, ensemble: bool) -> float:
+    """Seconds left for FLAML's search: the step's budget less what this process has used, less a reserve."""
+    import psutil
+
+    used = time.time() - psutil.Process().create_time()
+    reserve = (0.08 if ensemble else 0.03) * budget + 1.0
+    return max(0.25 * budget, budget - used - reserve)
 
 
 def _primary_score(best_loss: float, primary_metric: str, y: pd.Series) -> float:

@@ -84,16 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Local schedules (fired by the running service). Creating one never "
                                        "starts a run at once: the first run is at its first fire time.")  # fmt: skip
     ssub = sched.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", choices=("auto", "local", "azure"), default="auto",
+                       help="local workspace or Azure ML (auto: Azure if a workspace is configured)")  # fmt: skip
+
     s_list = ssub.add_parser("list", help="list schedules (next and last fire times)")
+    target(s_list)
     s_list.add_argument("--all", action="store_true", help="include deleted schedules")
     s_list.add_argument("--json", action="store_true", help="print machine-readable JSON")
     s_create = ssub.add_parser("create", help="create a schedule for an endpoint or a published pipeline",
                                description="Validation is the SDK's ScheduleRecurrence.validate(); an invalid "
                                            "recurrence exits 2 with its message.")  # fmt: skip
+    target(s_create)
     s_create.add_argument("--name", required=True, help="schedule name")
-    target = s_create.add_mutually_exclusive_group(required=True)
-    target.add_argument("--endpoint", help="endpoint name or id (runs its default version at fire time)")
-    target.add_argument("--pipeline-id", help="one published pipeline id")
+    what = s_create.add_mutually_exclusive_group(required=True)
+    what.add_argument("--endpoint", help="endpoint name or id (runs its default version at fire time)")
+    what.add_argument("--pipeline-id", help="one published pipeline id")
     s_create.add_argument("--version", type=int, help="pin one version of --endpoint")
     s_create.add_argument("--frequency", required=True, help="Minute, Hour, Day, Week or Month")
     s_create.add_argument(
@@ -116,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("disable", "enable", "delete"):
         p = ssub.add_parser(action, help=f"{action} a schedule")
         p.add_argument("schedule", metavar="SCHEDULE", help="schedule id (or unique name)")
+        target(p)
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
 
@@ -329,8 +337,18 @@ def _set_default(args: argparse.Namespace) -> int:
 
 
 def _schedules(args: argparse.Namespace) -> int:
+    from pipelines.azure import workspace as azure_workspace
     from pipelines.local import schedules
 
+    rec = None
+    if args.action == "create":  # validated by the SDK before either backend is touched
+        rec = schedules.recurrence(
+            args.frequency, args.interval, start_time=args.start_time, time_zone=args.time_zone,
+            hours=_ints(args.hours, "--hours"), minutes=_ints(args.minutes, "--minutes"),
+            week_days=_names(args.week_days), time_of_day=args.time_of_day,
+        )  # fmt: skip
+    if args.target == "azure" or (args.target == "auto" and azure_workspace.is_configured()):
+        return _azure_schedules(args, rec)
     if args.action == "list":
         found = schedules.list_schedules(include_deleted=args.all)
         if args.json:
@@ -341,11 +359,6 @@ def _schedules(args: argparse.Namespace) -> int:
             print(schedules.status_line(s))
         return 0
     if args.action == "create":
-        rec = schedules.recurrence(
-            args.frequency, args.interval, start_time=args.start_time, time_zone=args.time_zone,
-            hours=_ints(args.hours, "--hours"), minutes=_ints(args.minutes, "--minutes"),
-            week_days=_names(args.week_days), time_of_day=args.time_of_day,
-        )  # fmt: skip
         out = schedules.create(
             args.name, rec, endpoint=args.endpoint, version=args.version, pipeline_id=args.pipeline_id,
             experiment_name=args.experiment, parameters=parse_assignments(args.param), description=args.description,
@@ -356,6 +369,50 @@ def _schedules(args: argparse.Namespace) -> int:
     return _print_schedule(
         out, args.json, {"Disabled": "disabled", "Active": "enabled", "Deleted": "deleted"}[status]
     )
+
+
+def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
+    """The same schedule commands on Azure ML (pipelines.azure.schedules; same start rule)."""
+    from pipelines.azure import schedules as azure
+    from pipelines.azure.workspace import get_workspace
+    from pipelines.settings import load_settings
+
+    ws = get_workspace()
+    if args.action == "list":
+        found = azure.list_schedules(ws, active_only=not args.all)
+        if args.json:
+            print_json(found)
+        for s in [] if args.json else found:
+            rec_text = s["recurrence"] or {"datastore": s.get("datastore")}
+            print(f"{s['id']}  {s['name']}  {s['status']}  {rec_text}")
+        return 0
+    if args.action == "create":
+        endpoint_id = None
+        if args.endpoint:
+            if args.version is not None:
+                raise UserError(
+                    "--version is local only", hint="on Azure, schedule that version's --pipeline-id instead"
+                )
+            from azureml.pipeline.core import PipelineEndpoint
+
+            endpoint_id = PipelineEndpoint.get(workspace=ws, name=args.endpoint).id
+        schedule = azure.create(
+            ws, args.name, experiment_name=args.experiment or load_settings().experiment_name,
+            pipeline_id=args.pipeline_id, pipeline_endpoint_id=endpoint_id, recurrence=rec,
+            pipeline_parameters=parse_assignments(args.param) or None, description=args.description or None,
+        )  # fmt: skip
+        out = azure.describe(schedule)
+    else:
+        out = {"disable": azure.disable, "enable": azure.enable, "delete": azure.delete}[args.action](
+            ws, args.schedule
+        )
+    if args.json:
+        print_json(out)
+    else:
+        print(f"{args.action}: Azure schedule {out['id']} ({out['name']}) is {out['status']}")
+        if out.get("note"):
+            print(out["note"])
+    return 0
 
 
 def _print_schedule(schedule: dict[str, Any], as_json: bool, verb: str) -> int:

@@ -239,3 +239,37 @@ def test_cli_creates_lists_and_disables(tiny_endpoint: dict, capsys: pytest.Capt
     out = capsys.readouterr().out
     listed = json.loads(out[out.index("[") :])
     assert [s["status"] for s in listed] == ["Disabled"]
+
+
+def test_target_azure_passes_the_sdk_recurrence_to_the_azure_backend(monkeypatch, capsys) -> None:
+    from azureml.pipeline.core import ScheduleRecurrence
+
+    from pipelines.azure import schedules as azure
+    from pipelines.azure import workspace as azure_workspace
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(azure_workspace, "get_workspace", lambda: "ws")
+    monkeypatch.setattr(
+        azure, "create", lambda ws, name, **kw: calls.append(("create", ws, name, kw)) or "sched"
+    )
+    monkeypatch.setattr(azure, "describe", lambda s: {"id": "az-1", "name": "n", "status": "Active"})
+    monkeypatch.setattr(
+        azure,
+        "disable",
+        lambda ws, i: calls.append(("disable", ws, i)) or {"id": i, "name": "n", "status": "Disabled"},
+    )
+    code = workspace.main([
+        "schedules", "create", "--target", "azure", "--name", "n", "--pipeline-id", "p-1", "--frequency", "Week",
+        "--week-days", "Monday", "--time-of-day", "03:00", "--experiment", "e", "--param", "label=cnt",
+    ])  # fmt: skip
+    assert code == 0
+    (_, ws, name, kw) = calls[0]
+    assert (ws, name, kw["pipeline_id"], kw["experiment_name"]) == ("ws", "n", "p-1", "e")
+    assert isinstance(kw["recurrence"], ScheduleRecurrence) and kw["recurrence"].hours == [3]
+    assert kw["pipeline_parameters"] == {"label": "cnt"}
+    assert workspace.main(["schedules", "disable", "az-1", "--target", "azure"]) == 0
+    assert calls[-1] == ("disable", "ws", "az-1")
+    assert workspace.main(["schedules", "create", "--target", "azure", "--name", "n", "--pipeline-id", "p",
+                           "--frequency", "Hourly"]) == 2  # fmt: skip
+    assert len(calls) == 2  # the invalid recurrence never reached Azure
+    assert "disable: Azure schedule az-1" in capsys.readouterr().out

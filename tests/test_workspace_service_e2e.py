@@ -167,7 +167,7 @@ def test_concurrent_submissions_get_distinct_ids_and_all_complete(running_servic
 def test_sigkill_while_runs_are_queued_and_running_then_restart(tmp_path: Path, monkeypatch) -> None:
     from pipelines.local import run_queue, schedules
 
-    svc = make_service(tmp_path, workers=1, AMLOPS_TINY_SLEEP="3")
+    svc = make_service(tmp_path, workers=1, AMLOPS_TINY_SLEEP="1")
     published = publish_tiny(svc)
     monkeypatch.setenv("AMLOPS_HOME", str(svc.home))
     monkeypatch.setenv("AMLOPS_DATA_DIR", str(svc.data))

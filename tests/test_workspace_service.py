@@ -161,6 +161,12 @@ def test_version_must_be_a_number_and_agree_with_the_query(client, published, ke
     assert nothing_queued()
 
 
+def test_oversized_body_is_413(client, published, key) -> None:
+    body = json.dumps({"ExperimentName": "e", "Description": "x" * (service.MAX_BODY_BYTES + 1)})
+    assert post(client, endpoint_path(published), body, key).status_code == 413
+    assert nothing_queued()
+
+
 def test_unknown_run_is_404(client, key) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     assert client.get(f"{PREFIX}/nope", headers=headers).status_code == 404

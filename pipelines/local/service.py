@@ -372,6 +372,9 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
                   404: {"description": "unknown endpoint, version or pipeline"}}  # fmt: skip
 
     async def _read(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refuse before reading it
+            raise ApiError(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes")
         return _parse_body(await request.body())
 
     @app.post(

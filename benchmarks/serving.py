@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     report["notes"] = [
         "the baseline runs with LightGBM's default threads (as users run it); in-process timings use one thread."
     ]
-    plot(sweep, PLOT_FILE)
+    plot(sweep, workdir / PLOT_FILE.name if args.no_write else PLOT_FILE)
     section = render_section(report)
     print()
     print(section)

@@ -355,7 +355,9 @@ def test_benchmark_script_runs_ab_with_the_key(ws: dict[str, Any], tmp_path: Pat
     assert (tmp_path / "data.json").is_file()
 
 
-def test_schemathesis_fuzz_of_score_finds_no_server_error_or_schema_violation(ws: dict[str, Any]) -> None:
+def test_schemathesis_fuzz_of_score_finds_no_server_error_or_schema_violation(
+    ws: dict[str, Any], tmp_path: Path
+) -> None:
     st = Path(sys.executable).with_name("st")
     if not st.exists():
         pytest.skip("schemathesis is not installed")
@@ -367,7 +369,7 @@ def test_schemathesis_fuzz_of_score_finds_no_server_error_or_schema_violation(ws
             "--checks", "all", "--max-examples", "25", "--max-time", "20", "--seed", "7",
             "--workers", "2", "--request-timeout", "10", "--generation-database", "none", "--no-color",
         ],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "No issues found" in proc.stdout

@@ -238,6 +238,15 @@ def load_average() -> str:
     return "n/a"
 
 
+def wait_until_quiet(seconds: float) -> None:
+    """Wait (at most ``seconds``) until other work leaves the cores mostly idle."""
+    deadline = time.monotonic() + seconds
+    limit = 0.5 * (os.cpu_count() or 1)
+    while time.monotonic() < deadline and os.getloadavg()[0] > limit:
+        print(f"waiting for a quiet machine (load {os.getloadavg()[0]:.2f} > {limit:.1f}) ...", flush=True)
+        time.sleep(15)
+
+
 def plot(sweep: list[AbResult], path: Path) -> None:
     """Latency percentiles and throughput against concurrency, baseline vs project."""
     import matplotlib
@@ -367,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         "--calls", type=int, default=2000, help="in-process run() calls to time (default 2000)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                        help="first wait up to SECONDS for the 1-minute load average to drop below 0.5 per core")  # fmt: skip
     args = parser.parse_args(argv)
     if shutil.which("ab") is None:
         print("error: ab not found (apt-get install apache2-utils)", file=sys.stderr)
@@ -382,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():
         os.environ["AMLOPS_DATA_DIR"] = str(shared)
     csv_path = resolve("bike-no")
+    wait_until_quiet(args.wait_quiet)
     load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="amlops-serving-bench-"))
     report: dict[str, Any] = {

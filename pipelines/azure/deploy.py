@@ -131,15 +131,16 @@ def list_services(workspace: Any) -> list[Any]:
 def describe(service: Any) -> dict[str, Any]:
     """What a user needs to call a service: state, scoring and swagger URIs, and how to get the keys."""
     token = bool(getattr(service, "token_auth_enabled", False))
+    target = str(getattr(service, "compute_type", "")).lower()
     return {
         "name": service.name,
-        "target": str(getattr(service, "compute_type", "")).lower(),
+        "target": target,
         "state": getattr(service, "state", ""),
         "scoring_uri": service.scoring_uri,
         "swagger_uri": getattr(service, "swagger_uri", None),
         "auth": "token" if token else ("key" if getattr(service, "auth_enabled", False) else "none"),
         "keys": (
-            f"python -m pipelines.deploy keys --target azure --name {service.name}"
+            f"python -m pipelines.deploy keys --target {target or 'aci'} --name {service.name}"
             if not token
             else "service.get_token() (Azure AD token, expires)"
         ),

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,49 @@ def raw_rows(csv: Path, label: str = "cnt", n: int | None = None) -> pd.DataFram
     return frame if n is None else frame.head(n)
 
 
-def register_demo_model(csv: Path, name: str = "bike-demand", n_trees: int = 20, label: str = "cnt") -> int:
-    """Train a small LightGBM on ``csv`` and register it in the local registry as ``name``; the version."""
+class LeanColumnsModel:
+    """Raw columns in, like the project's model, but featurized with numpy only (dates by a format fixed at fit).
+
+    The benchmark's second model: what serving costs when the model's own ``predict`` is cheap.
+    """
+
+    def __init__(self, frame: pd.DataFrame, estimator: Any = None) -> None:
+        self.numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+        self.dates = {
+            c: pd.tseries.api.guess_datetime_format(str(frame[c].iloc[0]))
+            for c in frame.columns
+            if c not in self.numeric
+        }
+        self.estimator = estimator
+
+    def features(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = [frame[c].to_numpy(dtype=np.float64) for c in self.numeric]
+        for column, fmt in self.dates.items():
+            days = (
+                pd.to_datetime(frame[column], format=fmt, errors="coerce").to_numpy().astype("datetime64[D]")
+            )
+            months = days.astype("datetime64[M]")
+            years = days.astype("datetime64[Y]")
+            parts += [
+                years.astype(np.int64) + 1970.0,
+                months.astype(np.int64) % 12 + 1.0,
+                (days - months).astype(np.int64) + 1.0,
+                (days.astype(np.int64) + 3) % 7 + 0.0,
+                (days - years).astype(np.int64) + 1.0,
+            ]
+        return np.column_stack(parts).astype(np.float64)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.estimator.predict(self.features(frame))
+
+
+def register_demo_model(
+    csv: Path, name: str = "bike-demand", n_trees: int = 20, label: str = "cnt", kind: str = "raw"
+) -> int:
+    """Train a small LightGBM on ``csv`` and register it in the local registry as ``name``; the version.
+
+    ``kind="raw"``: the project's raw-columns model (steps/raw_model.py); ``"lean"``: LeanColumnsModel.
+    """
     import cloudpickle
     import lightgbm
     import mlflow
@@ -44,18 +86,26 @@ def register_demo_model(csv: Path, name: str = "bike-demand", n_trees: int = 20,
 
     frame = pd.read_csv(csv)
     features = raw_rows(csv, label)
-    featurizer = raw_model.RawFeaturizer().fit(features)
     estimator = lightgbm.LGBMRegressor(n_estimators=n_trees, num_leaves=31, n_jobs=1, verbose=-1)
-    estimator.fit(featurizer.transform(features), frame[label].to_numpy())
-    model = raw_model.RawColumnsModel(
-        featurizer=featurizer, estimator=estimator, task="regression", label=label
-    )
+    if kind == "lean":
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable without this module
+        model: Any = LeanColumnsModel(features)
+        estimator.fit(model.features(features), frame[label].to_numpy())
+        model.estimator = estimator
+    else:
+        featurizer = raw_model.RawFeaturizer().fit(features)
+        estimator.fit(featurizer.transform(features), frame[label].to_numpy())
+        model = raw_model.RawColumnsModel(
+            featurizer=featurizer, estimator=estimator, task="regression", label=label
+        )
 
     registry.configure_mlflow()
     sample = features.head(5)
     with tempfile.TemporaryDirectory() as tmp:
         pickle_path = Path(tmp) / "model.pkl"
         pickle_path.write_bytes(cloudpickle.dumps(model))
+        if kind == "lean":
+            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         mlflow.set_experiment(experiment_id=registry.ensure_experiment("deploy-tests"))
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(

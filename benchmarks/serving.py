@@ -1,18 +1,19 @@
 """Real-time serving benchmark: what users deploy today vs the project's local deployment, side by side.
 
-    .venv/bin/python -m benchmarks.serving [--requests 5000] [--concurrency 8] [--trees 300] [--no-write]
+    .venv/bin/python -m benchmarks.serving [--requests 5000] [--concurrency 8] [--models raw,lean] [--no-write]
 
-1. Registers a 300-tree LightGBM (raw bike columns in, own featurization; benchmarks/_model.py) in a
-   throwaway local workspace and writes a 2-row data.json of real rows (no label, no leaking columns).
-2. Baseline: azureml-inference-server-http as its CLI runs it (gunicorn, its default single worker; bound to
-   127.0.0.1 here) serving benchmarks/baseline_score.py (inference-schema ``PandasParameterType``).
-3. Project: ``python -m pipelines.deploy`` on this machine (scoring/score.py, one worker per core behind the
-   key check).
-4. ``ab -c 8 -n 5000`` against each (with the Bearer key), then a sweep of concurrencies for the latency
-   plot; the in-process cost of one ``run()`` of each script (decode and predict apart) and the ceiling =
-   cores / cost of the project's run().
-5. Prints the table and writes the ``## Real-time serving`` section of BENCHMARKS.md and a PNG plot.
+For each model kind (``raw``: the project's raw-columns model as training registers it; ``lean``: the same
+columns featurized with numpy, so that serving overhead shows; both 300-tree LightGBM, benchmarks/_model.py):
 
+1. registers the model in a throwaway local workspace and writes a 2-row data.json of real rows;
+2. times one ``run()`` in-process for both scripts (decode and predict apart): the ceiling = cores / cost of
+   the project's run();
+3. baseline: azureml-inference-server-http as its CLI runs it (gunicorn, default single worker; bound to
+   127.0.0.1 here) serving benchmarks/baseline_score.py (inference-schema ``PandasParameterType``);
+4. project: the local deployment (``pipelines.local.deployments``: scoring/score.py, key check, N workers);
+5. ``ab -c 8 -n 5000`` against each with the Bearer key, then a sweep of concurrencies for a latency plot.
+
+Prints the results and writes the ``## Real-time serving`` section of BENCHMARKS.md and the PNG plots.
 All traffic goes to 127.0.0.1 only, bounded by ``-n``; every server started here is stopped at the end.
 """
 
@@ -113,13 +114,17 @@ def _field(text: str, pattern: str, default: str | None = None) -> str:
     return default
 
 
-def in_process_costs(env: dict[str, str], payload: dict[str, Any], calls: int) -> tuple[RunCost, RunCost]:
+def in_process_costs(
+    env: dict[str, str], payload: dict[str, Any], calls: int, tag: str = ""
+) -> tuple[RunCost, RunCost]:
     """Median cost of one run() of the project's score.py and of the baseline script, in this process."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        ours = _load_script(SCORE_SCRIPT, "bench_score")
-        base = _load_script(BASELINE_SCRIPT, "bench_baseline")
+        ours = _load_script(
+            SCORE_SCRIPT, f"bench_score_{tag}"
+        )  # inference-schema keys schemas by module name
+        base = _load_script(BASELINE_SCRIPT, f"bench_baseline_{tag}")
     finally:
         for k, v in saved.items():
             if v is None:
@@ -278,69 +283,93 @@ def plot(sweep: list[AbResult], path: Path) -> None:
     plt.close(fig)
 
 
+MODEL_DESCRIPTIONS = {
+    "raw": "the project's raw-columns model (steps/raw_model.py: its own pandas featurization of the raw columns,"
+    " then LightGBM), as the training pipeline registers it",
+    "lean": "the same raw columns and LightGBM, featurized with numpy only (benchmarks/_model.py"
+    " LeanColumnsModel): a model whose own predict is cheap, so serving overhead shows",
+}
+
+
 def render_section(report: dict[str, Any]) -> str:
     """The ``## Real-time serving`` section of BENCHMARKS.md."""
-    m, base, proj = report["machine"], report["baseline"], report["project"]
-    pc, bc = report["project_cost"], report["baseline_cost"]
+    m = report["machine"]
+    lines = [
+        SECTION,
+        "",
+        f"Measured {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {m['os']},"
+        f" Python {m['python']}. Command: `{report['command']}`.",
+        f"Load average (1/5/15 min) before and after: {report['load_before']} / {report['load_after']}; the machine"
+        " is shared with other work, so these are the numbers of one run.",
+        "",
+        f"Both servers run side by side in the same run, each model a {report['trees']}-tree LightGBM trained on the"
+        " bike columns. Payload: data.json with 2 real rows (no label, no leaking columns), posted with the Bearer"
+        f" key to 127.0.0.1 by `ab -c {report['concurrency']} -n {report['requests']}`.",
+        "",
+        "- baseline: what users deploy today, azureml-inference-server-http with its CLI's settings and default single"
+        " worker, serving benchmarks/baseline_score.py (inference-schema `PandasParameterType`), LightGBM's"
+        " default threads;",
+        f"- project: `python -m pipelines.deploy` (scoring/score.py, {report['workers']} workers with one model"
+        " thread each, behind the key check).",
+        "",
+    ]
+    for kind, res in report["models"].items():
+        lines += _model_block(kind, res, m, report)
+    lines += [f"Notes: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict[str, Any]) -> list[str]:
+    base, proj, pc, bc = res["baseline"], res["project"], res["project_cost"], res["baseline_cost"]
     speedup = proj["rps"] / base["rps"]
-    ceiling = report["ceiling_rps"]
+    ceiling = res["ceiling_rps"]
     share = proj["rps"] / ceiling
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
     lines = [
-        SECTION,
+        f"### Model `{kind}`: {MODEL_DESCRIPTIONS.get(kind, kind)}",
         "",
-        f"Measured {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {m['os']}, Python {m['python']}.",
-        f"Command: `{report['command']}`. Load average before/after: {report['load_before']} / {report['load_after']}"
-        " (the machine is shared with other work; numbers are from one run).",
+        "| server | req/s | p50 ms | p95 ms | p99 ms | failed | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in (("baseline", base), ("project", proj)):
+        lines.append(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} |"
+            f" {r['non_2xx']} |"
+        )
+    lines += [
         "",
-        f"Model: {report['trees']}-tree LightGBM behind the project's raw-columns pyfunc (steps/raw_model.py: its own"
-        " featurization of the bike columns). Payload: data.json with 2 real rows (no label, no leaking"
-        f" columns). Load: `ab -c {report['concurrency']} -n {report['requests']}` with the Bearer key, to 127.0.0.1.",
-        "",
-        "| server | workers | req/s | p50 ms | p95 ms | p99 ms | failed | non-2xx |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| baseline: azureml-inference-server-http defaults, PandasParameterType score.py | 1 | {base['rps']:.0f} |"
-        f" {base['p50_ms']:.1f} | {base['p95_ms']:.1f} | {base['p99_ms']:.1f} | {base['failed']} | {base['non_2xx']} |",
-        f"| project: `python -m pipelines.deploy` (scoring/score.py, key check) | {report['workers']} |"
-        f" {proj['rps']:.0f} | {proj['p50_ms']:.1f} | {proj['p95_ms']:.1f} | {proj['p99_ms']:.1f} |"
-        f" {proj['failed']} | {proj['non_2xx']} |",
-        "",
-        "In-process cost of one `run()` (median, one model thread):",
-        "",
-        f"- baseline `run()` (PandasParameterType decode + predict): {bc['run_ms']:.2f} ms",
-        f"- project `run()`: {pc['run_ms']:.2f} ms, of which decode + validation {pc['decode_ms']:.2f} ms and the"
-        f" model's `predict` {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the"
-        f" signature a second time: {pc['mlflow_predict_ms']:.2f} ms)",
-        f"- ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms = {ceiling:.0f} req/s",
+        f"In-process cost of one `run()` (median of {report['calls']} calls, one model thread): baseline"
+        f" {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms = decode + validation {pc['decode_ms']:.2f} ms +"
+        f" the model's predict {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the"
+        f" signature again: {pc['mlflow_predict_ms']:.2f} ms). Ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms"
+        f" = {ceiling:.0f} req/s.",
         "",
         "| target | measured | |",
         "| --- | --- | --- |",
         f"| throughput >= {TARGETS['speedup']}x baseline | {speedup:.2f}x | {verdict(speedup >= TARGETS['speedup'])} |",
         f"| p99 <= {TARGETS['p99_ms']:.0f} ms | {proj['p99_ms']:.1f} ms | {verdict(proj['p99_ms'] <= TARGETS['p99_ms'])} |",
-        f"| zero non-2xx, zero failed | {proj['non_2xx']} non-2xx, {proj['failed']} failed |"
+        f"| zero non-2xx and failed | {proj['non_2xx']} / {proj['failed']} |"
         f" {verdict(proj['non_2xx'] == 0 and proj['failed'] == 0)} |",
         f"| throughput >= {TARGETS['ceiling_share']:.0%} of the ceiling | {share:.0%} of {ceiling:.0f} req/s |"
         f" {verdict(share >= TARGETS['ceiling_share'])} |",
         f"| decode + validation <= predict | {pc['decode_ms']:.2f} ms vs {pc['predict_ms']:.2f} ms |"
         f" {verdict(pc['decode_ms'] <= pc['predict_ms'])} |",
         "",
-        "Throughput and latency by concurrency (`ab -n "
-        f"{report['sweep_requests']}` per point, baseline `-n {report['sweep_requests'] // 2}`):",
+        f"By concurrency (`ab -n {report['sweep_requests']}` per point for the project, half that for the baseline):",
         "",
         "| server | -c | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in report["sweep"]:
+    for r in res["sweep"]:
         lines.append(
             f"| {r['label']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
             f" {r['p99_ms']:.1f} | {r['non_2xx']} |"
         )
-    lines += ["", f"![latency and throughput by concurrency]({report['plot']})", ""]
-    lines += [f"Notes: {note}" for note in report.get("notes", [])]
-    return "\n".join(lines).rstrip() + "\n"
+    lines += ["", f"![latency and throughput by concurrency, model {kind}]({res['plot']})", ""]
+    return lines
 
 
 def write_section(path: Path, section: str) -> None:
@@ -354,6 +383,59 @@ def write_section(path: Path, section: str) -> None:
         rest = text[nxt + 1 :] if nxt != -1 else ""
         text = text[:start] + section + ("\n" + rest if rest else "")
     path.write_text(text)
+
+
+def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Register one model kind, time its run() in-process, and load both servers with ab."""
+    from benchmarks._model import raw_rows, register_demo_model
+    from pipelines.local import deployments
+    from pipelines.local.registry import model_env
+
+    name = f"bench-{kind}"
+    print(f"[{kind}] registering a {args.trees}-tree model ...", flush=True)
+    register_demo_model(csv_path, name=name, n_trees=args.trees, kind=kind)
+    env = {**model_env(name), "AMLOPS_MODEL_NAME": name}
+    payload = {"data": json.loads(raw_rows(csv_path).tail(2).to_json(orient="records"))}
+    data = workdir / "data.json"
+    data.write_text(json.dumps(payload))
+
+    print(f"[{kind}] timing run() in-process ...", flush=True)
+    project_cost, baseline_cost = in_process_costs(env, payload, args.calls, kind)
+    print(f"  project {project_cost}; baseline {baseline_cost}", flush=True)
+    sweep_cs = [int(c) for c in args.sweep.split(",") if c]
+    sweep: list[AbResult] = []
+    print(f"[{kind}] baseline: azureml-inference-server-http defaults ...", flush=True)
+    with baseline_server(env, workdir) as url:
+        run_ab(url, data, "unused", 200, args.concurrency, "warmup", workdir)
+        base = run_ab(url, data, "unused", args.requests, args.concurrency, "baseline", workdir)
+        print(f"  {base}", flush=True)
+        for c in sweep_cs:
+            sweep.append(
+                run_ab(url, data, "unused", max(100, args.sweep_requests // 2), c, "baseline", workdir)
+            )
+    print(f"[{kind}] project: local deployment ...", flush=True)
+    service = deployments.deploy(name, None, SERVICE_NAME, workers=args.workers, overwrite=True)
+    try:
+        key = deployments.keys(SERVICE_NAME)["primary"]
+        run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
+        proj = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir)
+        print(f"  {proj}", flush=True)
+        for c in sweep_cs:
+            sweep.append(run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir))
+    finally:
+        deployments.delete(SERVICE_NAME)
+    plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")
+    plot(sweep, workdir / plot_file.name if args.no_write else plot_file)
+    return {
+        "baseline": asdict(base),
+        "project": asdict(proj),
+        "project_cost": asdict(project_cost),
+        "baseline_cost": asdict(baseline_cost),
+        "ceiling_rps": (os.cpu_count() or 1) / (project_cost.run_ms / 1000),
+        "sweep": [asdict(r) for r in sweep],
+        "plot": str(plot_file.relative_to(PROJECT_ROOT)),
+        "workers": service.workers,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep-requests", type=int, default=1000, help="ab -n per sweep point (default 1000)"
     )
     parser.add_argument("--trees", type=int, default=300, help="LightGBM trees (default 300)")
+    parser.add_argument("--models", default="raw,lean", help="model kinds to serve: raw, lean (default both)")
     parser.add_argument("--workers", type=int, help="project workers (default: one per core)")
     parser.add_argument(
         "--calls", type=int, default=2000, help="in-process run() calls to time (default 2000)"
@@ -387,84 +470,42 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ["OMP_NUM_THREADS"] = "1"  # in-process timing with one model thread, as in each worker
     sys.path.insert(0, str(PROJECT_ROOT))
-    from benchmarks._model import raw_rows, register_demo_model, using_home
+    from benchmarks._model import using_home
     from pipelines.datasets import resolve
-    from pipelines.local import deployments
-    from pipelines.local.registry import model_env
 
     shared = PROJECT_ROOT.parent / "shared" / "data"
     if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():
         os.environ["AMLOPS_DATA_DIR"] = str(shared)
     csv_path = resolve("bike-no")
     wait_until_quiet(args.wait_quiet)
-    load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="amlops-serving-bench-"))
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
-        "load_before": load_before,
+        "load_before": load_average(),
         "trees": args.trees,
         "requests": args.requests,
         "concurrency": args.concurrency,
         "sweep_requests": args.sweep_requests,
+        "calls": args.calls,
+        "models": {},
+        "notes": [
+            "in-process timings use one model thread; the baseline server keeps LightGBM's default threads."
+        ],
     }
     with using_home(workdir / "home"):
-        print(f"registering a {args.trees}-tree model in {workdir / 'home'} ...", flush=True)
-        register_demo_model(csv_path, n_trees=args.trees)
-        env = model_env("bike-demand")
-        env["AMLOPS_MODEL_NAME"] = "bike-demand"
-        payload = {"data": json.loads(raw_rows(csv_path).tail(2).to_json(orient="records"))}
-        data = workdir / "data.json"
-        data.write_text(json.dumps(payload))
-
-        print("timing run() in-process ...", flush=True)
-        project_cost, baseline_cost = in_process_costs(env, payload, args.calls)
-        report["project_cost"], report["baseline_cost"] = asdict(project_cost), asdict(baseline_cost)
-        report["ceiling_rps"] = (os.cpu_count() or 1) / (project_cost.run_ms / 1000)
-        print(f"  project run() {project_cost.run_ms:.2f} ms (decode {project_cost.decode_ms:.2f}, predict"
-              f" {project_cost.predict_ms:.2f}); baseline run() {baseline_cost.run_ms:.2f} ms", flush=True)  # fmt: skip
-
-        sweep_cs = [int(c) for c in args.sweep.split(",") if c]
-        sweep: list[AbResult] = []
-        print("baseline: azureml-inference-server-http defaults (1 worker) ...", flush=True)
-        with baseline_server(env, workdir) as url:
-            run_ab(url, data, "unused", 200, args.concurrency, "warmup", workdir)
-            base = run_ab(url, data, "unused", args.requests, args.concurrency, "baseline", workdir)
-            print(f"  {base}", flush=True)
-            for c in sweep_cs:
-                sweep.append(
-                    run_ab(url, data, "unused", max(100, args.sweep_requests // 2), c, "baseline", workdir)
-                )
-        print("project: local deployment ...", flush=True)
-        service = deployments.deploy("bike-demand", None, SERVICE_NAME, workers=args.workers, overwrite=True)
-        try:
-            key = deployments.keys(SERVICE_NAME)["primary"]
-            run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
-            proj = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir)
-            print(f"  {proj}", flush=True)
-            for c in sweep_cs:
-                sweep.append(
-                    run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir)
-                )
-        finally:
-            deployments.delete(SERVICE_NAME)
-        report["workers"] = service.workers
+        for kind in [k.strip() for k in args.models.split(",") if k.strip()]:
+            report["models"][kind] = bench_model(kind, csv_path, args, workdir)
+            report["workers"] = report["models"][kind]["workers"]
     report["load_after"] = load_average()
-    report["baseline"], report["project"] = asdict(base), asdict(proj)
-    report["sweep"] = [asdict(r) for r in sweep]
-    report["plot"] = str(PLOT_FILE.relative_to(PROJECT_ROOT))
-    report["notes"] = [
-        "the baseline runs with LightGBM's default threads (as users run it); in-process timings use one thread."
-    ]
-    plot(sweep, workdir / PLOT_FILE.name if args.no_write else PLOT_FILE)
     section = render_section(report)
     print()
     print(section)
     (workdir / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_write:
         write_section(RESULTS_FILE, section)
-        print(f"wrote {RESULTS_FILE} ({SECTION}) and {PLOT_FILE}")
+        print(f"wrote {RESULTS_FILE} ({SECTION}) and the plots in {PLOT_FILE.parent}")
     shutil.rmtree(workdir / "home", ignore_errors=True)
     print(f"raw results: {workdir / 'report.json'}")
     return 0

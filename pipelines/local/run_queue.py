@@ -220,10 +220,19 @@ def prepare(
 def enqueue(sub: Submission, conn: sqlite3.Connection | None = None) -> str:
     """Queue a prepared submission; returns the new run id. Pass ``conn`` to join a caller's transaction."""
     if conn is None:
-        with connect() as own:
-            run_id = enqueue(sub, own)
-        write_stub(run_id)
-        return run_id
+        return submit(sub)["run_id"]
+    return _insert(sub, conn)["run_id"]
+
+
+def submit(sub: Submission) -> dict[str, Any]:
+    """Queue a prepared submission in one transaction and write its ``run.json`` stub; returns the stub."""
+    with connect() as conn:
+        record = _insert(sub, conn)
+    runs.write_record(record["run_id"], record)
+    return record
+
+
+def _insert(sub: Submission, conn: sqlite3.Connection) -> dict[str, Any]:
     ensure_schema(SCHEMA)
     submitted = runs.now()
     for _ in range(20):
@@ -238,7 +247,7 @@ def enqueue(sub: Submission, conn: sqlite3.Connection | None = None) -> str:
             )
         except sqlite3.IntegrityError:
             continue  # a run id collision (same second, same random suffix): draw again
-        return run_id
+        return record
     raise RuntimeError("could not draw a unique run id")
 
 

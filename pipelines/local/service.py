@@ -269,11 +269,11 @@ def _submit(published: dict[str, Any], body: dict[str, Any], app: FastAPI, base_
         )
     except UserError as exc:
         raise ApiError(400, str(exc)) from None
-    run_id = run_queue.enqueue(sub)
+    record = run_queue.submit(sub)
     queue = getattr(app.state, "queue", None)
     if queue is not None:
         queue.notify()
-    return run_entity(run_queue.read_run(run_id), base_url)
+    return run_entity(record, base_url)
 
 
 def _record(run_id: str) -> dict[str, Any]:

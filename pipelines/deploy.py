@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--regen", choices=("primary", "secondary"), help="regenerate this key (the old one stops working)"
     )
-    p = verb("update", "change a running service's settings")
+    p = verb("update", "turn App Insights (the request log) on or off for a service")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--enable-app-insights", dest="app_insights", action="store_const", const=True)
     group.add_argument("--disable-app-insights", dest="app_insights", action="store_const", const=False)

@@ -12,7 +12,7 @@ $(VENV)/.installed: requirements-lock.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(PY) -m pip install -q -r requirements-lock.txt -r requirements-dev.txt >> $(VENV)/pip.log 2>&1 || (tail -50 $(VENV)/pip.log; exit 1)
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >> $(VENV)/pip.log 2>&1 || (tail -50 $(VENV)/pip.log; exit 1)
+	$(PY) -m pip install -q --no-deps -e . >> $(VENV)/pip.log 2>&1 || (tail -50 $(VENV)/pip.log; exit 1)
 	touch $@
 
 # Debian tools the tests and benchmarks use: ab (apache2-utils) and headless Chromium.

@@ -162,6 +162,7 @@ def test_concurrent_submissions_get_distinct_ids_and_all_complete(running_servic
     )
     logs = requests.get(f"{svc.url}/runs/{ids[0]}/logs", headers=svc.headers(), timeout=10).json()["logs"]
     assert "rows" in logs["count"]
+    assert svc.key() not in (svc.home / "serve.log").read_text()  # keys are never logged
 
 
 def test_sigkill_while_runs_are_queued_and_running_then_restart(tmp_path: Path, monkeypatch) -> None:

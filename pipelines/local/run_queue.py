@@ -499,7 +499,12 @@ class RunQueue:
         self.prepare_tracking = prepare_tracking
 
     def start(self) -> None:
-        """Recover what a previous service left, then dispatch in a background thread."""
+        """Recover what a previous service left, prepare the tracking store, then dispatch in a background thread."""
+        if self.prepare_tracking:
+            try:  # migrate a new MLflow store once, before runs race to do it (and before requests arrive)
+                _prepare_tracking(None)
+            except Exception as exc:
+                print(f"run queue: cannot prepare the tracking store: {exc}", file=sys.stderr, flush=True)
         for run_id, proc in recover():
             with self._lock:
                 self._active[run_id] = proc
@@ -523,11 +528,6 @@ class RunQueue:
             return list(self._active)
 
     def _loop(self) -> None:
-        try:
-            if self.prepare_tracking:
-                _prepare_tracking(None)  # migrate a new MLflow store once, before runs race to do it
-        except Exception as exc:
-            print(f"run queue: cannot prepare the tracking store: {exc}", file=sys.stderr, flush=True)
         while not self._stop.is_set():
             try:
                 self._dispatch()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.definitions import recurrence_dict
 from pipelines.errors import UserError, cli_main, print_json
 from pipelines.settings import Settings, load_settings, parse_assignments
 
@@ -263,7 +264,7 @@ def _show(definition: PipelineDefinition, as_json: bool) -> int:
             }
             for s in plan.steps
         ],
-        "schedule": _recurrence_dict(definition.schedule),
+        "schedule": recurrence_dict(definition.schedule),
     }
     if as_json:
         print_json(info)
@@ -288,21 +289,6 @@ def _show(definition: PipelineDefinition, as_json: bool) -> int:
     if info["schedule"]:
         print("schedule: " + ", ".join(f"{k}={v}" for k, v in info["schedule"].items() if v is not None))
     return 0
-
-
-def _recurrence_dict(rec: Any) -> dict[str, Any] | None:
-    if rec is None:
-        return None
-    zone = getattr(rec, "time_zone", None)
-    return {
-        "frequency": rec.frequency,
-        "interval": rec.interval,
-        "start_time": rec.start_time,
-        "time_zone": getattr(zone, "value", zone),
-        "hours": rec.hours,
-        "minutes": rec.minutes,
-        "week_days": rec.week_days,
-    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,3 +90,19 @@ def recurrence(settings: Settings) -> Any:
             f"invalid schedule: {exc}", hint="see ScheduleRecurrence in the Azure ML SDK docs"
         ) from None
     return rec
+
+
+def recurrence_dict(rec: Any) -> dict[str, Any] | None:
+    """A ScheduleRecurrence as plain JSON-able fields (None stays None)."""
+    if rec is None:
+        return None
+    zone = getattr(rec, "time_zone", None)
+    return {
+        "frequency": rec.frequency,
+        "interval": rec.interval,
+        "start_time": rec.start_time,
+        "time_zone": getattr(zone, "value", zone),
+        "hours": rec.hours,
+        "minutes": rec.minutes,
+        "week_days": rec.week_days,
+    }

@@ -22,6 +22,7 @@ from typing import Any
 from azureml.pipeline.core import Schedule, ScheduleRecurrence
 from azureml.pipeline.core.schedule import TimeZone
 
+from pipelines.definitions import recurrence_dict
 from pipelines.errors import UserError
 
 # Windows time zone ids (azureml TimeZone values) that tzlocal's CLDR table does not list
@@ -219,7 +220,6 @@ def delete(workspace: Any, schedule_id: str) -> dict[str, Any]:
 def describe(schedule: Any) -> dict[str, Any]:
     """A schedule as a JSON-able dict (recurrence fields as Azure holds them)."""
     rec = schedule.recurrence
-    zone = getattr(rec, "time_zone", None)
     return {
         "target": "azure",
         "id": schedule.id,
@@ -228,17 +228,7 @@ def describe(schedule: Any) -> dict[str, Any]:
         "status": schedule.status,
         "pipeline_id": schedule.pipeline_id,
         "pipeline_endpoint_id": schedule.pipeline_endpoint_id,
-        "recurrence": None
-        if rec is None
-        else {
-            "frequency": rec.frequency,
-            "interval": rec.interval,
-            "start_time": rec.start_time,
-            "time_zone": getattr(zone, "value", zone),
-            "hours": rec.hours,
-            "minutes": rec.minutes,
-            "week_days": rec.week_days,
-        },
+        "recurrence": recurrence_dict(rec),
         "datastore": schedule.datastore_name,
         "path_on_datastore": schedule.path_on_datastore,
         "polling_interval": schedule.polling_interval if rec is None else None,

@@ -201,12 +201,7 @@ def list_endpoints() -> list[dict[str, Any]]:
 def get_endpoint_version(endpoint_id_or_name: str, version: int | None = None) -> dict[str, Any]:
     """The published pipeline behind an endpoint's version (its default when version is None)."""
     with connect() as conn:
-        endpoint = conn.execute(
-            "SELECT * FROM pipeline_endpoints WHERE id = ? OR name = ?",
-            (endpoint_id_or_name, endpoint_id_or_name),
-        ).fetchone()
-        if endpoint is None:
-            raise UserError(f"no pipeline endpoint {endpoint_id_or_name!r}", hint="publish one first")
+        endpoint = _endpoint(conn, endpoint_id_or_name)
         wanted = endpoint["default_version"] if version is None else version
         row = conn.execute(
             "SELECT p.* FROM endpoint_versions v JOIN published_pipelines p ON p.id = v.pipeline_id"
@@ -234,12 +229,7 @@ def get_published_pipeline(pipeline_id: str) -> dict[str, Any]:
 
 def set_default_version(endpoint_id_or_name: str, version: int) -> None:
     with connect() as conn:
-        endpoint = conn.execute(
-            "SELECT * FROM pipeline_endpoints WHERE id = ? OR name = ?",
-            (endpoint_id_or_name, endpoint_id_or_name),
-        ).fetchone()
-        if endpoint is None:
-            raise UserError(f"no pipeline endpoint {endpoint_id_or_name!r}", hint="publish one first")
+        endpoint = _endpoint(conn, endpoint_id_or_name)
         exists = conn.execute(
             "SELECT 1 FROM endpoint_versions WHERE endpoint_id = ? AND version = ?", (endpoint["id"], version)
         ).fetchone()
@@ -257,3 +247,13 @@ def _pipeline_row(row: sqlite3.Row) -> dict[str, Any]:
     out["settings"] = json.loads(out["settings"])
     out["parameters"] = json.loads(out["parameters"])
     return out
+
+
+def _endpoint(conn: sqlite3.Connection, endpoint_id_or_name: str) -> sqlite3.Row:
+    endpoint = conn.execute(
+        "SELECT * FROM pipeline_endpoints WHERE id = ? OR name = ?",
+        (endpoint_id_or_name, endpoint_id_or_name),
+    ).fetchone()
+    if endpoint is None:
+        raise UserError(f"no pipeline endpoint {endpoint_id_or_name!r}", hint="publish one first")
+    return endpoint

@@ -62,3 +62,15 @@ def test_classification_gives_classes_and_probabilities() -> None:
 def test_missing_label_is_a_settings_error() -> None:
     with pytest.raises(automl.AutoMLSettingsError, match="label_column_name 'y'"):
         automl.train(pd.DataFrame({"a": [1, 2, 3]}), _settings())
+
+
+def test_forecasting_maps_time_column_and_horizon(bike_csv) -> None:
+    frame = pd.read_csv(bike_csv).drop(columns=["casual", "registered"])
+    train, future = frame.iloc[:400], frame.iloc[400:414]
+    settings = _settings(task="forecasting", label_column_name="cnt", time_column_name="date", forecast_horizon=14,
+                         iterations=2)  # fmt: skip
+    model, report = automl.train(train, settings)
+    assert model.task == "forecasting" and model.time_column == "date"
+    predictions = model.predict(future.drop(columns=["cnt"]))
+    assert predictions.shape == (14,) and np.isfinite(predictions).all()
+    assert report["ensemble"] is False  # FLAML's ensemble does not apply to ts_forecast

@@ -52,15 +52,21 @@ def configure_mlflow(home: Path | None = None) -> None:
 
 def ensure_experiment(name: str) -> str:
     """The id of the experiment ``name``, created with its artifacts under AMLOPS_HOME if new."""
+    import fcntl
+
     import mlflow
 
     configure_mlflow()
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = artifact_root() / name
-    location.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=location.as_uri())
+    # One process at a time: MLflow's first use migrates the SQLite schema, and two processes creating
+    # the same experiment race; both failed runs started together on a fresh workspace.
+    with open(amlops_home() / ".mlflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = artifact_root() / name
+        location.mkdir(parents=True, exist_ok=True)
+        return mlflow.create_experiment(name, artifact_location=location.as_uri())
 
 
 @dataclass(frozen=True)

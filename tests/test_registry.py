@@ -1,0 +1,62 @@
+"""The local registry: concurrent first use, model references, and Azure's model layout for Model.get_model_path."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.local import registry
+
+
+def _experiment_id(home: str) -> str:
+    os.environ["AMLOPS_HOME"] = home
+    return registry.ensure_experiment("shared-experiment")
+
+
+def test_concurrent_first_use_of_a_fresh_workspace_agrees(amlops_home: Path) -> None:
+    with mp.get_context("spawn").Pool(4) as pool:
+        ids = pool.map(_experiment_id, [str(amlops_home)] * 4)
+    assert len(set(ids)) == 1
+
+
+@pytest.mark.parametrize(("ref", "expected"), [("m", ("m", None)), ("m:3", ("m", 3))])
+def test_model_references(ref: str, expected: tuple) -> None:
+    assert registry.parse_model_ref(ref) == expected
+
+
+@pytest.mark.parametrize("ref", [":1", "m:latest"])
+def test_bad_model_references(ref: str) -> None:
+    with pytest.raises(UserError):
+        registry.parse_model_ref(ref)
+
+
+def test_sdk_model_get_model_path_finds_registered_versions(trained: tuple[Path, dict], monkeypatch) -> None:
+    home, _ = trained
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    env = {**os.environ, "AMLOPS_HOME": str(home)}
+    code = (
+        "from pipelines.local import registry; import os, sys;"
+        "os.environ['AML_APP_ROOT'] = str(registry.workspace_models_root());"
+        "from azureml.core.model import Model;"
+        "print(Model.get_model_path('bike-demand')); print(Model.get_model_path('bike-demand', version=1))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    latest, first = done.stdout.split()
+    assert Path(first).parts[-3:] == ("bike-demand", "1", "bike-demand")
+    assert (Path(latest) / "MLmodel").is_file() and (Path(first) / "MLmodel").is_file()
+    assert Path(latest).parts[-2] == str(registry.get_model("bike-demand").version)  # the latest version
+
+
+def test_model_input_columns_come_from_the_signature(trained: tuple[Path, dict], monkeypatch) -> None:
+    home, _ = trained
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    columns = registry.model_input_columns("bike-demand", 1)
+    assert "temp" in columns and "cnt" not in columns and "casual" not in columns

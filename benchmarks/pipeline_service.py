@@ -34,6 +34,8 @@ from typing import Any
 
 import requests
 
+from benchmarks.report import update_section
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = PROJECT_ROOT / "BENCHMARKS.md"
 SECTION = "## Pipeline service"
@@ -328,18 +330,9 @@ def section(load: dict[str, Any], fault: dict[str, Any], command: str, loads: tu
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) the ``## Pipeline service`` section of BENCHMARKS.md, keeping the others."""
-    current = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    lines = current.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start]) + "\n" + text + "\n" + "\n".join(lines[end:])
-    tmp = BENCHMARKS_MD.with_name(".BENCHMARKS.md.pipeline-service.tmp")
-    tmp.write_text(new.rstrip("\n") + "\n")
-    os.replace(tmp, BENCHMARKS_MD)
+    """Replace (or append) this benchmark's section of BENCHMARKS.md (``text`` starts with its heading)."""
+    heading, _, body = text.partition("\n")
+    update_section(BENCHMARKS_MD, heading.removeprefix("## ").strip(), body.lstrip("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,10 @@ from inference_schema.parameter_types.standard_py_parameter_type import Standard
 from inference_schema.schema_decorators import input_schema, output_schema
 
 MODEL_NAME = os.environ.get("AMLOPS_MODEL_NAME") or Path(os.environ["AZUREML_MODEL_DIR"]).parent.name
-MODEL_PATH = Model.get_model_path(MODEL_NAME)
+try:
+    MODEL_PATH = Model.get_model_path(MODEL_NAME)
+except Exception:  # the SDK read AML_APP_ROOT before (several models timed in one process)
+    MODEL_PATH = os.path.join(os.environ["AZUREML_MODEL_DIR"], MODEL_NAME)
 SAMPLE = mlflow.models.Model.load(MODEL_PATH).load_input_example(MODEL_PATH)
 model = None
 

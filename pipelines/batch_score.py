@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, pipeline_cli
+from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
 from pipelines.definitions import SCORING_DIR, STEPS_DIR, environment, recurrence, run_config
 from pipelines.settings import Settings
 
@@ -133,4 +132,4 @@ def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

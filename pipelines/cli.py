@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -31,6 +32,18 @@ class PipelineDefinition:
 
 
 Builder = Callable[[Settings, str | None], PipelineDefinition]
+
+
+def exit_now(code: int) -> None:
+    """Exit a pipeline command without the interpreter's slow finalization.
+
+    Importing the Azure ML SDK starts Application Insights sender threads; at exit the interpreter
+    waits seconds for their uploads (retried when there is no network). Every result of a pipeline
+    command is already written and closed when it returns, so flush the terminal and leave at once.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def settings_help() -> str:

@@ -9,10 +9,9 @@ python -m pipelines.train models [--json]
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, pipeline_cli
+from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
 from pipelines.definitions import STEPS_DIR, dataset_input, recurrence, run_config
 from pipelines.settings import Settings
 
@@ -148,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -76,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_deploy:
         deployed = _step("5. deploy the model as a key-authenticated real-time endpoint on 127.0.0.1",
-                         ["-m", "pipelines.deploy", "--target", "local", "--name", "bike-demand-local", "--json"],
+                         ["-m", "pipelines.deploy", "deploy", "--target", "local", "--name", "bike-demand-local",
+                          "--overwrite", "--json"],
                          capture_json=True)  # fmt: skip
         assert deployed is not None
         where["scoring URI"] = str(deployed.get("scoring_uri"))
-        where["swagger"] = str(deployed.get("swagger_uri"))
+        where["swagger.json"] = str(deployed.get("swagger_uri"))
+        where["Swagger UI"] = str(deployed.get("swagger_ui_uri"))
         _step("6. call it once with real rows (writes data.json)",
               ["clients/endpoint.py", "--service", "bike-demand-local", "--rows", "2",
-               "--data-file", str(home / "demo" / "data.json")])  # fmt: skip
+               "--out", str(home / "demo" / "data.json")])  # fmt: skip
         where["request payload"] = str(home / "demo" / "data.json")
         where["stop the service"] = "python -m pipelines.deploy stop bike-demand-local"
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,29 +175,34 @@ def deploy(
         raise UserError(f"entry script {script} not found", hint="pass the path of a score.py")
     if max_body_bytes < 1:
         raise UserError("the body limit must be positive", hint="e.g. --max-body-bytes 1048576")
-    chosen_port = port or _free_port()
-    _check_port(chosen_port)
-    stamp = _now()
-    service = LocalService(
-        name=name,
-        model_name=model.name,
-        model_version=model.version,
-        entry_script=str(script),
-        port=chosen_port,
-        workers=workers or default_workers(),
-        app_root=env["AML_APP_ROOT"],
-        model_dir=env["AZUREML_MODEL_DIR"],
-        max_body_bytes=max_body_bytes,
-        app_insights=app_insights,
-        created=stamp,
-        updated=stamp,
-    )
-    if service.workers < 1:
+    workers = workers or default_workers()
+    if workers < 1:
         raise UserError("workers must be at least 1", hint="e.g. --workers 2")
-    folder.mkdir(parents=True, exist_ok=True)
-    KeyStore(folder / "keys.json").keys()
-    _write_json(folder / "service.json", asdict(service))
-    _write_json(folder / "runtime.json", {"state": "Stopped"})
+    with _records_lock():  # port choice and record together: concurrent deploys never share a port
+        taken = {s.port for s in list_services() if s.name != name}
+        if port in taken:
+            raise UserError(f"port {port} belongs to another local service", hint="pass another --port")
+        chosen_port = port or _free_port(exclude=taken)
+        _check_port(chosen_port)
+        stamp = _now()
+        service = LocalService(
+            name=name,
+            model_name=model.name,
+            model_version=model.version,
+            entry_script=str(script),
+            port=chosen_port,
+            workers=workers,
+            app_root=env["AML_APP_ROOT"],
+            model_dir=env["AZUREML_MODEL_DIR"],
+            max_body_bytes=max_body_bytes,
+            app_insights=app_insights,
+            created=stamp,
+            updated=stamp,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        KeyStore(folder / "keys.json").keys()
+        _write_json(folder / "service.json", asdict(service))
+        _write_json(folder / "runtime.json", {"state": "Stopped"})
     return start(name, timeout=timeout)
 
 
@@ -481,10 +487,30 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextlib.contextmanager
+def _records_lock() -> Iterator[None]:
+    """An exclusive lock on the deployments folder (threads and processes alike)."""
+    import fcntl
+
+    root = deployments_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _free_port(exclude: set[int] | None = None) -> int:
+    """A port on 127.0.0.1 that nothing listens on and no other local service has recorded."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in (exclude or set()):
+            return port
+    raise UserError("found no free port on 127.0.0.1", hint="pass --port")
 
 
 def _check_port(port: int) -> None:

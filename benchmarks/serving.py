@@ -373,16 +373,11 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the ``## Real-time serving`` section, leaving the rest of the file as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        rest = text[nxt + 1 :] if nxt != -1 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.write_text(text)
+    """Replace (or append) the ``## Real-time serving`` section, keeping the others (benchmarks/report.py)."""
+    from benchmarks.report import update_section
+
+    heading, _, body = section.partition("\n")
+    update_section(path, heading.removeprefix("## ").strip(), body.lstrip("\n"))
 
 
 def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class RawFeaturizer:
     date_columns: list[str] = field(default_factory=list)
     category_levels: dict[str, list[str]] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)
+    date_formats: dict[str, str] = field(default_factory=dict)  # learned at fit: parsing by format is fast
 
     def fit(self, frame: pd.DataFrame) -> RawFeaturizer:
         self.columns = list(frame.columns)
@@ -46,6 +47,9 @@ class RawFeaturizer:
                 continue
             if pd.api.types.is_datetime64_any_dtype(series) or _mostly_dates(series):
                 self.date_columns.append(col)
+                fmt = _date_format(series)
+                if fmt:
+                    self.date_formats[col] = fmt
             else:
                 self.category_levels[col] = sorted(series.dropna().astype(str).unique().tolist())
         return self
@@ -60,7 +64,9 @@ class RawFeaturizer:
                 continue
             series = frame[col]
             if col in self.date_columns:
-                parsed = _to_datetime(series)
+                parsed = _to_datetime(
+                    series, getattr(self, "date_formats", {}).get(col)
+                )  # older pickles lack it
                 for part in DATE_PARTS:
                     values = (
                         parsed.dt.isocalendar().week if part == "weekofyear" else getattr(parsed.dt, part)
@@ -68,6 +74,8 @@ class RawFeaturizer:
                     out[f"{col}_{part}"] = pd.to_numeric(values, errors="coerce").astype("float64")
             elif col in self.category_levels:
                 out[col] = pd.Categorical(series.astype("string"), categories=self.category_levels[col])
+            elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+                out[col] = series
             else:
                 out[col] = pd.to_numeric(series, errors="coerce")
         return pd.DataFrame(out, index=frame.index)
@@ -136,9 +144,31 @@ def _drop_reason(series: pd.Series) -> str:
     return ""
 
 
-def _to_datetime(series: pd.Series) -> pd.Series:
+DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%d/%m/%Y", "%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d")
+
+
+def _date_format(series: pd.Series) -> str | None:
+    """The one strptime format every value of a text date column follows, if there is one."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return None
+    values = series.dropna().astype(str)
+    for fmt in DATE_FORMATS:
+        if pd.to_datetime(values, format=fmt, errors="coerce").notna().all():
+            return fmt
+    return None
+
+
+def _to_datetime(series: pd.Series, fmt: str | None = None) -> pd.Series:
+    """Dates from a column: by the learned format, values that do not follow it by pandas' mixed parser."""
     if pd.api.types.is_datetime64_any_dtype(series):
         return series
+    if fmt:
+        parsed = pd.to_datetime(series, format=fmt, errors="coerce")
+        stray = parsed.isna() & series.notna()
+        if not stray.any():
+            return parsed
+        parsed[stray] = pd.to_datetime(series[stray], errors="coerce", format="mixed")
+        return parsed
     return pd.to_datetime(series, errors="coerce", format="mixed")
 
 

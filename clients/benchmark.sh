@@ -45,7 +45,7 @@ fi
 [ -n "$uri" ] && [ -n "$key" ] || { echo "error: pass --service NAME or --uri URI --key KEY" >&2; exit 2; }
 if [ ! -f "$data" ]; then
   echo "$data not found: writing it with clients/endpoint.py" >&2
-  "$python" "$here/endpoint.py" --uri "$uri" --key "$key" --out "$data" >/dev/null
+  "$python" "$here/endpoint.py" --uri="$uri" --key="$key" --out="$data" >/dev/null
 fi
 
 ab -n "$requests" -c "$concurrency" -p "$data" -T 'application/json' -H "Authorization: Bearer $key" "$uri"

@@ -60,3 +60,16 @@ def test_model_input_columns_come_from_the_signature(trained: tuple[Path, dict],
     monkeypatch.setenv("AMLOPS_HOME", str(home))
     columns = registry.model_input_columns("bike-demand", 1)
     assert "temp" in columns and "cnt" not in columns and "casual" not in columns
+
+
+def test_keys_are_random_urlsafe_and_never_look_like_options(tmp_path: Path) -> None:
+    from pipelines.local.keys import KeyStore, _new_key
+
+    keys = {_new_key() for _ in range(300)}
+    assert len(keys) == 300 and not any(k.startswith("-") for k in keys)
+    store = KeyStore(tmp_path / "keys.json")
+    first = store.keys()
+    assert oct((tmp_path / "keys.json").stat().st_mode & 0o777) == "0o600"
+    assert store.check_authorization_header(f"Bearer {first['secondary']}")
+    store.regenerate("primary")
+    assert not store.check(first["primary"]) and store.check(first["secondary"])

@@ -80,4 +80,7 @@ def fingerprint(key: str) -> str:
 
 
 def _new_key() -> str:
-    return secrets.token_urlsafe(32)
+    """32 random bytes, URL-safe; never starting with '-', which command lines would take for an option."""
+    while (key := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return key

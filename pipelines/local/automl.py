@@ -193,7 +193,7 @@ def search_time(budget: float, ensemble: bool) -> float:
     import psutil
 
     used = time.time() - psutil.Process().create_time()
-    reserve = (0.08 if ensemble else 0.03) * budget + 1.0
+    reserve = (0.10 if ensemble else 0.03) * budget + 2.0
     return max(0.25 * budget, budget - used - reserve)
 
 

@@ -110,7 +110,9 @@ def model_requirements() -> list[str]:
     return out
 
 
-def register(model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]) -> str:
+def register(
+    model: Any, model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]
+) -> str:
     """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version."""
     import mlflow
     import raw_model
@@ -120,8 +122,7 @@ def register(model_path: Path, test: pd.DataFrame, label: str, name: str, tags: 
     pickle_path = model_path
     if model_path.is_dir():
         pickle_path = next(model_path / n for n in MODEL_FILE_NAMES if (model_path / n).is_file())
-    loaded = load_automl_model(pickle_path)
-    signature = infer_signature(sample, np.asarray(loaded.predict(sample)))
+    signature = infer_signature(sample, np.asarray(model.predict(sample)))
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=raw_model.RawModelPyfunc(),
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label": args.label,
             }
         )
-        result["version"] = int(register(args.model_data, test, args.label, args.model_name, tags))
+        result["version"] = int(register(model, args.model_data, test, args.label, args.model_name, tags))
         print(f"register: registered {args.model_name} version {result['version']}: {why}")
     else:
         result["version"] = int(current[0]) if current else None

@@ -106,3 +106,24 @@ def recurrence_dict(rec: Any) -> dict[str, Any] | None:
         "minutes": rec.minutes,
         "week_days": rec.week_days,
     }
+
+
+# Windows time zone ids (azureml TimeZone values) that tzlocal's table does not list
+_EXTRA_ZONES = {"Mid-Atlantic Standard Time": "Etc/GMT+2", "Kamchatka Standard Time": "Asia/Kamchatka"}
+
+
+def zone_info(time_zone: Any) -> Any:
+    """The tzinfo of an azureml ``TimeZone`` (None means UTC, as Azure reads it)."""
+    import datetime as dt
+    import zoneinfo
+
+    from azureml.pipeline.core.schedule import TimeZone
+    from tzlocal.windows_tz import win_tz
+
+    if time_zone is None or time_zone == TimeZone.UTC:
+        return dt.UTC
+    windows_id = time_zone.value if isinstance(time_zone, TimeZone) else str(time_zone)
+    iana = win_tz.get(windows_id) or _EXTRA_ZONES.get(windows_id)
+    if iana is None:
+        raise UserError(f"no IANA zone known for time zone {windows_id!r}", hint="use another TimeZone")
+    return zoneinfo.ZoneInfo(iana)

@@ -16,17 +16,13 @@ SDK v1 cannot delete a schedule; ``delete`` disables it and says so.
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from typing import Any
 
 from azureml.pipeline.core import Schedule, ScheduleRecurrence
 from azureml.pipeline.core.schedule import TimeZone
 
-from pipelines.definitions import recurrence_dict
+from pipelines.definitions import recurrence_dict, zone_info
 from pipelines.errors import UserError
-
-# Windows time zone ids (azureml TimeZone values) that tzlocal's CLDR table does not list
-_EXTRA_ZONES = {"Mid-Atlantic Standard Time": "Etc/GMT+2", "Kamchatka Standard Time": "Asia/Kamchatka"}
 
 
 def validated(recurrence: Any) -> Any:
@@ -42,22 +38,6 @@ def validated(recurrence: Any) -> Any:
             f"invalid schedule: {exc}", hint="see ScheduleRecurrence in the Azure ML SDK docs"
         ) from None
     return recurrence
-
-
-def zone_info(time_zone: Any) -> dt.tzinfo:
-    """The tzinfo for an azureml ``TimeZone`` (None means UTC, as Azure reads it)."""
-    if time_zone is None or time_zone == TimeZone.UTC:
-        return dt.UTC
-    from tzlocal.windows_tz import win_tz
-
-    windows_id = time_zone.value if isinstance(time_zone, TimeZone) else str(time_zone)
-    iana = win_tz.get(windows_id) or _EXTRA_ZONES.get(windows_id)
-    if iana is None:
-        raise UserError(
-            f"no IANA zone known for time zone {windows_id!r}",
-            hint="set start_time explicitly on the recurrence",
-        )
-    return zoneinfo.ZoneInfo(iana)
 
 
 def with_start_time(recurrence: Any, now: dt.datetime | None = None) -> Any:

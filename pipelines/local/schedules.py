@@ -42,10 +42,10 @@ import json
 import sys
 import threading
 import uuid
-import zoneinfo
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines.definitions import zone_info
 from pipelines.errors import UserError
 from pipelines.local import publishing, run_queue
 
@@ -78,8 +78,6 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
 
 FREQUENCIES = ("Minute", "Hour", "Day", "Week", "Month")
 WEEK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-# Windows time zone ids (azureml TimeZone values) that tzlocal's CLDR table does not list
-_EXTRA_ZONES = {"Mid-Atlantic Standard Time": "Etc/GMT+2", "Kamchatka Standard Time": "Asia/Kamchatka"}
 MAX_COUNTED_MISSES = 100_000
 
 
@@ -127,21 +125,6 @@ def timezone_enum(name: str) -> Any:
         f"invalid schedule: unknown time zone {name!r}",
         hint="use a name of azureml.pipeline.core.schedule.TimeZone, e.g. UTC or PacificStandardTime",
     )
-
-
-def zone_info(time_zone: Any) -> dt.tzinfo:
-    """The tzinfo of an azureml ``TimeZone`` (None: UTC)."""
-    from azureml.pipeline.core.schedule import TimeZone
-
-    if time_zone is None or time_zone == TimeZone.UTC:
-        return dt.UTC
-    from tzlocal.windows_tz import win_tz
-
-    windows_id = time_zone.value if isinstance(time_zone, TimeZone) else str(time_zone)
-    iana = win_tz.get(windows_id) or _EXTRA_ZONES.get(windows_id)
-    if iana is None:
-        raise UserError(f"no IANA zone known for time zone {windows_id!r}", hint="use another TimeZone")
-    return zoneinfo.ZoneInfo(iana)
 
 
 def parse_start_time(text: str) -> dt.datetime:

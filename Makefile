@@ -30,8 +30,12 @@ test: setup system-deps
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
+# Benchmarks print their numbers and write them to BENCHMARKS.md; run them on a quiet machine.
 bench: setup system-deps
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.train_quality
+	$(PY) -m benchmarks.batch_throughput
+	$(PY) -m benchmarks.pipeline_service
+	$(PY) -m benchmarks.serving
 
 clean:
 	rm -rf .amlops

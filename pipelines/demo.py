@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               ["clients/endpoint.py", "--service", "bike-demand-local", "--rows", "2",
                "--out", str(home / "demo" / "data.json")])  # fmt: skip
         where["request payload"] = str(home / "demo" / "data.json")
-        where["stop the service"] = "python -m pipelines.deploy stop bike-demand-local"
+        where["stop the service"] = "python -m pipelines.deploy stop --name bike-demand-local"
 
     print("\n== where everything is")
     width = max(len(k) for k in where)

@@ -13,22 +13,11 @@ import pandas as pd
 import pytest
 
 from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_home
+from pipelines.datagen import COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCORE_PY = PROJECT_ROOT / "scoring" / "score.py"
-RAW_COLUMNS = [
-    "instant",
-    "date",
-    "season",
-    "yr",
-    "mnth",
-    "weekday",
-    "weathersit",
-    "temp",
-    "atemp",
-    "hum",
-    "windspeed",
-]
+RAW_COLUMNS = [c for c in COLUMNS if c not in (*LEAKING_COLUMNS, "cnt")]  # what the model takes
 
 
 def load_score_module(env: dict[str, str]) -> ModuleType:

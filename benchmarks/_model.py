@@ -122,17 +122,25 @@ def register_demo_model(
 
 
 @contextlib.contextmanager
+def using_env(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration, restoring (or removing) each one afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def using_home(home: Path) -> Iterator[Path]:
     """Point ``AMLOPS_HOME`` at ``home`` for the duration (restoring the previous value)."""
-    saved = os.environ.get("AMLOPS_HOME")
-    os.environ["AMLOPS_HOME"] = str(home)
-    try:
+    with using_env({"AMLOPS_HOME": str(home)}):
         yield home
-    finally:
-        if saved is None:
-            os.environ.pop("AMLOPS_HOME", None)
-        else:
-            os.environ["AMLOPS_HOME"] = saved
 
 
 def shared_model_home(base: Path, csv: Path, name: str = "bike-demand", n_trees: int = 10) -> Path:

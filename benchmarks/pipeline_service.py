@@ -97,15 +97,20 @@ class ServiceProcess:
 
     def stop_all(self) -> None:
         """Stop the service and any process still working in its workspace."""
-        import psutil
-
         self.kill(signal.SIGTERM)
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get("AMLOPS_HOME") == str(self.home):
-                    proc.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
+        kill_workspace_processes(self.home)
+
+
+def kill_workspace_processes(home: Path) -> None:
+    """Kill every process (but this one) whose AMLOPS_HOME is ``home``: runs a killed service left behind."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("AMLOPS_HOME") == str(home):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
 
 
 def prepare(root: Path) -> tuple[Path, Path, dict[str, Any]]:

@@ -43,6 +43,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from benchmarks._model import using_env
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
 SCORE_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
@@ -118,19 +120,11 @@ def in_process_costs(
     env: dict[str, str], payload: dict[str, Any], calls: int, tag: str = ""
 ) -> tuple[RunCost, RunCost]:
     """Median cost of one run() of the project's score.py and of the baseline script, in this process."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with using_env(env):
         ours = _load_script(
             SCORE_SCRIPT, f"bench_score_{tag}"
         )  # inference-schema keys schemas by module name
         base = _load_script(BASELINE_SCRIPT, f"bench_baseline_{tag}")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     body = json.dumps(payload)
     frame = ours.decode(json.loads(body)["data"], ours.SCHEMA)
     assert ours.run(json.loads(body)["data"])["result"] == base.run(json.loads(body)["data"])["result"]

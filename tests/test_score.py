@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_home
+from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_env, using_home
 from pipelines.datagen import COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,19 +22,11 @@ RAW_COLUMNS = [c for c in COLUMNS if c not in (*LEAKING_COLUMNS, "cnt")]  # what
 
 def load_score_module(env: dict[str, str]) -> ModuleType:
     """Import score.py the way azureml-inference-server-http does (spec_from_file_location)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with using_env(env):
         spec = importlib.util.spec_from_file_location("entry_module", SCORE_PY)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.init()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return module
 
 

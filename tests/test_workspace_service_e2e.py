@@ -23,6 +23,7 @@ import psutil
 import pytest
 import requests
 
+from benchmarks.pipeline_service import kill_workspace_processes
 from pipelines.settings import PROJECT_ROOT, Settings
 
 PREFIX = "/pipelines/v1.0/PipelineRuns"
@@ -91,12 +92,7 @@ class Service:
     def stop_all(self) -> None:
         """Stop the service and every process that works in this service's AMLOPS_HOME."""
         self.kill(signal.SIGTERM)
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get("AMLOPS_HOME") == str(self.home):
-                    proc.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
+        kill_workspace_processes(self.home)
 
 
 def make_service(root: Path, workers: int, **extra_env: str) -> Service:

@@ -110,6 +110,11 @@ def model_requirements() -> list[str]:
     return out
 
 
+def metric_tags(test_metrics: dict[str, float]) -> dict[str, str]:
+    """Test metrics as model tags, at full precision: a later run compares its exact value with them."""
+    return {k: str(float(v)) for k, v in test_metrics.items()}
+
+
 def register(
     model: Any, model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]
 ) -> str:
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"model_name": args.model_name, "registered": should, "reason": why}
     result["test_metrics"] = test_metrics
     if should:
-        tags = {k: f"{v:.6g}" for k, v in test_metrics.items()}
+        tags = metric_tags(test_metrics)
         tags.update(
             {
                 "data_sha256": report.get("data_sha256", ""),

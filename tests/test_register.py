@@ -40,3 +40,12 @@ def test_registered_version_without_the_metric_is_replaced() -> None:
 def test_model_requirements_are_pinned_from_the_running_environment() -> None:
     reqs = register.model_requirements()
     assert any(r.startswith("mlflow==") for r in reqs) and all("==" in r for r in reqs)
+
+
+def test_an_equal_model_is_not_registered_again() -> None:
+    """Tags keep the exact value, so a retrain with the same score does not count as better."""
+    value = 0.1380868212989208
+    tags = register.metric_tags({"test_nrmse": value})
+    ok, why = register.decide({"test_nrmse": value}, tags, "normalized_root_mean_squared_error")
+    assert ok is False, why
+    assert "not better" in why

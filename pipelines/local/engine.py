@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipelines.errors import UserError
-from pipelines.local import registry, runs
+from pipelines.local import registry, runs, warm
 from pipelines.local.adapter import (
     AutoMLStepPlan,
     DataRef,
@@ -112,6 +112,7 @@ class LocalRun:
         self.params = resolve_parameters(self.plan, request.parameter_assignments)
         self.data_paths = self._bind_datasets(request.dataset_paths)
         self._child: subprocess.Popen | None = None
+        self._hosts: dict[str, warm.WarmHost] = {}
         self._canceled = False
         self.record: dict[str, Any] = {
             "run_id": self.run_id,
@@ -132,12 +133,19 @@ class LocalRun:
 
     # ---- public ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
-        registry.configure_mlflow()
-        from mlflow import MlflowClient
+        self._prestart(0)  # the first step's interpreter warms up while MLflow starts the run
+        try:
+            registry.configure_mlflow()
+            from mlflow import MlflowClient
 
-        client = MlflowClient()
-        experiment_id = registry.ensure_experiment(self.request.experiment_name)
-        parent = client.create_run(experiment_id, run_name=self.run_id, tags={"amlops.run_id": self.run_id})
+            client = MlflowClient()
+            experiment_id = registry.ensure_experiment(self.request.experiment_name)
+            parent = client.create_run(
+                experiment_id, run_name=self.run_id, tags={"amlops.run_id": self.run_id}
+            )
+        except BaseException:
+            self._discard_hosts()
+            raise
         self.record.update(status="Running", started=runs.now(), mlflow_run_id=parent.info.run_id)
         self._save()
         previous = signal.signal(signal.SIGTERM, self._on_term) if _main_thread() else None
@@ -162,6 +170,7 @@ class LocalRun:
             self.record.update(status=final_status, ended=runs.now())
             client.set_terminated(parent.info.run_id, status=_mlflow_status(final_status))
             self._save()
+            self._discard_hosts()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return self.record
@@ -171,6 +180,7 @@ class LocalRun:
         if self._canceled:
             raise KeyboardInterrupt
         info = self.record["steps"][index]
+        self._prestart(index + 1)
         info.update(status="Running", started=runs.now())
         self._save()
         self._say(f"[{index + 1}/{len(self.plan.steps)}] {step.name} ({_step_type(step)}) running")
@@ -187,6 +197,8 @@ class LocalRun:
         try:
             if reuse_key and self._reuse(reuse_key, outputs):
                 info["reused"] = True
+                if step.name in self._hosts:
+                    self._hosts.pop(step.name).discard()
                 log_path.write_text(
                     f"reused the outputs of an earlier identical run (key {reuse_key[:12]})\n"
                 )
@@ -222,7 +234,8 @@ class LocalRun:
         env = self._step_env(mlflow_run_id)
         if isinstance(step, ScriptStepPlan):
             argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments)]
-            self._subprocess(step.name, argv, step.source_directory, env, log_path)
+            host = self._hosts.pop(step.name, None)
+            self._subprocess(step.name, argv, step.source_directory, env, log_path, host)
         elif isinstance(step, AutoMLStepPlan):
             settings = json.dumps(step.settings.__dict__, default=str)
             argv = [
@@ -301,14 +314,41 @@ class LocalRun:
             f"at {result.rows_per_second:,.0f} rows/s with {result.workers} workers"
         )
 
-    def _subprocess(self, name: str, argv: list[str], cwd: Path, env: dict, log_path: Path) -> None:
+    def _prestart(self, index: int) -> None:
+        """Start a warm interpreter for step ``index`` if it is a script step (see warm.py)."""
+        if index >= len(self.plan.steps) or self._canceled:
+            return
+        step = self.plan.steps[index]
+        if isinstance(step, ScriptStepPlan) and step.name not in self._hosts:
+            env = self._step_env("")
+            del env["MLFLOW_RUN_ID"]
+            host = warm.WarmHost.for_script(Path(step.source_directory) / step.script_name, env)
+            if host is not None:
+                self._hosts[step.name] = host
+
+    def _discard_hosts(self) -> None:
+        for host in self._hosts.values():
+            host.discard()
+        self._hosts.clear()
+
+    def _subprocess(
+        self,
+        name: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict,
+        log_path: Path,
+        host: warm.WarmHost | None = None,
+    ) -> None:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                start_new_session=True, bufsize=1,
-            )  # fmt: skip
+            proc = host.launch(argv[1:], cwd, env) if host is not None else None
+            if proc is None:
+                proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    start_new_session=True, bufsize=1,
+                )  # fmt: skip
             self._child = proc
             last_error = ""
             tail: list[str] = []

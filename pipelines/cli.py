@@ -127,39 +127,13 @@ def _run(
     label_required: bool,
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None,
 ) -> int:
-    from pipelines import datasets
-    from pipelines.local import adapter, engine, registry
+    from pipelines.local.engine_host import EngineHost
 
-    data_ref = args.data or settings.dataset
-    data_path = datasets.resolve(data_ref)
-    assignments: dict[str, Any] = {}
-    required: list[str] = [settings.label] if label_required else []
-    if getattr(args, "model", None) is not None or not label_required:
-        name, version = registry.parse_model_ref(getattr(args, "model", None) or settings.model_name)
-        model = registry.get_model(name, version)  # UserError when it is not registered
-        assignments.update(model_name=model.name, model_version=model.version)
-        required = registry.model_input_columns(model.name, model.version)
-    precheck_data(data_path, required, role="label" if label_required else "features")
-    definition = build(settings, data_ref)
-    plan = adapter.read_steps(definition.steps)
-    assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
-    bindings = {name: data_path for name in plan.datasets}
-    extra = json.loads(args.extra) if args.extra else {}
-    out = sys.stderr if args.json else sys.stdout
-    request = engine.RunRequest(
-        plan=plan,
-        pipeline_name=definition.name,
-        experiment_name=definition.experiment_name,
-        parameter_assignments=assignments,
-        dataset_paths=bindings,
-        run_id=args.run_id,
-        extra={"settings": settings.as_dict(), **extra},
-    )
-    record = engine.run_plan(
-        request,
-        out=out,
-        on_start=lambda rid: print(f"run {rid}: {definition.description}", file=out, flush=True),
-    )
+    host = EngineHost()  # imports MLflow and the engine on the other core while this builds the plan
+    try:
+        record = _run_in(host, build, settings, args, label_required)
+    finally:
+        host.close()
     summary = run_summary(record)
     if after_run is not None and record["status"] == "Completed":
         after_run(summary, args)
@@ -175,6 +149,43 @@ def _run(
             )
         return 1
     return 0
+
+
+def _run_in(
+    host: Any, build: Builder, settings: Settings, args: argparse.Namespace, label_required: bool
+) -> dict[str, Any]:
+    """Check the data, build the pipeline and its plan, and run it in ``host``; the final record."""
+    from pipelines import datasets
+    from pipelines.local import adapter, engine, registry, runs
+
+    data_ref = args.data or settings.dataset
+    data_path = datasets.resolve(data_ref)
+    assignments: dict[str, Any] = {}
+    required: list[str] = [settings.label] if label_required else []
+    if getattr(args, "model", None) is not None or not label_required:
+        name, version = registry.parse_model_ref(getattr(args, "model", None) or settings.model_name)
+        model = registry.get_model(name, version)  # UserError when it is not registered
+        assignments.update(model_name=model.name, model_version=model.version)
+        required = registry.model_input_columns(model.name, model.version)
+    precheck_data(data_path, required, role="label" if label_required else "features")
+    definition = build(settings, data_ref)
+    plan = adapter.read_steps(definition.steps)
+    assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
+    engine.resolve_parameters(plan, assignments)  # bad values fail here, before a run exists
+    bindings = {name: data_path for name in plan.datasets}
+    extra = json.loads(args.extra) if args.extra else {}
+    out = sys.stderr if args.json else sys.stdout
+    request = engine.RunRequest(
+        plan=plan,
+        pipeline_name=definition.name,
+        experiment_name=definition.experiment_name,
+        parameter_assignments=assignments,
+        dataset_paths=bindings,
+        run_id=args.run_id or runs.new_run_id(definition.name),
+        extra={"settings": settings.as_dict(), **extra},
+    )
+    print(f"run {request.run_id}: {definition.description}", file=out, flush=True)
+    return host.run(request, to_stderr=args.json)
 
 
 def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> None:

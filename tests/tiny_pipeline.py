@@ -10,10 +10,9 @@ python -m tests.tiny_pipeline run|show|publish ...
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from pipelines.cli import PipelineDefinition, pipeline_cli
+from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
 from pipelines.definitions import dataset_input, recurrence, run_config
 from pipelines.settings import Settings
 
@@ -60,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

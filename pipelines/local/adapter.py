@@ -9,7 +9,6 @@ and tested against them in tests/test_adapter.py. Nothing here constructs a ``Wo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,115 +20,21 @@ from azureml.data.output_dataset_config import (
 )
 from azureml.pipeline.core import PipelineData, PipelineParameter
 
+from pipelines.local.plan import (  # noqa: F401 - the plan types are part of this module's interface
+    Arg,
+    AutoMLSettings,
+    AutoMLStepPlan,
+    DataRef,
+    DatasetSource,
+    ParallelRunStepPlan,
+    ParamRef,
+    Plan,
+    PlanError,
+    ScriptStepPlan,
+    StepPlan,
+)
+
 ADAPTED_SDK_VERSION = "1.62.0"
-
-
-@dataclass(frozen=True)
-class ParamRef:
-    """A PipelineParameter used in a step's arguments."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """A named piece of data: a pipeline dataset input or a step output folder."""
-
-    name: str
-
-
-Arg = str | ParamRef | DataRef
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """Where a pipeline-level dataset input comes from (the SDK Dataset's paths)."""
-
-    name: str
-    paths: tuple[str, ...]
-    mode: str
-    kind: str  # "file" or "tabular"
-
-
-@dataclass
-class ScriptStepPlan:
-    name: str
-    source_directory: Path
-    script_name: str
-    arguments: list[Arg]
-    inputs: list[str]
-    outputs: list[str]
-    allow_reuse: bool
-    compute_target: str | None
-    environment: str | None
-    kind: str = "script"
-
-
-@dataclass
-class AutoMLSettings:
-    task: str
-    primary_metric: str
-    label_column_name: str
-    experiment_timeout_minutes: float | None
-    iterations: int | None
-    n_cross_validations: int | None
-    allowed_models: list[str]
-    blocked_models: list[str]
-    enable_early_stopping: bool
-    enable_ensemble: bool = True  # enable_voting_ensemble or enable_stack_ensemble
-    time_column_name: str | None = None
-    forecast_horizon: int | None = None
-    freq: str | None = None
-    target_lags: Any = None
-
-
-@dataclass
-class AutoMLStepPlan:
-    name: str
-    settings: AutoMLSettings
-    training_data: str
-    model_output: str
-    metrics_output: str
-    inputs: list[str]
-    outputs: list[str]
-    allow_reuse: bool
-    compute_target: str | None
-    kind: str = "automl"
-
-
-@dataclass
-class ParallelRunStepPlan:
-    name: str
-    source_directory: Path
-    entry_script: str
-    arguments: list[Arg]
-    inputs: list[str]
-    input_kinds: dict[str, str]
-    outputs: list[str]
-    options: dict[str, Any]
-    allow_reuse: bool
-    compute_target: str | None
-    environment: str | None
-    kind: str = "parallel_run"
-
-
-StepPlan = ScriptStepPlan | AutoMLStepPlan | ParallelRunStepPlan
-
-
-@dataclass
-class Plan:
-    """Steps in execution order, the pipeline parameters with defaults, and the dataset inputs."""
-
-    steps: list[StepPlan]
-    parameters: dict[str, Any] = field(default_factory=dict)
-    datasets: dict[str, DatasetSource] = field(default_factory=dict)
-
-    def producers(self) -> dict[str, str]:
-        return {out: step.name for step in self.steps for out in step.outputs}
-
-
-class PlanError(ValueError):
-    """The steps cannot be turned into a runnable plan (e.g. a cycle or a missing producer)."""
 
 
 def read_steps(steps: list[Any]) -> Plan:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from pipelines.errors import UserError
 from pipelines.local import registry, runs, warm
-from pipelines.local.adapter import (
+from pipelines.local.plan import (
     AutoMLStepPlan,
     DataRef,
     ParallelRunStepPlan,

@@ -1,0 +1,137 @@
+"""Run the local engine in its own process, warmed up while the command line builds the pipeline.
+
+A ``run`` command needs the Azure ML SDK (to build the pipeline from its classes) and MLflow (to
+track the run), and importing each costs seconds of one core. The command starts this host first:
+the host imports MLflow, its SQLite store and the engine on the other core while the command imports
+the SDK and builds the plan. The command then sends the ``RunRequest`` (pickled, on the host's
+stdin) and waits; the host runs it, writing progress to the same terminal, and the final record is
+the run folder's ``run.json``.
+
+The command forwards SIGTERM (how the workspace service cancels a run) to the host; a host whose
+command dies cancels its run, so no run is left "Running" behind a dead command.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from pipelines.settings import PROJECT_ROOT
+
+FINAL = ("Completed", "Failed", "Canceled")
+
+
+class EngineHost:
+    """The command's side: start the host, hand it the request, wait, return the final record."""
+
+    def __init__(self) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.local.engine_host"],
+            stdin=subprocess.PIPE,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+
+    def run(self, request: Any, to_stderr: bool) -> dict[str, Any]:
+        from pipelines.errors import UserError
+        from pipelines.local import runs
+
+        assert self.proc.stdin is not None
+        try:
+            pickle.dump({"request": request, "to_stderr": to_stderr}, self.proc.stdin)
+            self.proc.stdin.close()
+        except OSError:
+            pass  # the host is gone: its exit status tells
+        previous = signal.signal(signal.SIGTERM, self._forward) if _main_thread() else None
+        try:
+            code = self._wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        try:
+            record = runs.read_record(request.run_id)
+        except (OSError, ValueError, UserError):  # no record yet, or a half-written one
+            record = None
+        if record is None or record.get("status") not in FINAL:
+            record = _mark_failed(request, record, f"the local engine process exited with status {code}")
+        return record
+
+    def close(self) -> None:
+        """Stop a host that was not given a request (the command failed before the run)."""
+        if self.proc.poll() is None:
+            try:
+                if self.proc.stdin is not None and not self.proc.stdin.closed:
+                    self.proc.stdin.close()  # the host exits on an empty stdin
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+    def _wait(self) -> int:
+        while True:
+            try:
+                return self.proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached the host too: wait for it to cancel the run
+                continue
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+
+def _mark_failed(request: Any, record: dict[str, Any] | None, message: str) -> dict[str, Any]:
+    from pipelines.local import runs
+
+    record = dict(record or {"run_id": request.run_id, "pipeline": request.pipeline_name, "steps": []})
+    for step in record.get("steps", []):
+        if step.get("status") == "Running":
+            step["status"] = "Failed"
+    record.update(status="Failed", ended=runs.now(), error={"message": message})
+    runs.write_record(request.run_id, record)
+    return record
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _cancel_when_orphaned(parent: int) -> None:
+    """If the command that started this host dies, cancel the run as SIGTERM would."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def main() -> int:
+    threading.Thread(target=_cancel_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    # the slow imports, done while the command builds the pipeline
+    import mlflow  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    from pipelines.local import engine
+
+    gc.freeze()
+    data = sys.stdin.buffer.read()
+    if not data:
+        return 0  # the command stopped before its run started
+    message = pickle.loads(data)
+    engine.run_plan(message["request"], out=sys.stderr if message["to_stderr"] else sys.stdout)
+    gc.freeze()  # a quick exit: no final walk over every imported object
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
 import selectors
@@ -229,6 +230,7 @@ class _Worker:
             "output_action": engine.options.output_action,
             "headered_output": engine.options.headered_output,
             "threads": engine.threads,
+            "preload": engine.preload,
         }
         env = dict(engine.base_env)
         env[CONFIG_ENV] = json.dumps(config)
@@ -255,6 +257,8 @@ class _Worker:
         os.close(result_write)
         self.result_fd = result_read
         os.set_blocking(result_read, False)
+        if engine.model_env is not None:
+            self.send({"env": engine.model_env})
 
     def send(self, message: dict[str, Any]) -> bool:
         """Write one task line; False if the worker is gone."""
@@ -338,6 +342,10 @@ class _Engine:
         self.n_workers = options.node_count * self.per_node
         self.threads = max(1, _cores() // self.n_workers)
         self.base_env = self._worker_env()
+        self.preload = _preload_modules(self.entry_script)
+        # Model.get_model_path's variables: sent to the workers (first line on their task pipe) once
+        # resolved, which takes seconds of MLflow; the workers import their libraries meanwhile
+        self.model_env: dict[str, str] | None = None if options.model else {}
         self.staging_dir = output_dir / f".parallel-run-staging-{uuid.uuid4().hex[:8]}"
         self.failed_items = 0
         self.failed_batches = 0
@@ -362,9 +370,7 @@ class _Engine:
         if self.options.model:
             from pipelines.local import registry
 
-            name, version = registry.parse_model_ref(self.options.model)
             env.update(registry.mlflow_env())
-            env.update(registry.model_env(name, version))
         env.update({k: str(v) for k, v in self.options.environment_variables.items()})
         return env
 
@@ -387,10 +393,13 @@ class _Engine:
                 abort_reason = str(exc)
             finally:
                 self._stop_workers(graceful=clean)
-            if not abort_reason:
-                output_file, headered_file = self._publish_output()
-            else:
-                output_file = headered_file = None
+            try:  # published while the workers run shutdown() and exit
+                if not abort_reason:
+                    output_file, headered_file = self._publish_output()
+                else:
+                    output_file = headered_file = None
+            finally:
+                self._reap_workers()
         except BaseException:
             self._cleanup_staging()
             raise
@@ -422,6 +431,10 @@ class _Engine:
         self.workers = []
         for slot in range(self.n_workers):
             self._start_worker(slot, 0, selector)
+        if self.model_env is None:
+            self.model_env = self._resolve_model()
+            for worker in self.workers:
+                worker.send({"env": self.model_env})
         unfinished = len(self.records)
         while unfinished:
             for worker in list(self.workers):
@@ -452,6 +465,14 @@ class _Engine:
             self._show_progress()
         self._check_percent(scheduled, final=True)
         self._show_progress(final=True)
+
+    def _resolve_model(self) -> dict[str, str]:
+        """Lay out ``options.model`` for ``Model.get_model_path``; UserError if it is not registered."""
+        from pipelines.local import registry
+
+        assert self.options.model
+        name, version = registry.parse_model_ref(self.options.model)
+        return registry.model_env(name, version)
 
     def _start_worker(self, slot: int, generation: int, selector: selectors.BaseSelector) -> _Worker:
         worker = _Worker(slot, generation, self)
@@ -567,17 +588,19 @@ class _Engine:
     def _stop_workers(self, graceful: bool) -> None:
         """Ask idle workers to finish (they call the script's shutdown()); kill the rest."""
         for worker in self.workers:
-            if graceful and worker.proc.poll() is None:
+            if graceful and worker.task is None and worker.proc.poll() is None:
                 worker.send({"stop": True})
+            else:
+                worker.kill()
+
+    def _reap_workers(self) -> None:
+        """Wait for the stopping workers (10 s at most, then kill them) and close their pipes."""
         deadline = time.monotonic() + 10
         for worker in self.workers:
-            if not graceful or worker.task is not None:
+            try:
+                worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 worker.kill()
-            else:
-                try:
-                    worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    worker.kill()
             worker.close()
 
     # -- output and report -----------------------------------------------------------------------
@@ -795,6 +818,13 @@ def _input_files(inputs: list[Path], kind: str) -> tuple[str, list[Path]]:
     return kind, files
 
 
+def _preload_modules(entry_script: Path) -> list[str]:
+    """Libraries the entry script imports, for its workers to import while the model is laid out."""
+    from pipelines.local.warm import enabled, preload_modules
+
+    return (preload_modules(entry_script) or []) if enabled() else []
+
+
 def _count_items(batch: MiniBatch) -> int:
     """Items in a mini-batch the worker never reported on (it crashed before reading it)."""
     if batch.kind == "file":
@@ -910,4 +940,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    gc.freeze()  # a quick exit after MLflow was loaded: no final walk over all its objects
+    sys.exit(code)

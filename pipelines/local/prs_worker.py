@@ -9,6 +9,8 @@ result rows to a per-mini-batch part file (temp file + rename), so no data trave
 
 from __future__ import annotations
 
+import gc
+import importlib
 import importlib.util
 import json
 import os
@@ -49,6 +51,12 @@ def main() -> int:
     except ImportError:  # pragma: no cover - pyarrow is a pinned dependency
         pass
 
+    _preload(config.get("preload") or [])
+    first = tasks.readline()  # the variables for Model.get_model_path, once the parent has them
+    if not first:
+        return 0
+    os.environ.update(json.loads(first).get("env") or {})
+
     entry = Path(config["entry_script"])
     sys.path.insert(0, str(Path(config["source_dir"])))
     sys.argv = [str(entry), *config["arguments"]]
@@ -82,7 +90,18 @@ def main() -> int:
             break
         _process(task, module, channel, staging, config, threads)
     _shutdown(module)
+    gc.freeze()  # a quick exit: the collector need not walk every loaded object once more
     return 0
+
+
+def _preload(modules: list[str]) -> None:
+    """Import the entry script's libraries (numpy, pandas, mlflow...) before its own import."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the entry script reports its own import errors
+            continue
+    gc.freeze()
 
 
 def _import_entry_script(path: Path) -> Any:

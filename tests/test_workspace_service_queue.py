@@ -64,9 +64,18 @@ def states() -> dict[str, str]:
     return {r["run_id"]: r["state"] for r in run_queue.rows()}
 
 
-def test_bounded_pool_runs_everything_in_order(fake_python) -> None:
+def test_bounded_pool_runs_everything_in_order(fake_python, monkeypatch) -> None:
     script, trace = fake_python
     ids = queue_one(6)
+    spawned: list[str] = []  # the dispatcher's own order (two processes started together may log either way)
+    real_popen = subprocess.Popen
+
+    def recording_popen(argv, *args, **kwargs):
+        if "--run-id" in argv:
+            spawned.append(argv[argv.index("--run-id") + 1])
+        return real_popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(run_queue.subprocess, "Popen", recording_popen)
     queue = run_queue.RunQueue(workers=2, poll_seconds=0.05, python=str(script), prepare_tracking=False)
     queue.start()
     try:
@@ -75,7 +84,8 @@ def test_bounded_pool_runs_everything_in_order(fake_python) -> None:
         queue.stop()
     events = [line.split() for line in trace.read_text().splitlines()]
     starts = [e[1] for e in events if e[0] == "start"]
-    assert starts == ids  # first in, first started; none lost, none run twice
+    assert spawned == ids  # first in, first started
+    assert sorted(starts) == sorted(ids)  # none lost, none run twice
     running, peak = 0, 0
     for kind, _, _ in sorted(events, key=lambda e: float(e[2])):
         running += 1 if kind == "start" else -1

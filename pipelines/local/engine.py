@@ -340,6 +340,10 @@ class LocalRun:
         log_path: Path,
         host: warm.WarmHost | None = None,
     ) -> None:
+        if self._canceled:  # SIGTERM came between the step's start and its process
+            if host is not None:
+                host.discard()
+            raise KeyboardInterrupt
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
@@ -350,6 +354,8 @@ class LocalRun:
                     start_new_session=True, bufsize=1,
                 )  # fmt: skip
             self._child = proc
+            if self._canceled:  # SIGTERM came while the process was being started
+                self._on_term(signal.SIGTERM, None)
             last_error = ""
             tail: list[str] = []
             assert proc.stdout is not None

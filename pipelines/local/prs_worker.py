@@ -10,7 +10,6 @@ result rows to a per-mini-batch part file (temp file + rename), so no data trave
 from __future__ import annotations
 
 import gc
-import importlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from pipelines.local.step_host import preload
 
 CONFIG_ENV = "AMLOPS_PRS_WORKER"
 EXIT_BAD_SCRIPT = 3
@@ -51,7 +52,7 @@ def main() -> int:
     except ImportError:  # pragma: no cover - pyarrow is a pinned dependency
         pass
 
-    _preload(config.get("preload") or [])
+    preload(config.get("preload") or [])  # the entry script's libraries, while the model is laid out
     first = tasks.readline()  # the variables for Model.get_model_path, once the parent has them
     if not first:
         return 0
@@ -92,16 +93,6 @@ def main() -> int:
     _shutdown(module)
     gc.freeze()  # a quick exit: the collector need not walk every loaded object once more
     return 0
-
-
-def _preload(modules: list[str]) -> None:
-    """Import the entry script's libraries (numpy, pandas, mlflow...) before its own import."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the entry script reports its own import errors
-            continue
-    gc.freeze()
 
 
 def _import_entry_script(path: Path) -> Any:

@@ -28,6 +28,7 @@ import types
 
 
 def preload(modules: list[str]) -> None:
+    """Import these modules now (a name that is not a module is skipped), then freeze the GC."""
     for name in modules:
         try:
             importlib.import_module(name)

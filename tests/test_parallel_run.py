@@ -10,10 +10,12 @@ import csv
 import json
 import os
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 
 from pipelines import datagen
@@ -57,8 +59,9 @@ def run(tmp_path: Path, entry: Path, inputs: list[Path], **options: Any) -> JobR
     progress = options.pop("progress", False)
     options.setdefault("process_count_per_node", 2)
     options.setdefault("arguments", ("--record", str(tmp_path / "rec")))
+    canceled = options.pop("canceled", None)
     opts = ParallelRunOptions(entry_script=str(entry), **options)
-    return run_parallel(opts, inputs, tmp_path / "out", progress=progress)
+    return run_parallel(opts, inputs, tmp_path / "out", progress=progress, canceled=canceled)
 
 
 def processed(result: JobResult) -> list[dict[str, str]]:
@@ -416,3 +419,30 @@ def test_bad_inputs_are_user_errors(tmp_path: Path, data: Path) -> None:
         run(tmp_path, entry, [data], error_threshold=-2)
     with pytest.raises(UserError, match="append_row_file_name"):
         run(tmp_path, entry, [data], append_row_file_name="a/b.txt")
+
+
+def test_a_canceled_job_kills_its_workers_and_publishes_nothing(tmp_path: Path, data: Path) -> None:
+    """How the pipeline engine stops a ParallelRunStep when its run is canceled (SIGTERM)."""
+    body = """
+    def run(mini_batch):
+        note("run", pid=os.getpid())
+        time.sleep(30)
+        return mini_batch[["instant"]]
+    """
+    started = {"at": None}
+
+    def canceled() -> bool:  # once the first mini-batch is running
+        if records(tmp_path, "run") and started["at"] is None:
+            started["at"] = time.monotonic()
+        return started["at"] is not None
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, script(tmp_path, body), [data], mini_batch_size="40KB", canceled=canceled)
+    assert time.monotonic() - started["at"] < 10  # not after the 30 s mini-batch
+    pids = {r["pid"] for r in records(tmp_path, "run")}
+    assert pids and not any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids
+    )
+    out = tmp_path / "out"
+    assert not (out / "parallel_run_step.txt").exists()
+    assert not list(out.glob(".parallel-run-staging-*"))

@@ -299,6 +299,7 @@ class LocalRun:
                 outputs[step.outputs[0]],
                 report_dir,
                 progress=self.out is not None,
+                canceled=lambda: self._canceled,
             )
         except UserError as exc:
             raise StepFailed(step.name, 2, str(exc)) from None

@@ -44,6 +44,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,11 +325,13 @@ class _Engine:
         output_dir: Path,
         report_dir: Path,
         progress: bool,
+        canceled: Callable[[], bool] | None = None,
     ) -> None:
         self.options = options
         self.output_dir = output_dir
         self.report_dir = report_dir
         self.progress = progress
+        self.canceled = canceled or (lambda: False)
         self.source_dir, self.entry_script = _locate_entry_script(options)
         self.kind, self.files = _input_files(inputs, options.input_kind)
         size = parse_mini_batch_size(options.mini_batch_size, self.kind)
@@ -391,8 +394,11 @@ class _Engine:
                 clean = True
             except _Abort as exc:
                 abort_reason = str(exc)
-            finally:
-                self._stop_workers(graceful=clean)
+            except BaseException:
+                self._stop_workers(graceful=False)
+                self._reap_workers()
+                raise
+            self._stop_workers(graceful=clean)
             try:  # published while the workers run shutdown() and exit
                 if not abort_reason:
                     output_file, headered_file = self._publish_output()
@@ -437,6 +443,8 @@ class _Engine:
                 worker.send({"env": self.model_env})
         unfinished = len(self.records)
         while unfinished:
+            if self.canceled():  # the job is stopped: workers are killed and no output is published
+                raise KeyboardInterrupt
             for worker in list(self.workers):
                 if worker.ready and worker.task is None and pending:
                     record = pending.popleft()
@@ -750,17 +758,20 @@ def run_parallel(
     output_dir: str | os.PathLike[str],
     report_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    canceled: Callable[[], bool] | None = None,
 ) -> JobResult:
     """Run ``options.entry_script`` over ``inputs`` as ParallelRunStep would; UserError on bad input.
 
     Returns a JobResult whether or not a failure threshold was exceeded (``succeeded`` says which).
-    ``report_dir`` defaults to ``output_dir``'s sibling ``<output_dir>-report``.
+    ``report_dir`` defaults to ``output_dir``'s sibling ``<output_dir>-report``. ``canceled`` is asked
+    between events (at least twice a second): once it says True the workers are killed, nothing is
+    published and KeyboardInterrupt is raised.
     """
     options.validate()
     out = Path(output_dir).resolve()
     report = Path(report_dir).resolve() if report_dir else out.with_name(out.name + "-report")
     paths = [Path(p).expanduser() for p in inputs]
-    engine = _Engine(options, paths, out, report, progress)
+    engine = _Engine(options, paths, out, report, progress, canceled)
     return engine.run()
 
 

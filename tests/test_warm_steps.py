@@ -72,6 +72,12 @@ def test_preload_follows_local_modules_and_keeps_to_known_libraries(source: Path
     assert warm.preload_modules(source / "probe.py") == ["numpy", "pandas", "pandas.api"]
 
 
+def test_a_local_package_shadowing_a_library_is_not_preloaded(source: Path) -> None:
+    (source / "numpy").mkdir()
+    (source / "numpy" / "__init__.py").write_text("LOCAL = True\n")
+    assert warm.preload_modules(source / "probe.py") == ["pandas", "pandas.api"]
+
+
 @pytest.mark.parametrize(
     "line",
     [

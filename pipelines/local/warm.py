@@ -47,6 +47,8 @@ def preload_modules(script: Path) -> list[str] | None:
                 top = name.split(".")[0]
                 if (folder / f"{top}.py").is_file():
                     todo.append(folder / f"{top}.py")
+                elif (folder / top).is_dir():  # a package of the script's own folder: not preloaded
+                    continue
                 elif top in PRELOADABLE and name not in modules:
                     modules.append(name)
     return modules

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks._model import using_env
 from pipelines import datagen
 from pipelines.local.parallel_run import ParallelRunOptions, main, run_parallel
 from scoring import scoring
@@ -35,9 +36,7 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from pipelines.local import registry
 
     home = tmp_path_factory.mktemp("model-home")
-    saved = {k: os.environ.get(k) for k in ("AMLOPS_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    os.environ["AMLOPS_HOME"] = str(home)
-    try:
+    with using_env({"AMLOPS_HOME": str(home), **registry.mlflow_env(home)}):
         train = datagen.generate(3000, seed=21)
         model = lightgbm.LGBMRegressor(n_estimators=15, num_leaves=7, n_jobs=1, verbose=-1)
         model.fit(train[FEATURES], train.cnt)
@@ -52,12 +51,6 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 registered_model_name=MODEL_NAME,
             )
         yield home
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ class LocalRun:
             raise
         self.record.update(status="Running", started=runs.now(), mlflow_run_id=parent.info.run_id)
         self._save()
-        previous = signal.signal(signal.SIGTERM, self._on_term) if _main_thread() else None
+        previous = signal.signal(signal.SIGTERM, self._on_term) if in_main_thread() else None
         final_status = "Failed"
         try:
             for index, step in enumerate(self.plan.steps):
@@ -528,7 +528,8 @@ def _step_type(step: StepPlan) -> str:
     ]
 
 
-def _main_thread() -> bool:
+def in_main_thread() -> bool:
+    """Whether this is the main thread (only it may install signal handlers)."""
     import threading
 
     return threading.current_thread() is threading.main_thread()

@@ -46,6 +46,7 @@ class EngineHost:
     def run(self, request: Any, to_stderr: bool) -> dict[str, Any]:
         from pipelines.errors import UserError
         from pipelines.local import runs
+        from pipelines.local.engine import in_main_thread
 
         assert self.proc.stdin is not None
         try:
@@ -53,7 +54,7 @@ class EngineHost:
             self.proc.stdin.close()
         except OSError:
             pass  # the host is gone: its exit status tells
-        previous = signal.signal(signal.SIGTERM, self._forward) if _main_thread() else None
+        previous = signal.signal(signal.SIGTERM, self._forward) if in_main_thread() else None
         try:
             code = self._wait()
         finally:
@@ -100,10 +101,6 @@ def _mark_failed(request: Any, record: dict[str, Any] | None, message: str) -> d
     record.update(status="Failed", ended=runs.now(), error={"message": message})
     runs.write_record(request.run_id, record)
     return record
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def _cancel_when_orphaned(parent: int) -> None:

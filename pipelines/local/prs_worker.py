@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipelines.local.step_host import preload
+from pipelines.local.step_host import preload, stdin_from_devnull
 
 CONFIG_ENV = "AMLOPS_PRS_WORKER"
 EXIT_BAD_SCRIPT = 3
@@ -41,9 +41,7 @@ def main() -> int:
     config = json.loads(os.environ[CONFIG_ENV])
     tasks = os.fdopen(int(config["task_fd"]), "r", encoding="utf-8")
     channel = _Channel(int(config["result_fd"]))
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    stdin_from_devnull()
     threads = int(config["threads"])
     try:
         import pyarrow as pa

@@ -38,13 +38,18 @@ def preload(modules: list[str]) -> None:
     gc.freeze()
 
 
+def stdin_from_devnull() -> None:
+    """Make fd 0 /dev/null, as for a job started without a terminal."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
 def run_job(job: dict) -> int:
     os.environ.clear()
     os.environ.update(job["env"])
     os.chdir(job["cwd"])
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    stdin_from_devnull()
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 lives as long as the process
     argv = list(job["argv"])
     script = os.path.abspath(argv[0])

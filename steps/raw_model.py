@@ -8,6 +8,9 @@ text columns become categories), so a caller sends the dataset's raw columns min
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,27 +58,53 @@ class RawFeaturizer:
         return self
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(dict(self._feature_columns(frame)), index=frame.index)
+
+    def matrix(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+        """The features of ``transform`` as one 2-D array, exactly as LightGBM converts that frame.
+
+        Same values and the same dtype LightGBM's pandas conversion picks (categories as codes, missing
+        as NaN); None when a column has a dtype that conversion would reject or treat differently.
+        Building no DataFrame is what makes a one-row prediction cheap.
+        """
+        names: list[str] = []
+        arrays: list[np.ndarray] = []
+        for name, values in self._feature_columns(frame):
+            if isinstance(values, pd.Categorical):
+                codes = values.codes
+                array = np.where(codes == -1, np.nan, codes) if (codes == -1).any() else codes
+            else:
+                array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+                if not isinstance(array.dtype, np.dtype) or array.dtype.kind not in "biuf":
+                    return None
+            names.append(name)
+            arrays.append(array)
+        if not arrays:
+            return None
+        target = np.result_type(*[a.dtype.type for a in arrays], np.float32)
+        out = np.empty((len(frame), len(arrays)), dtype=target)
+        for i, array in enumerate(arrays):
+            out[:, i] = array
+        return out, names
+
+    def _feature_columns(self, frame: pd.DataFrame) -> Iterator[tuple[str, Any]]:
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
-        out: dict[str, Any] = {}
         for col in self.columns:
             if col in self.dropped:
                 continue
             series = frame[col]
             if col in self.date_columns:
-                parsed = _to_datetime(
-                    series, getattr(self, "date_formats", {}).get(col)
-                )  # older pickles lack it
-                for part, values in date_parts(parsed.to_numpy(dtype="datetime64[ns]")).items():
-                    out[f"{col}_{part}"] = values
+                fmt = getattr(self, "date_formats", {}).get(col)  # older pickles lack it
+                for part, values in date_parts(_datetime_values(series, fmt)).items():
+                    yield f"{col}_{part}", values
             elif col in self.category_levels:
-                out[col] = pd.Categorical(series.astype("string"), categories=self.category_levels[col])
+                yield col, pd.Categorical(series.astype("string"), categories=self.category_levels[col])
             elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-                out[col] = series
+                yield col, series
             else:
-                out[col] = pd.to_numeric(series, errors="coerce")
-        return pd.DataFrame(out, index=frame.index)
+                yield col, pd.to_numeric(series, errors="coerce")
 
 
 @dataclass
@@ -104,10 +133,86 @@ class RawColumnsModel:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])
-        return np.asarray(self.estimator.predict(self.features(frame)))
+        fast = self._booster_call()
+        if fast is not None and fast.ready:
+            features = self.featurizer.matrix(frame)
+            if features is not None and features[1] == fast.feature_names:
+                return np.asarray(fast.booster.predict(features[0], **fast.kwargs))
+        features = self.features(frame)
+        if fast is not None and not fast.ready:
+            return fast.learn(self.estimator, features, self.featurizer.matrix(frame))
+        return np.asarray(self.estimator.predict(features))
+
+    def _booster_call(self) -> _BoosterCall | None:
+        """For a LightGBM regressor: its Booster called directly (scikit-learn's wrapper costs more than a
+        one-row prediction); None for any other estimator. Learned on, and checked against, the first call."""
+        fast = self.__dict__.get("_fast", False)
+        if fast is False:
+            categories = [self.featurizer.category_levels[c] for c in self.featurizer.columns
+                          if c in self.featurizer.category_levels and c not in self.featurizer.dropped]  # fmt: skip
+            fast = _BoosterCall.of(self.estimator, categories) if self.task == "regression" else None
+            self.__dict__["_fast"] = fast
+        return fast
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_fast", None)  # a per-process cache
+        return state
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.estimator.predict_proba(self.features(frame)))
+
+
+class _BoosterCall:
+    """``LGBMRegressor.predict`` without the wrapper: ``booster.predict(array, **kwargs)``.
+
+    The keyword arguments are the ones the wrapper itself passes to its Booster, captured on the first
+    call; the direct call is used from then on only if it gave that first call's exact answer.
+    """
+
+    def __init__(self, booster: Any, feature_names: list[str]) -> None:
+        self.booster = booster
+        self.feature_names = feature_names
+        self.kwargs: dict[str, Any] = {}
+        self.ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, estimator: Any, categories: list[list[str]]) -> _BoosterCall | None:
+        """The direct call for a fitted ``LGBMRegressor`` trained on these category levels, else None."""
+        try:
+            import lightgbm
+        except ImportError:  # pragma: no cover - LightGBM is a pinned dependency
+            return None
+        if type(estimator) is not lightgbm.LGBMRegressor or not estimator.__sklearn_is_fitted__():
+            return None
+        booster = estimator.booster_
+        if [list(levels) for levels in (booster.pandas_categorical or [])] != categories:
+            return None
+        return cls(booster, list(booster.feature_name()))
+
+    def learn(
+        self, estimator: Any, frame: pd.DataFrame, features: tuple[np.ndarray, list[str]] | None
+    ) -> np.ndarray:
+        """Predict through the wrapper, capturing what it passes to the Booster; compare the direct call."""
+        captured: dict[str, Any] = {}
+        real = self.booster.predict
+
+        def spy(data: Any, **kwargs: Any) -> Any:
+            captured.update(kwargs)
+            return real(data, **kwargs)
+
+        with self._lock:
+            self.booster.predict = spy  # an instance attribute shadows the method for this one call
+            try:
+                expected = np.asarray(estimator.predict(frame))
+            finally:
+                del self.booster.predict
+            if features is not None and features[1] == self.feature_names and captured:
+                direct = np.asarray(self.booster.predict(features[0], **captured))
+                if direct.dtype == expected.dtype and np.array_equal(direct, expected, equal_nan=True):
+                    self.kwargs, self.ready = captured, True
+        return expected
 
 
 class RawModelPyfunc(PythonModel):
@@ -193,6 +298,43 @@ def _date_format(series: pd.Series) -> str | None:
         if pd.to_datetime(values, format=fmt, errors="coerce").notna().all():
             return fmt
     return None
+
+
+# day-only formats parsed without pandas: (pattern, order of its year, month and day groups)
+_DAY_FORMATS = {
+    "%Y-%m-%d": (r"(\d{4})-(1[0-2]|0[1-9]|[1-9])-(3[01]|[12]\d|0[1-9]|[1-9])", (0, 1, 2)),
+    "%Y/%m/%d": (r"(\d{4})/(1[0-2]|0[1-9]|[1-9])/(3[01]|[12]\d|0[1-9]|[1-9])", (0, 1, 2)),
+    "%m/%d/%Y": (r"(1[0-2]|0[1-9]|[1-9])/(3[01]|[12]\d|0[1-9]|[1-9])/(\d{4})", (2, 0, 1)),
+    "%d/%m/%Y": (r"(3[01]|[12]\d|0[1-9]|[1-9])/(1[0-2]|0[1-9]|[1-9])/(\d{4})", (2, 1, 0)),
+}
+_DAY_PATTERNS = {fmt: (re.compile(pattern), order) for fmt, (pattern, order) in _DAY_FORMATS.items()}
+_FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-10", "D")  # pandas' ns range
+
+
+def _datetime_values(series: pd.Series, fmt: str | None) -> np.ndarray:
+    """``_to_datetime(series, fmt)`` as datetime64[ns] values; day-only text formats without pandas.
+
+    Text that does not fully follow ``fmt`` (or names a day that does not exist, or one outside pandas'
+    range) goes the pandas way, so the result is the same either way.
+    """
+    found = _DAY_PATTERNS.get(fmt or "")
+    if found is not None and series.dtype == object:
+        pattern, (y, m, d) = found
+        iso = []
+        for value in series.to_numpy():
+            match = pattern.fullmatch(value) if type(value) is str else None
+            if match is None:
+                break
+            parts = match.groups()
+            iso.append(f"{parts[y]}-{parts[m]:0>2}-{parts[d]:0>2}")
+        else:
+            try:
+                days = np.array(iso, dtype="datetime64[D]")
+            except ValueError:  # e.g. 30 February: pandas decides
+                days = None
+            if days is not None and ((days >= _FIRST_DAY) & (days <= _LAST_DAY)).all():
+                return days.astype("datetime64[ns]")
+    return _to_datetime(series, fmt).to_numpy(dtype="datetime64[ns]")
 
 
 def _to_datetime(series: pd.Series, fmt: str | None = None) -> pd.Series:

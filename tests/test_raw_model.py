@@ -60,3 +60,86 @@ def test_transform_names_missing_columns_and_predict_handles_no_rows(bike_raw: p
         featurizer.transform(bike_raw.drop(columns=["temp"]))
     model = raw_model.RawColumnsModel(featurizer, estimator=None, task="regression", label="cnt")
     assert model.predict(bike_raw.head(0)).shape == (0,)
+
+
+@pytest.mark.parametrize("fmt", ["%m/%d/%Y", "%d/%m/%Y", "%Y-%m-%d", "%Y/%m/%d"])
+def test_day_formats_parse_as_pandas_does(fmt: str) -> None:
+    """The pandas-free parse of day-only text gives pandas' answer, edge cases and stray values included."""
+    days = pd.Series(pd.date_range("1999-12-25", "2001-03-05", freq="D"))
+    texts = days.dt.strftime(fmt).tolist()
+    texts += [
+        d.strftime(fmt).replace("/0", "/").replace("-0", "-").lstrip("0") for d in days[:40]
+    ]  # 1/2/2000
+    cases = [
+        pd.Series(texts, dtype=object),
+        pd.Series(["2/30/2012", "12/31/2012"], dtype=object),  # no such day
+        pd.Series(["1/1/1600", "1/1/2012"], dtype=object),  # outside pandas' range
+        pd.Series([" 1/1/2012", "1/1/2012 ", "2012-01-05", "not a date", None, "13/13/2012"], dtype=object),
+    ]
+    for series in cases:
+        expected = raw_model._to_datetime(series, fmt).to_numpy(dtype="datetime64[ns]")
+        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), expected)
+
+
+def _mixed_frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2011-01-01", periods=rows, freq="D")
+    frame = pd.DataFrame(
+        {
+            "when": days.strftime("%m/%d/%Y").astype(object),
+            "kind": rng.choice(["a", "b", "c"], rows).astype(object),
+            "flag": rng.random(rows) < 0.5,
+            "count": rng.integers(0, 50, rows),
+            "level": rng.normal(size=rows),
+        }
+    )
+    frame.loc[frame.index[::7], "level"] = np.nan
+    return frame
+
+
+def test_lightgbm_regressor_is_called_directly_with_the_wrappers_exact_answers() -> None:
+    """Dates, categories (unseen and missing ones too), booleans, NaN: the direct Booster call equals
+    scikit-learn's LGBMRegressor.predict on the transformed frame, row for row and bit for bit."""
+    import cloudpickle
+    import lightgbm
+
+    train = _mixed_frame(400, 0)
+    featurizer = raw_model.RawFeaturizer().fit(train)
+    assert featurizer.date_columns == ["when"] and list(featurizer.category_levels) == ["kind"]
+    y = train["count"] * 2.0 + train["flag"] + np.nan_to_num(train["level"].to_numpy())
+    estimator = lightgbm.LGBMRegressor(n_estimators=30, n_jobs=1, verbose=-1).fit(
+        featurizer.transform(train), y
+    )
+    model = raw_model.RawColumnsModel(featurizer, estimator=estimator, task="regression", label="y")
+
+    new = _mixed_frame(60, 1)
+    new.loc[new.index[3], "kind"] = "never seen"
+    new.loc[new.index[4], "kind"] = None
+    new.loc[new.index[5], "when"] = "2012-03-04"  # a stray date format
+    expected = estimator.predict(featurizer.transform(new))
+    first = model.predict(new.head(2))  # the first call learns the direct call and checks it
+    assert model._booster_call() is not None and model._booster_call().ready
+    np.testing.assert_array_equal(first, expected[:2])
+    for start in range(0, 60, 7):  # one row, several rows, the odd ones included
+        np.testing.assert_array_equal(model.predict(new.iloc[start : start + 3]), expected[start : start + 3])
+    np.testing.assert_array_equal(model.predict(new), expected)
+
+    copy = cloudpickle.loads(cloudpickle.dumps(model))  # the per-process cache is not pickled
+    assert "_fast" not in copy.__dict__
+    np.testing.assert_array_equal(copy.predict(new), expected)
+
+
+def test_other_estimators_keep_their_own_predict() -> None:
+    import lightgbm
+    from sklearn.linear_model import LinearRegression
+
+    train = _mixed_frame(200, 2)
+    featurizer = raw_model.RawFeaturizer().fit(train.drop(columns=["kind"]))
+    features = featurizer.transform(train.drop(columns=["kind"])).fillna(0.0)
+    linear = LinearRegression().fit(features, train["count"])
+    model = raw_model.RawColumnsModel(featurizer, estimator=linear, task="regression", label="count")
+    assert model._booster_call() is None
+    classifier = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(features, train["flag"])
+    model = raw_model.RawColumnsModel(featurizer, estimator=classifier, task="classification", label="flag")
+    assert model._booster_call() is None
+    np.testing.assert_array_equal(model.predict(train.head(5)), classifier.predict(features.head(5)))

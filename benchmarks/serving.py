@@ -119,14 +119,19 @@ def _field(text: str, pattern: str, default: str | None = None) -> str:
 def in_process_costs(
     env: dict[str, str], payload: dict[str, Any], calls: int, tag: str = ""
 ) -> tuple[RunCost, RunCost]:
-    """Median cost of one run() of the project's score.py and of the baseline script, in this process."""
+    """Median cost of one run() of the project's score.py and of the baseline script, in this process.
+
+    ``run`` is called as the inference server calls it: with the JSON body's ``data`` as a keyword.
+    """
     with using_env(env):
         ours = _load_script(
             SCORE_SCRIPT, f"bench_score_{tag}"
         )  # inference-schema keys schemas by module name
         base = _load_script(BASELINE_SCRIPT, f"bench_baseline_{tag}")
     body = json.dumps(payload)
-    assert ours.run(json.loads(body)["data"])["result"] == base.run(json.loads(body)["data"])["result"]
+    assert (
+        ours.run(data=json.loads(body)["data"])["result"] == base.run(data=json.loads(body)["data"])["result"]
+    )
 
     def fresh_frames() -> Iterator[Any]:  # a new frame per call, as run() has (pandas caches column lookups)
         return iter(
@@ -135,12 +140,12 @@ def in_process_costs(
 
     frames, more_frames = fresh_frames(), fresh_frames()
     project = RunCost(
-        run_ms=_median_ms(lambda: ours.run(json.loads(body)["data"]), calls),
+        run_ms=_median_ms(lambda: ours.run(data=json.loads(body)["data"]), calls),
         decode_ms=_median_ms(lambda: ours.decode(json.loads(body)["data"], ours.SCHEMA), calls),
         predict_ms=_median_ms(lambda: ours.predict(next(frames)), calls),
         mlflow_predict_ms=_median_ms(lambda: ours.model.predict(next(more_frames)), calls),
     )
-    baseline = RunCost(run_ms=_median_ms(lambda: base.run(json.loads(body)["data"]), calls))
+    baseline = RunCost(run_ms=_median_ms(lambda: base.run(data=json.loads(body)["data"]), calls))
     return project, baseline
 
 

@@ -8,6 +8,8 @@ text columns become categories), so a caller sends the dataset's raw columns min
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ except ImportError:  # pragma: no cover - MLflow is a pinned dependency
 
 # calendar parts AutoML's datetime featurization derives (no trend ordinal: trees cannot extrapolate it)
 DATE_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "weekofyear")
+SMALL_BATCH = 16  # rows up to which calendar parts are computed row by row (an online request's size)
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 @dataclass
@@ -91,10 +95,11 @@ class RawFeaturizer:
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
+        by_name = dict(frame.items())  # one pass: a lookup per column costs more on a fresh frame
         for col in self.columns:
             if col in self.dropped:
                 continue
-            series = frame[col]
+            series = by_name[col]
             if col in self.date_columns:
                 fmt = getattr(self, "date_formats", {}).get(col)  # older pickles lack it
                 for part, values in date_parts(_datetime_values(series, fmt)).items():
@@ -234,6 +239,8 @@ def date_parts(values: np.ndarray) -> dict[str, np.ndarray]:
     Computed on the integer day count with numpy: a few array operations instead of a pandas accessor
     per part, which is what a one-row online request spends most of its featurization time on.
     """
+    if len(values) <= SMALL_BATCH:
+        return _date_parts_by_row(values)
     missing = np.isnat(values)
     days = values.astype("datetime64[D]")
     days = np.where(missing, np.datetime64(0, "D"), days)  # any valid day: NaT rows become NaN below
@@ -257,6 +264,33 @@ def date_parts(values: np.ndarray) -> dict[str, np.ndarray]:
         "weekofyear": week,
     }
     return {name: np.where(missing, np.nan, parts[name].astype(np.float64)) for name in DATE_PARTS}
+
+
+def _date_parts_by_row(values: np.ndarray) -> dict[str, np.ndarray]:
+    """``date_parts`` for a few rows with the standard library: cheaper than numpy's per-call overhead."""
+    ordinals = values.astype("datetime64[D]").astype(np.int64) + EPOCH_ORDINAL
+    rows = []
+    for missing, ordinal in zip(np.isnat(values).tolist(), ordinals.tolist(), strict=True):
+        if missing:
+            rows.append((math.nan,) * len(DATE_PARTS))
+            continue
+        d = dt.date.fromordinal(ordinal)
+        start = dt.date(d.year, 1, 1).toordinal()
+        rows.append(
+            (
+                d.year,
+                (d.month - 1) // 3 + 1,
+                d.month,
+                d.day,
+                d.weekday(),
+                ordinal - start + 1,
+                d.isocalendar()[1],
+            )
+        )
+    columns = zip(*rows, strict=True) if rows else [()] * len(DATE_PARTS)
+    return {
+        name: np.array(column, dtype=np.float64) for name, column in zip(DATE_PARTS, columns, strict=True)
+    }
 
 
 def _iso_weeks_in_year(year: np.ndarray) -> np.ndarray:

@@ -27,6 +27,12 @@ def test_date_parts_equal_pandas_calendar_over_two_centuries() -> None:
     for part in raw_model.DATE_PARTS:
         np.testing.assert_array_equal(parts[part], _pandas_part(dates, part), err_msg=part)
     assert np.isnan(parts["year"][-2]) and parts["weekofyear"][-1] == 1.0
+    values = dates.to_numpy(dtype="datetime64[ns]")
+    for start in range(0, len(values), raw_model.SMALL_BATCH):  # the row-by-row path for small requests
+        chunk = values[start : start + raw_model.SMALL_BATCH]
+        small = raw_model.date_parts(chunk)
+        for part in raw_model.DATE_PARTS:
+            np.testing.assert_array_equal(small[part], parts[part][start : start + len(chunk)], err_msg=part)
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,7 @@ from benchmarks._model import using_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
+NOOP_SCRIPT = PROJECT_ROOT / "benchmarks" / "noop_score.py"
 SCORE_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
 RESULTS_FILE = PROJECT_ROOT / "BENCHMARKS.md"
 PLOT_FILE = PROJECT_ROOT / "benchmarks" / "results" / "serving-latency.png"
@@ -289,8 +290,10 @@ def plot(sweep: list[AbResult], path: Path) -> None:
 
 
 MODEL_DESCRIPTIONS = {
-    "raw": "the project's raw-columns model (steps/raw_model.py: its own pandas featurization of the raw columns,"
-    " then LightGBM), as the training pipeline registers it",
+    "raw": "the project's raw-columns model class (steps/raw_model.py: its own featurization of the raw columns"
+    " into one array, then the LGBMRegressor's Booster called directly), logged as the register step logs a"
+    " model. A model trained by the AutoML step wraps FLAML's AutoML instead and keeps FLAML's own predict"
+    " (its imputation and column handling), so it is slower to call than this one",
     "lean": "the same raw columns and LightGBM, featurized with numpy only (benchmarks/_model.py"
     " LeanColumnsModel): a model whose own predict is cheap, so serving overhead shows",
 }
@@ -363,6 +366,20 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         f"| decode + validation <= predict | {pc['decode_ms']:.2f} ms vs {pc['predict_ms']:.2f} ms |"
         f" {verdict(pc['decode_ms'] <= pc['predict_ms'])} |",
         "",
+    ]
+    if res.get("floor"):
+        floor = res["floor"]
+        stack_ms = int(m["nproc"]) * 1000 / floor["rps"]
+        bound = pc["run_ms"] / (pc["run_ms"] + stack_ms)
+        lines += [
+            f"Stack floor, same run: the same deployment serving benchmarks/noop_score.py (a run() that does nothing)"
+            f" answers {floor['rps']:.0f} req/s (p99 {floor['p99_ms']:.1f} ms, {floor['non_2xx']} non-2xx), i.e."
+            f" {stack_ms:.2f} ms of the {m['nproc']} cores per request for ab, the kernel, gunicorn, the key check and"
+            f" the inference server. Were costs simply additive, the share of the ceiling could be at most"
+            f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {stack_ms:.2f}) = {bound:.0%} on this stack.",
+            "",
+        ]
+    lines += [
         f"By concurrency (`ab -n {report['sweep_requests']}` per point for the project, half that for the baseline):",
         "",
         "| server | -c | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
@@ -424,6 +441,17 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
             sweep.append(run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir))
     finally:
         deployments.delete(SERVICE_NAME)
+    print(f"[{kind}] stack floor: the same deployment serving a run() that does nothing ...", flush=True)
+    service = deployments.deploy(
+        name, None, SERVICE_NAME, workers=args.workers, overwrite=True, entry_script=NOOP_SCRIPT
+    )
+    try:
+        key = deployments.keys(SERVICE_NAME)["primary"]
+        run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
+        floor = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "floor", workdir)
+        print(f"  {floor}", flush=True)
+    finally:
+        deployments.delete(SERVICE_NAME)
     plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")
     plot(sweep, workdir / plot_file.name if args.no_write else plot_file)
     return {
@@ -432,6 +460,7 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
         "project_cost": asdict(project_cost),
         "baseline_cost": asdict(baseline_cost),
         "ceiling_rps": (os.cpu_count() or 1) / (project_cost.run_ms / 1000),
+        "floor": asdict(floor),
         "sweep": [asdict(r) for r in sweep],
         "plot": str(plot_file.relative_to(PROJECT_ROOT)),
         "workers": service.workers,
@@ -468,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("ab") is None:
         print("error: ab not found (apt-get install apache2-utils)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still stop every server it started
     os.environ["OMP_NUM_THREADS"] = "1"  # in-process timing with one model thread, as in each worker
     sys.path.insert(0, str(PROJECT_ROOT))
     from benchmarks._model import using_home

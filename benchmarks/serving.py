@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.serving [--requests 5000] [--concurrency 8] [--models raw,lean] [--no-write]
 
-For each model kind (``raw``: the project's raw-columns model as training registers it; ``lean``: the same
-columns featurized with numpy, so that serving overhead shows; both 300-tree LightGBM, benchmarks/_model.py):
+For each model kind (``raw``: the project's raw-columns model class around a LightGBM regressor; ``lean``:
+the same columns through benchmarks/_model.py's LeanColumnsModel and scikit-learn's wrapper, a dearer
+predict; both 300-tree LightGBM, benchmarks/_model.py):
 
 1. registers the model in a throwaway local workspace and writes a 2-row data.json of real rows;
 2. times one ``run()`` in-process for both scripts (decode and predict apart): the ceiling = cores / cost of
@@ -294,8 +295,9 @@ MODEL_DESCRIPTIONS = {
     " into one array, then the LGBMRegressor's Booster called directly), logged as the register step logs a"
     " model. A model trained by the AutoML step wraps FLAML's AutoML instead and keeps FLAML's own predict"
     " (its imputation and column handling), so it is slower to call than this one",
-    "lean": "the same raw columns and LightGBM, featurized with numpy only (benchmarks/_model.py"
-    " LeanColumnsModel): a model whose own predict is cheap, so serving overhead shows",
+    "lean": "the same raw columns and LightGBM (benchmarks/_model.py LeanColumnsModel), featurized with numpy"
+    " after one pandas date parse and called through scikit-learn's LGBMRegressor wrapper: a model whose"
+    " predict costs a few milliseconds, as many do",
 }
 
 

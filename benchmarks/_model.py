@@ -32,7 +32,8 @@ def raw_rows(csv: Path, label: str = "cnt", n: int | None = None) -> pd.DataFram
 class LeanColumnsModel:
     """Raw columns in, like the project's model, but featurized with numpy only (dates by a format fixed at fit).
 
-    The benchmark's second model: what serving costs when the model's own ``predict`` is cheap.
+    The serving benchmark's second model: a ``predict`` of a few milliseconds (a pandas date parse per
+    call and scikit-learn's LightGBM wrapper), beside the project's own cheaper one.
     """
 
     def __init__(self, frame: pd.DataFrame, estimator: Any = None) -> None:

@@ -144,7 +144,7 @@ class RawColumnsModel:
             if features is not None and features[1] == fast.feature_names:
                 return np.asarray(fast.booster.predict(features[0], **fast.kwargs))
         features = self.features(frame)
-        if fast is not None and not fast.ready:
+        if fast is not None and fast.ready is None:
             return fast.learn(self.estimator, features, self.featurizer.matrix(frame))
         return np.asarray(self.estimator.predict(features))
 
@@ -179,7 +179,7 @@ class _BoosterCall:
         self.booster = booster
         self.feature_names = feature_names
         self.kwargs: dict[str, Any] = {}
-        self.ready = False
+        self.ready: bool | None = None  # None until the first call has been compared; False: never again
         self._lock = threading.Lock()
 
     @classmethod
@@ -217,6 +217,8 @@ class _BoosterCall:
                 direct = np.asarray(self.booster.predict(features[0], **captured))
                 if direct.dtype == expected.dtype and np.array_equal(direct, expected, equal_nan=True):
                     self.kwargs, self.ready = captured, True
+            if not self.ready:
+                self.ready = False  # keep the wrapper, and do not pay for the comparison again
         return expected
 
 

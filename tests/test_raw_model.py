@@ -134,6 +134,15 @@ def test_lightgbm_regressor_is_called_directly_with_the_wrappers_exact_answers()
     assert "_fast" not in copy.__dict__
     np.testing.assert_array_equal(copy.predict(new), expected)
 
+    doubtful = cloudpickle.loads(
+        cloudpickle.dumps(model)
+    )  # a first call that does not match: wrapper for good
+    doubtful._booster_call().feature_names = ["not", "these"]
+    np.testing.assert_array_equal(doubtful.predict(new.head(2)), expected[:2])
+    assert doubtful._booster_call().ready is False
+    np.testing.assert_array_equal(doubtful.predict(new), expected)
+    assert doubtful._booster_call().ready is False
+
 
 def test_other_estimators_keep_their_own_predict() -> None:
     import lightgbm

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -230,9 +231,54 @@ class RawModelPyfunc(PythonModel):
 
         with open(context.artifacts["model"], "rb") as fh:
             self.model = cloudpickle.load(fh)
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:  # the thread budget a server or batch worker was given
+            limit_threads(self.model.estimator, int(threads))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         return self.model.predict(model_input)
+
+
+def limit_threads(model: Any, threads: int) -> int:
+    """Cap ``n_jobs`` at ``threads`` on every estimator inside ``model``; how many were changed.
+
+    Walks FLAML's AutoML, its ensembles' members and final estimator, scikit-learn pipelines, forests,
+    LightGBM and XGBoost. AutoML trains with ``n_jobs=-1``; a forest predicting a few rows with a thread
+    per core spends most of its time handing work to threads, and a server's workers already share the
+    cores. Each row's prediction does not depend on the thread count.
+    """
+    changed = 0
+    seen: set[int] = set()
+    pending = [model]
+    while pending:
+        obj = pending.pop()
+        if (
+            obj is None
+            or id(obj) in seen
+            or isinstance(obj, (str, bytes, int, float, np.ndarray, pd.DataFrame))
+        ):
+            continue
+        seen.add(id(obj))
+        n_jobs = getattr(obj, "n_jobs", None)
+        if hasattr(obj, "get_params") and isinstance(n_jobs, int) and (n_jobs < 0 or n_jobs > threads):
+            try:
+                obj.set_params(n_jobs=threads)
+            except (
+                TypeError,
+                ValueError,
+            ):  # not a scikit-learn parameter here: the attribute is what predict reads
+                obj.n_jobs = threads
+            changed += 1
+        for attr in ("model", "_model", "estimators_", "final_estimator_", "steps", "best_estimator_"):
+            try:
+                child = getattr(obj, attr, None)
+            except Exception:  # noqa: BLE001 - a property that cannot answer: nothing to walk there
+                child = None
+            if isinstance(child, (list, tuple)):
+                pending.extend(c[1] if isinstance(c, tuple) and len(c) == 2 else c for c in child)
+            elif child is not None:
+                pending.append(child)
+    return changed
 
 
 def date_parts(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -45,6 +45,10 @@ def test_regression_model_takes_raw_columns_with_dates() -> None:
     assert predictions.shape == (50,)
     assert np.corrcoef(predictions, frame["y"].head(50))[0, 1] > 0.8
     assert report["best_estimator"] == "lgbm" and 0 < report["best_score"] < 0.5
+    # FLAML fits with n_jobs=-1; under a thread budget the trained model predicts alike with one thread
+    assert automl.raw_model.limit_threads(model.estimator, 1) >= 1
+    assert model.estimator.model.model.n_jobs == 1  # FLAML's AutoML -> its LGBM estimator -> LGBMRegressor
+    np.testing.assert_array_equal(model.predict(frame.drop(columns=["y"]).head(50)), predictions)
     with pytest.raises(ValueError, match="missing input column"):
         model.predict(frame[["x"]])
 

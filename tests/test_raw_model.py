@@ -158,3 +158,47 @@ def test_other_estimators_keep_their_own_predict() -> None:
     model = raw_model.RawColumnsModel(featurizer, estimator=classifier, task="classification", label="flag")
     assert model._booster_call() is None
     np.testing.assert_array_equal(model.predict(train.head(5)), classifier.predict(features.head(5)))
+
+
+def test_thread_budget_caps_n_jobs_inside_ensembles_and_keeps_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoML fits with n_jobs=-1; loaded where OMP_NUM_THREADS is set (a deployment's or a batch
+    worker's budget), every member of the model predicts with that many threads, with the same answers."""
+    import types
+
+    import cloudpickle
+    import lightgbm
+    from sklearn.ensemble import RandomForestRegressor, StackingRegressor
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = _mixed_frame(300, 3).drop(columns=["kind"])
+    featurizer = raw_model.RawFeaturizer().fit(train)
+    features = featurizer.transform(train).fillna(0.0)
+    stack = StackingRegressor(
+        [
+            ("rf", RandomForestRegressor(n_estimators=20, n_jobs=-1, random_state=0)),
+            ("lgbm", lightgbm.LGBMRegressor(n_estimators=10, n_jobs=-1, verbose=-1)),
+        ],
+        final_estimator=make_pipeline(StandardScaler(), LinearRegression(n_jobs=4)),
+        n_jobs=-1,
+    ).fit(features, train["count"])
+    expected = stack.predict(features)
+    model = raw_model.RawColumnsModel(featurizer, estimator=stack, task="regression", label="count")
+    pickle_path = tmp_path / "model.pkl"
+    pickle_path.write_bytes(cloudpickle.dumps(model))
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    wrapper = raw_model.RawModelPyfunc()
+    wrapper.load_context(types.SimpleNamespace(artifacts={"model": str(pickle_path)}))
+    loaded = wrapper.model.estimator
+    members = [*loaded.estimators_, loaded.final_estimator_.steps[-1][1]]
+    assert loaded.n_jobs == 1 and [m.n_jobs for m in members] == [1, 1, 1]
+    np.testing.assert_array_equal(wrapper.predict(None, train.fillna({"level": 0.0})), expected)
+    assert raw_model.limit_threads(loaded, 1) == 0  # nothing left above the budget
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    wrapper.load_context(types.SimpleNamespace(artifacts={"model": str(pickle_path)}))
+    assert wrapper.model.estimator.n_jobs == -1  # no budget given: as trained

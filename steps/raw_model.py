@@ -8,6 +8,7 @@ text columns become categories), so a caller sends the dataset's raw columns min
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -263,12 +264,11 @@ def limit_threads(model: Any, threads: int) -> int:
         if hasattr(obj, "get_params") and isinstance(n_jobs, int) and (n_jobs < 0 or n_jobs > threads):
             try:
                 obj.set_params(n_jobs=threads)
-            except (
-                TypeError,
-                ValueError,
-            ):  # not a scikit-learn parameter here: the attribute is what predict reads
-                obj.n_jobs = threads
-            changed += 1
+                changed += 1
+            except Exception:  # noqa: BLE001 - not a scikit-learn parameter here: set what predict reads
+                with contextlib.suppress(Exception):  # read-only: leave this one as it is
+                    obj.n_jobs = threads
+                    changed += 1
         for attr in ("model", "_model", "estimators_", "final_estimator_", "steps", "best_estimator_"):
             try:
                 child = getattr(obj, attr, None)

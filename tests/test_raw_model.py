@@ -202,3 +202,27 @@ def test_thread_budget_caps_n_jobs_inside_ensembles_and_keeps_predictions(
     monkeypatch.delenv("OMP_NUM_THREADS")
     wrapper.load_context(types.SimpleNamespace(artifacts={"model": str(pickle_path)}))
     assert wrapper.model.estimator.n_jobs == -1  # no budget given: as trained
+
+
+def test_thread_budget_sets_the_attribute_where_set_params_refuses_and_skips_read_only_ones() -> None:
+    class Wrapper:  # like a library wrapper: get_params, but n_jobs is not one of its parameters
+        n_jobs = -1
+
+        def get_params(self) -> dict:
+            return {}
+
+        def set_params(self, **params: object) -> None:
+            raise ValueError(f"invalid parameters {sorted(params)}")
+
+    class ReadOnly(Wrapper):
+        @property
+        def n_jobs(self) -> int:
+            return -1
+
+    wrapper = Wrapper()
+    assert raw_model.limit_threads(wrapper, 2) == 1 and wrapper.n_jobs == 2
+    outer = Wrapper()
+    outer._model = ReadOnly()
+    outer._model.model = Wrapper()  # still reached through the read-only one
+    assert raw_model.limit_threads(outer, 1) == 2
+    assert outer.n_jobs == 1 and outer._model.n_jobs == -1 and outer._model.model.n_jobs == 1

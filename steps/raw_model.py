@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - MLflow is a pinned dependency
 DATE_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "weekofyear")
 SMALL_BATCH = 16  # rows up to which calendar parts are computed row by row (an online request's size)
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+SMALL_PARSE = 256  # rows up to which day-only dates are parsed without pandas (beyond, pandas is faster)
+CHECK_ROWS = 256  # rows of the first call on which the direct Booster call is compared with the wrapper
 
 
 @dataclass
@@ -216,8 +218,9 @@ class _BoosterCall:
             finally:
                 del self.booster.predict
             if features is not None and features[1] == self.feature_names and captured:
-                direct = np.asarray(self.booster.predict(features[0], **captured))
-                if direct.dtype == expected.dtype and np.array_equal(direct, expected, equal_nan=True):
+                checked = expected[:CHECK_ROWS]  # a big first batch: compare a slice, not predict it twice
+                direct = np.asarray(self.booster.predict(features[0][:CHECK_ROWS], **captured))
+                if direct.dtype == checked.dtype and np.array_equal(direct, checked, equal_nan=True):
                     self.kwargs, self.ready = captured, True
             if not self.ready:
                 self.ready = False  # keep the wrapper, and do not pay for the comparison again
@@ -394,13 +397,13 @@ _FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04
 
 
 def _datetime_values(series: pd.Series, fmt: str | None) -> np.ndarray:
-    """``_to_datetime(series, fmt)`` as datetime64[ns] values; day-only text formats without pandas.
+    """``_to_datetime(series, fmt)`` as datetime64[ns] values; day-only text of a few rows without pandas.
 
     Text that does not fully follow ``fmt`` (or names a day that does not exist, or one outside pandas'
     range) goes the pandas way, so the result is the same either way.
     """
     found = _DAY_PATTERNS.get(fmt or "")
-    if found is not None and series.dtype == object:
+    if found is not None and series.dtype == object and len(series) <= SMALL_PARSE:
         pattern, (y, m, d) = found
         iso = []
         for value in series.to_numpy():

@@ -69,22 +69,30 @@ def test_transform_names_missing_columns_and_predict_handles_no_rows(bike_raw: p
 
 
 @pytest.mark.parametrize("fmt", ["%m/%d/%Y", "%d/%m/%Y", "%Y-%m-%d", "%Y/%m/%d"])
-def test_day_formats_parse_as_pandas_does(fmt: str) -> None:
+def test_day_formats_parse_as_pandas_does(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pandas-free parse of day-only text gives pandas' answer, edge cases and stray values included."""
     days = pd.Series(pd.date_range("1999-12-25", "2001-03-05", freq="D"))
     texts = days.dt.strftime(fmt).tolist()
     texts += [
         d.strftime(fmt).replace("/0", "/").replace("-0", "-").lstrip("0") for d in days[:40]
     ]  # 1/2/2000
-    cases = [
-        pd.Series(texts, dtype=object),
+    valid = [pd.Series(texts[i : i + raw_model.SMALL_PARSE], dtype=object) for i in range(0, len(texts), 200)]
+    odd = [
         pd.Series(["2/30/2012", "12/31/2012"], dtype=object),  # no such day
         pd.Series(["1/1/1600", "1/1/2012"], dtype=object),  # outside pandas' range
         pd.Series([" 1/1/2012", "1/1/2012 ", "2012-01-05", "not a date", None, "13/13/2012"], dtype=object),
+        pd.Series(texts, dtype=object),  # more rows than SMALL_PARSE: pandas parses them
     ]
-    for series in cases:
-        expected = raw_model._to_datetime(series, fmt).to_numpy(dtype="datetime64[ns]")
-        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), expected)
+    expected = [raw_model._to_datetime(s, fmt).to_numpy(dtype="datetime64[ns]") for s in valid + odd]
+    for series, want in zip(odd, expected[len(valid) :], strict=True):
+        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), want)
+
+    def no_pandas(*args: object) -> None:
+        raise AssertionError("a few rows of valid day-only text should not need pandas")
+
+    monkeypatch.setattr(raw_model, "_to_datetime", no_pandas)
+    for series, want in zip(valid, expected, strict=False):
+        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), want)
 
 
 def _mixed_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -133,6 +141,11 @@ def test_lightgbm_regressor_is_called_directly_with_the_wrappers_exact_answers()
     copy = cloudpickle.loads(cloudpickle.dumps(model))  # the per-process cache is not pickled
     assert "_fast" not in copy.__dict__
     np.testing.assert_array_equal(copy.predict(new), expected)
+
+    big = _mixed_frame(raw_model.CHECK_ROWS + 44, 5)  # a first call bigger than the compared slice
+    fresh = cloudpickle.loads(cloudpickle.dumps(model))
+    np.testing.assert_array_equal(fresh.predict(big), estimator.predict(featurizer.transform(big)))
+    assert fresh._booster_call().ready is True
 
     doubtful = cloudpickle.loads(
         cloudpickle.dumps(model)

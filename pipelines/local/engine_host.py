@@ -25,8 +25,6 @@ from typing import Any
 
 from pipelines.settings import PROJECT_ROOT
 
-FINAL = ("Completed", "Failed", "Canceled")
-
 
 class EngineHost:
     """The command's side: start the host, hand it the request, wait, return the final record."""
@@ -64,8 +62,10 @@ class EngineHost:
             record = runs.read_record(request.run_id)
         except (OSError, ValueError, UserError):  # no record yet, or a half-written one
             record = None
-        if record is None or record.get("status") not in FINAL:
-            record = _mark_failed(request, record, f"the local engine process exited with status {code}")
+        if record is None or record.get("status") not in runs.FINAL:
+            stub = {"run_id": request.run_id, "pipeline": request.pipeline_name, "steps": []}
+            message = f"the local engine process exited with status {code}"
+            record = runs.close_record(request.run_id, dict(record or stub), "Failed", message)
         return record
 
     def close(self) -> None:
@@ -89,18 +89,6 @@ class EngineHost:
     def _forward(self, signum: int, frame: Any) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-
-
-def _mark_failed(request: Any, record: dict[str, Any] | None, message: str) -> dict[str, Any]:
-    from pipelines.local import runs
-
-    record = dict(record or {"run_id": request.run_id, "pipeline": request.pipeline_name, "steps": []})
-    for step in record.get("steps", []):
-        if step.get("status") == "Running":
-            step["status"] = "Failed"
-    record.update(status="Failed", ended=runs.now(), error={"message": message})
-    runs.write_record(request.run_id, record)
-    return record
 
 
 def _cancel_when_orphaned(parent: int) -> None:

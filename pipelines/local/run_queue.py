@@ -423,11 +423,7 @@ def finalize(run_id: str, exit_code: int | None = None, gone_reason: str | None 
                 reason = f"the run process ended with {code} before recording a result" + (
                     f": {detail}" if detail else ""
                 )
-        record.update(status=status, ended=runs.now(), error=record.get("error") or {"message": reason})
-        for step in record.get("steps", []):
-            if step.get("status") == "Running":
-                step["status"] = status
-        runs.write_record(run_id, record)
+        runs.close_record(run_id, record, status, reason)
     with connect() as conn:
         conn.execute(
             "UPDATE run_queue SET state = ?, ended = ?, reason = ? WHERE run_id = ?",

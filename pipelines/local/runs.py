@@ -56,6 +56,17 @@ def write_record(run_id: str, record: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
+def close_record(run_id: str, record: dict[str, Any], status: str, message: str) -> dict[str, Any]:
+    """End a record its process left unfinished: ``status`` for it and for its steps still Running, the
+    record's own error or else ``message``; written and returned."""
+    record.update(status=status, ended=now(), error=record.get("error") or {"message": message})
+    for step in record.get("steps", []):
+        if step.get("status") == "Running":
+            step["status"] = status
+    write_record(run_id, record)
+    return record
+
+
 def read_record(run_id: str) -> dict[str, Any]:
     path = run_folder(run_id) / "run.json"
     if not path.is_file():

@@ -404,10 +404,25 @@ def write_section(path: Path, section: str) -> None:
     update_section(path, heading.removeprefix("## ").strip(), body.lstrip("\n"))
 
 
+@contextlib.contextmanager
+def local_service(
+    model: str, workers: int | None, entry_script: Path | None = None
+) -> Iterator[tuple[Any, str]]:
+    """``model`` deployed locally as SERVICE_NAME (deleted afterwards), and the service's primary key."""
+    from pipelines.local import deployments
+
+    service = deployments.deploy(
+        model, None, SERVICE_NAME, workers=workers, overwrite=True, entry_script=entry_script
+    )
+    try:
+        yield service, deployments.keys(SERVICE_NAME)["primary"]
+    finally:
+        deployments.delete(SERVICE_NAME)
+
+
 def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Register one model kind, time its run() in-process, and load both servers with ab."""
     from benchmarks._model import raw_rows, register_demo_model
-    from pipelines.local import deployments
     from pipelines.local.registry import model_env
 
     name = f"bench-{kind}"
@@ -433,27 +448,19 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
                 run_ab(url, data, "unused", max(100, args.sweep_requests // 2), c, "baseline", workdir)
             )
     print(f"[{kind}] project: local deployment ...", flush=True)
-    service = deployments.deploy(name, None, SERVICE_NAME, workers=args.workers, overwrite=True)
-    try:
-        key = deployments.keys(SERVICE_NAME)["primary"]
+    with local_service(name, args.workers) as (service, key):
         run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
         proj = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir)
         print(f"  {proj}", flush=True)
         for c in sweep_cs:
             sweep.append(run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir))
-    finally:
-        deployments.delete(SERVICE_NAME)
     print(f"[{kind}] stack floor: the same deployment serving a run() that does nothing ...", flush=True)
-    service = deployments.deploy(
-        name, None, SERVICE_NAME, workers=args.workers, overwrite=True, entry_script=NOOP_SCRIPT
-    )
-    try:
-        key = deployments.keys(SERVICE_NAME)["primary"]
-        run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
-        floor = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "floor", workdir)
+    with local_service(name, args.workers, NOOP_SCRIPT) as (floor_service, key):
+        run_ab(floor_service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
+        floor = run_ab(
+            floor_service.scoring_uri, data, key, args.requests, args.concurrency, "floor", workdir
+        )
         print(f"  {floor}", flush=True)
-    finally:
-        deployments.delete(SERVICE_NAME)
     plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")
     plot(sweep, workdir / plot_file.name if args.no_write else plot_file)
     return {

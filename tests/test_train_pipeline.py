@@ -125,15 +125,15 @@ def test_local_publish_adds_endpoint_versions(amlops_home: Path) -> None:
     second = json.loads(
         cli("pipelines.train", "publish", "--target", "local", "--json", home=amlops_home).stdout
     )
-    assert (first["version"], second["version"]) == (1, 2)
-    assert second["default_version"] == 1 and first["endpoint_id"] == second["endpoint_id"]
-    assert second["version_url"].endswith(f"{second['endpoint_id']}/2")
+    assert (first["version"], second["version"]) == (0, 1)  # numbered from 0, as on Azure
+    assert second["default_version"] == 0 and first["endpoint_id"] == second["endpoint_id"]
+    assert second["version_url"].endswith(f"{second['endpoint_id']}/1")
     third = json.loads(
         cli(
             "pipelines.train", "publish", "--target", "local", "--set-default", "--json", home=amlops_home
         ).stdout
     )
-    assert third["default_version"] == 3
+    assert third["default_version"] == 2
 
 
 def test_incomplete_workspace_config_is_refused(amlops_home: Path) -> None:

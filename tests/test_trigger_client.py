@@ -40,7 +40,7 @@ def test_starts_a_run_waits_and_exits_0_when_completed(running_service: Service,
 
 def test_a_failing_run_exits_1_with_the_reason(running_service: Service, capsys) -> None:
     code = trigger_pipeline.main([
-        endpoint_url(running_service) + "/1", "--key", running_service.key(), "--param", "label=no_such_column",
+        endpoint_url(running_service) + "/0", "--key", running_service.key(), "--param", "label=no_such_column",
         "--poll", "0.5", "--timeout", "180",
     ])  # fmt: skip
     out = capsys.readouterr().out

@@ -184,7 +184,7 @@ def test_submit_answers_azure_shape_and_queues_the_assignments(client, published
     entity = r.json()
     assert entity["Status"]["StatusCode"] == "Queued"
     assert entity["RunHistoryExperimentName"] == "from-rest"
-    assert entity["PipelineId"] == published["pipeline_id"] and entity["PipelineEndpointVersion"] == "1"
+    assert entity["PipelineId"] == published["pipeline_id"] and entity["PipelineEndpointVersion"] == "0"
     assert entity["ParameterAssignments"]["seed"] == "7"
     assert entity["RunUrl"].endswith(f"/runs/{entity['Id']}")
     (row,) = run_queue.rows()
@@ -199,8 +199,8 @@ def test_submit_answers_azure_shape_and_queues_the_assignments(client, published
 
 def test_version_url_query_and_pipeline_url_all_submit(client, published, key) -> None:
     paths = [
-        endpoint_path(published) + "/1",
-        endpoint_path(published) + "?pipelineVersion=1",
+        endpoint_path(published) + "/0",
+        endpoint_path(published) + "?pipelineVersion=0",
         f"{PREFIX}/PipelineSubmit/{published['pipeline_id']}",
     ]
     ids = [post(client, p, {"ExperimentName": "e"}, key).json()["Id"] for p in paths]
@@ -225,10 +225,10 @@ def test_default_version_decides_what_the_endpoint_url_runs(client, published, k
 
     second = publishing.publish(tiny_pipeline.build(Settings(dataset="tiny", label="cnt2")), schedule=False)
     r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
-    assert r.json()["PipelineEndpointVersion"] == "1"
-    publishing.set_default_version(published["endpoint_id"], 2)
+    assert r.json()["PipelineEndpointVersion"] == "0"  # Azure numbers an endpoint's versions from 0
+    publishing.set_default_version(published["endpoint_id"], 1)
     r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
-    assert r.json()["PipelineEndpointVersion"] == "2" and r.json()["PipelineId"] == second["pipeline_id"]
+    assert r.json()["PipelineEndpointVersion"] == "1" and r.json()["PipelineId"] == second["pipeline_id"]
 
 
 # ---- runs over HTTP --------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_status_list_logs_metrics_and_cancel(client, published, key) -> None:
     assert client.get(f"/runs/{run_id}/logs/count", headers=headers).text == "count: 40 rows\n"
     assert client.get(f"/runs/{run_id}/logs/other", headers=headers).status_code == 404
     assert client.get("/runs?status=Done", headers=headers).status_code == 400
-    assert client.get("/endpoints", headers=headers).json()["endpoints"][0]["default_version"] == 1
+    assert client.get("/endpoints", headers=headers).json()["endpoints"][0]["default_version"] == 0
 
 
 # ---- OpenAPI and Swagger UI (offline) ------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The local counterpart of ``PublishedPipeline`` + ``PipelineEndpoint``: each publish freezes the
 pipeline's settings as a new published pipeline and adds it as the next version of the endpoint
-named after the pipeline (the first version becomes the default). State lives in SQLite
+named after the pipeline (the first version becomes the default). Versions are numbered from 0, as
+Azure numbers a ``PipelineEndpoint``'s (``pipeline_version="0"`` is the first). State lives in SQLite
 (``AMLOPS_HOME/workspace.db``); publishing works while the workspace service is down.
 """
 
@@ -21,6 +22,7 @@ from pipelines.local import runs
 from pipelines.settings import amlops_home
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8765"
+FIRST_VERSION = 0  # an endpoint's first version, as on Azure
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS published_pipelines (
@@ -121,16 +123,16 @@ def publish(definition: Any, set_default: bool = False, schedule: bool = True) -
         row = conn.execute("SELECT * FROM pipeline_endpoints WHERE name = ?", (definition.name,)).fetchone()
         if row is None:
             endpoint_id = str(uuid.uuid4())
-            version = 1
+            version = FIRST_VERSION
             conn.execute(
                 "INSERT INTO pipeline_endpoints (id, name, default_version, created) VALUES (?, ?, ?, ?)",
-                (endpoint_id, definition.name, 1, created),
+                (endpoint_id, definition.name, version, created),
             )
         else:
             endpoint_id = row["id"]
             version = conn.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM endpoint_versions WHERE endpoint_id = ?",
-                (endpoint_id,),
+                "SELECT COALESCE(MAX(version) + 1, ?) FROM endpoint_versions WHERE endpoint_id = ?",
+                (FIRST_VERSION, endpoint_id),
             ).fetchone()[0]
         conn.execute(
             "INSERT INTO endpoint_versions (endpoint_id, version, pipeline_id, created) VALUES (?, ?, ?, ?)",

@@ -150,7 +150,9 @@ def run_entity(record: dict[str, Any], base_url: str) -> dict[str, Any]:
         "RunHistoryExperimentName": record.get("experiment") or "",
         "PipelineId": record.get("published_pipeline_id") or "",
         "PipelineEndpointId": record.get("endpoint_id") or "",
-        "PipelineEndpointVersion": "" if record.get("endpoint_version") is None else str(record["endpoint_version"]),
+        "PipelineEndpointVersion": ""
+        if record.get("endpoint_version") is None
+        else str(record["endpoint_version"]),
         "ScheduleId": record.get("schedule_id") or "",
         "RunType": "Schedule" if record.get("schedule_id") else "HTTP",
         "ParameterAssignments": {k: str(v) for k, v in params.items()},

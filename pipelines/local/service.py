@@ -138,6 +138,7 @@ def run_entity(record: dict[str, Any], base_url: str) -> dict[str, Any]:
     """A run record in the shape of Azure's PipelineRunEntity."""
     error = record.get("error") or {}
     params = record.get("parameters") or {}
+    version = record.get("endpoint_version")
     return {
         "Id": record["run_id"],
         "Status": {
@@ -150,9 +151,7 @@ def run_entity(record: dict[str, Any], base_url: str) -> dict[str, Any]:
         "RunHistoryExperimentName": record.get("experiment") or "",
         "PipelineId": record.get("published_pipeline_id") or "",
         "PipelineEndpointId": record.get("endpoint_id") or "",
-        "PipelineEndpointVersion": ""
-        if record.get("endpoint_version") is None
-        else str(record["endpoint_version"]),
+        "PipelineEndpointVersion": "" if version is None else str(version),  # versions start at 0
         "ScheduleId": record.get("schedule_id") or "",
         "RunType": "Schedule" if record.get("schedule_id") else "HTTP",
         "ParameterAssignments": {k: str(v) for k, v in params.items()},

@@ -70,6 +70,52 @@ class AbResult:
     p99_ms: float
     failed: int
     non_2xx: int
+    cpu: CpuPerRequest | None = None
+
+
+@dataclass
+class CpuPerRequest:
+    """Where the machine's CPU went during one ab run, in ms per request."""
+
+    ab_ms: float  # ab itself (its user + system time)
+    server_ms: float  # gunicorn and its workers
+    busy_ms: float  # the whole machine, all processes and the kernel (not idle, not stolen)
+
+
+class CpuMeter:
+    """CPU seconds of ab (this process's waited-for children), of a server's process tree, and of the machine."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = self._read()
+
+    def per_request(self, requests: int) -> CpuPerRequest:
+        ab, server, busy = (1000 * (b - a) / requests for a, b in zip(self.start, self.end, strict=True))
+        return CpuPerRequest(ab_ms=ab, server_ms=server, busy_ms=busy)
+
+    def _read(self) -> tuple[float, float, float]:
+        import resource
+
+        import psutil
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = 0.0
+        if self.server_pid:
+            root = psutil.Process(self.server_pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    server += times.user + times.system
+        t = psutil.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0)
+        busy -= getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)  # already counted in user/nice
+        return children.ru_utime + children.ru_stime, server, busy
 
 
 @dataclass
@@ -82,12 +128,18 @@ class RunCost:
     mlflow_predict_ms: float | None = None
 
 
-def run_ab(url: str, data: Path, key: str, n: int, c: int, label: str, workdir: Path) -> AbResult:
-    """``ab -n N -c C -p data.json -T application/json -H 'Authorization: Bearer ...'`` and its numbers."""
+def run_ab(
+    url: str, data: Path, key: str, n: int, c: int, label: str, workdir: Path, server_pid: int | None = None
+) -> AbResult:
+    """``ab -n N -c C -p data.json -T application/json -H 'Authorization: Bearer ...'`` and its numbers.
+
+    With ``server_pid`` (the gunicorn master), also where the CPU went per request (``AbResult.cpu``).
+    """
     percentiles = workdir / f"ab-{label}-{c}.csv"
     cmd = ["ab", "-q", "-n", str(n), "-c", str(c), "-s", "30", "-p", str(data), "-T", "application/json",
            "-H", f"Authorization: Bearer {key}", "-e", str(percentiles), url]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    with CpuMeter(server_pid) as meter:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"ab failed: {proc.stderr.strip() or proc.stdout[-500:]}")
     out = proc.stdout
@@ -96,16 +148,18 @@ def run_ab(url: str, data: Path, key: str, n: int, c: int, label: str, workdir: 
         for row in csv.reader(fh):
             if row and row[0].replace(".", "").isdigit():
                 by_percent[int(float(row[0]))] = float(row[1])
+    requests = int(_field(out, r"Complete requests:\s+(\d+)"))
     return AbResult(
         label=label,
         concurrency=c,
-        requests=int(_field(out, r"Complete requests:\s+(\d+)")),
+        requests=requests,
         rps=float(_field(out, r"Requests per second:\s+([\d.]+)")),
         p50_ms=by_percent[50],
         p95_ms=by_percent[95],
         p99_ms=by_percent[99],
         failed=int(_field(out, r"Failed requests:\s+(\d+)")),
         non_2xx=int(_field(out, r"Non-2xx responses:\s+(\d+)", "0")),
+        cpu=meter.per_request(requests) if server_pid else None,
     )
 
 
@@ -369,15 +423,32 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         f" {verdict(pc['decode_ms'] <= pc['predict_ms'])} |",
         "",
     ]
+    if proj.get("cpu"):
+        cpu = proj["cpu"]
+        budget = pc["run_ms"] * (1 / TARGETS["ceiling_share"] - 1)
+        lines += [
+            f"Where the CPU went during the project's `-c {report['concurrency']}` run, per request: the deployment's"
+            f" processes {cpu['server_ms']:.2f} ms, ab {cpu['ab_ms']:.2f} ms, the whole machine {cpu['busy_ms']:.2f}"
+            f" ms (its {m['nproc']} cores, less idle and stolen time, give {int(m['nproc']) * 1000 / proj['rps']:.2f}"
+            f" ms per request at this rate). Of the server's {cpu['server_ms']:.2f} ms, {pc['run_ms']:.2f} ms is the"
+            f" in-process cost of `run()`, so {cpu['server_ms'] - pc['run_ms']:.2f} ms goes to gunicorn, the key"
+            f" check, Flask and the inference server, and to `run()` costing more between requests than in a tight"
+            f" loop. {TARGETS['ceiling_share']:.0%} of the ceiling leaves {budget:.2f} ms per request for everything"
+            f" that is not `run()`; this run spent {cpu['busy_ms'] - pc['run_ms']:.2f} ms.",
+            "",
+        ]
     if res.get("floor"):
         floor = res["floor"]
         stack_ms = int(m["nproc"]) * 1000 / floor["rps"]
         bound = pc["run_ms"] / (pc["run_ms"] + stack_ms)
+        server = (
+            f" (the deployment's processes {floor['cpu']['server_ms']:.2f} ms)" if floor.get("cpu") else ""
+        )
         lines += [
             f"Stack floor, same run: the same deployment serving benchmarks/noop_score.py (a run() that does nothing)"
             f" answers {floor['rps']:.0f} req/s (p99 {floor['p99_ms']:.1f} ms, {floor['non_2xx']} non-2xx), i.e."
-            f" {stack_ms:.2f} ms of the {m['nproc']} cores per request for ab, the kernel, gunicorn, the key check and"
-            f" the inference server. Were costs simply additive, the share of the ceiling could be at most"
+            f" {stack_ms:.2f} ms of the {m['nproc']} cores per request{server} for ab, the kernel, gunicorn, the key"
+            f" check and the inference server. Were costs simply additive, the share of the ceiling could be at most"
             f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {stack_ms:.2f}) = {bound:.0%} on this stack.",
             "",
         ]
@@ -420,6 +491,13 @@ def local_service(
         deployments.delete(SERVICE_NAME)
 
 
+def _server_pid() -> int | None:
+    """The benchmark deployment's gunicorn master."""
+    from pipelines.local import deployments
+
+    return deployments.read_runtime(SERVICE_NAME).get("server_pid")
+
+
 def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Register one model kind, time its run() in-process, and load both servers with ab."""
     from benchmarks._model import raw_rows, register_demo_model
@@ -450,7 +528,9 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
     print(f"[{kind}] project: local deployment ...", flush=True)
     with local_service(name, args.workers) as (service, key):
         run_ab(service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
-        proj = run_ab(service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir)
+        proj = run_ab(
+            service.scoring_uri, data, key, args.requests, args.concurrency, "project", workdir, _server_pid()
+        )
         print(f"  {proj}", flush=True)
         for c in sweep_cs:
             sweep.append(run_ab(service.scoring_uri, data, key, args.sweep_requests, c, "project", workdir))
@@ -458,7 +538,14 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
     with local_service(name, args.workers, NOOP_SCRIPT) as (floor_service, key):
         run_ab(floor_service.scoring_uri, data, key, 500, args.concurrency, "warmup", workdir)
         floor = run_ab(
-            floor_service.scoring_uri, data, key, args.requests, args.concurrency, "floor", workdir
+            floor_service.scoring_uri,
+            data,
+            key,
+            args.requests,
+            args.concurrency,
+            "floor",
+            workdir,
+            _server_pid(),
         )
         print(f"  {floor}", flush=True)
     plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")

@@ -317,31 +317,9 @@ def wait_until_quiet(seconds: float) -> None:
 
 def plot(sweep: list[AbResult], path: Path) -> None:
     """Latency percentiles and throughput against concurrency, baseline vs project."""
-    import matplotlib
+    from clients.benchmark import plot_levels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, color in (("baseline", "tab:red"), ("project", "tab:blue")):
-        rows = [r for r in sweep if r.label == label]
-        cs = [r.concurrency for r in rows]
-        lat.plot(cs, [r.p50_ms for r in rows], "o-", color=color, label=f"{label} p50")
-        lat.plot(cs, [r.p99_ms for r in rows], "s--", color=color, label=f"{label} p99")
-        thr.plot(cs, [r.rps for r in rows], "o-", color=color, label=label)
-    lat.axhline(TARGETS["p99_ms"], color="grey", lw=0.8, ls=":", label="p99 target")
-    for ax, ylabel in ((lat, "latency (ms)"), (thr, "requests / s")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients (ab -c)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    lat.set_title("latency, 2-row requests")
-    thr.set_title("throughput")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_levels(sweep, path, title="2-row requests (ab)", p99_target_ms=TARGETS["p99_ms"])
 
 
 MODEL_DESCRIPTIONS = {

@@ -76,6 +76,31 @@ def call(scoring_uri: str, key: str, payload: dict[str, Any], timeout: float = 3
         raise UserError(f"cannot reach {scoring_uri}: {exc}", hint="is the service running?") from None
 
 
+def resolve_endpoint(service: str | None, uri: str | None, key: str | None) -> tuple[str, str]:
+    """Scoring URI and key: a local service's (``--uri``/``--key`` override them), or the ones given."""
+    if service:
+        found_uri, found_key = service_endpoint(service)
+        return uri or found_uri, key or found_key
+    if uri and key:
+        return uri, key
+    raise UserError("no endpoint given", hint="pass --service NAME, or --uri URI --key KEY")
+
+
+def write_payload(
+    uri: str, out: Path, data: str | None = None, rows: int = 2, offset: int | None = None
+) -> dict[str, Any]:
+    """``{"data": [...]}`` with ``rows`` real rows in the columns the service asks for, written to ``out``."""
+    if rows < 1:
+        raise UserError("--rows must be at least 1", hint="e.g. --rows 2")
+    from pipelines.datasets import resolve
+    from pipelines.settings import load_settings
+
+    csv = resolve(data or load_settings().dataset)
+    payload = {"data": payload_rows(csv, input_columns(uri), rows, offset=offset)}
+    out.write_text(json.dumps(payload, indent=2))
+    return payload
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Build the payload, save it to data.json, call the endpoint, print the JSON answer."""
@@ -89,21 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data.json"), help="where to write the payload")
     args = parser.parse_args(argv)
 
-    if args.service:
-        uri, key = service_endpoint(args.service)
-        uri, key = args.uri or uri, args.key or key
-    elif args.uri and args.key:
-        uri, key = args.uri, args.key
-    else:
-        raise UserError("no endpoint given", hint="pass --service NAME, or --uri URI --key KEY")
-    if args.rows < 1:
-        raise UserError("--rows must be at least 1", hint="e.g. --rows 2")
-    from pipelines.datasets import resolve
-    from pipelines.settings import load_settings
-
-    csv = resolve(args.data or load_settings().dataset)
-    payload = {"data": payload_rows(csv, input_columns(uri), args.rows, offset=args.offset)}
-    args.out.write_text(json.dumps(payload, indent=2))
+    uri, key = resolve_endpoint(args.service, args.uri, args.key)
+    payload = write_payload(uri, args.out, args.data, args.rows, args.offset)
     resp = call(uri, key, payload)
     try:
         answer = resp.json()

@@ -355,6 +355,41 @@ def test_benchmark_script_runs_ab_with_the_key(ws: dict[str, Any], tmp_path: Pat
     assert (tmp_path / "data.json").is_file()
 
 
+def test_python_benchmark_reports_each_level_and_writes_the_plot(ws: dict[str, Any], tmp_path: Path) -> None:
+    env = {**os.environ, "AMLOPS_HOME": str(ws["home"])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.benchmark", "--service", SERVICE, "--concurrency", "3,1", "-n", "30",
+         "--plot", str(tmp_path / "lat.png"), "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [level["concurrency"] for level in report["levels"]] == [1, 3]
+    for level in report["levels"]:
+        assert level["requests"] == 30 and level["non_2xx"] == 0 and level["failed"] == 0
+        assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["rps"] > 0
+    assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((tmp_path / "data.json").read_text())["data"]) == 2  # written for it, real rows
+    assert all(key not in proc.stdout + proc.stderr for key in keys().values())
+
+
+def test_python_benchmark_counts_error_answers_and_refuses_a_wrong_key(ws: dict[str, Any]) -> None:
+    from clients.benchmark import Target, probe, run_level
+    from pipelines.errors import UserError
+
+    uri = service_info(PROBE)["scoring_uri"]
+    before = probe_calls(ws)
+    crashing = Target(uri, keys(PROBE)["primary"], b'{"crash": true}', timeout=30)
+    level = run_level(crashing, requests=12, concurrency=3)
+    assert (level.requests, level.non_2xx, level.failed) == (12, 12, 0)  # every 500 counted, none lost
+    assert probe_calls(ws) == before + 12
+    with pytest.raises(UserError, match="answered 500"):
+        probe(crashing, uri)
+    with pytest.raises(UserError, match="answered 401"):
+        probe(Target(uri, "wrong-key", b'{"echo": 1}', timeout=30), uri)
+    assert probe_calls(ws) == before + 13  # the wrong key never reached run()
+
+
 def test_schemathesis_fuzz_of_score_finds_no_server_error_or_schema_violation(
     ws: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -63,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--entry-script", type=Path, help="local: a scoring script other than scoring/score.py")
     p.add_argument("--overwrite", action="store_true", help="replace an existing service of that name")
+    p.add_argument(
+        "--scoring-timeout-ms", type=int,
+        help="a run() taking longer is answered 500 'Scoring timeout' (default: the server's, as on ACI; AKS: 60000)",
+    )  # fmt: skip
     p.add_argument("--aks-cluster", default="", help="aks: the AKS compute target's name")
     p.add_argument("--token-auth", action="store_true", help="aks: Azure AD token auth instead of keys")
+    p.add_argument("--cpu-cores", type=float, help="aci/aks: CPU cores per container (default 1)")
+    p.add_argument("--memory-gb", type=float, help="aci/aks: memory per container in GB (default 1)")
+    p.add_argument("--max-replicas", type=int, help="aks: autoscale up to this many replicas (default 3)")
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to wait for health (default 180)"
     )
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     target = args.target or default_target()
     name = args.name or default_service_name()
+    if args.verb == "deploy":
+        _check_sizes(args, target)
     if target == "local":
         return _local(args, name)
     return _azure(args, name, target)
@@ -122,6 +131,7 @@ def _local(args: argparse.Namespace, name: str) -> int:
             entry_script=args.entry_script,
             max_body_bytes=args.max_body_bytes,
             app_insights=args.enable_app_insights,
+            scoring_timeout_ms=args.scoring_timeout_ms,
             overwrite=args.overwrite,
             timeout=args.timeout,
         )
@@ -179,6 +189,28 @@ def _local(args: argparse.Namespace, name: str) -> int:
     raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
 
 
+def _check_sizes(args: argparse.Namespace, target: str) -> None:
+    """Deploy options checked before anything is started or any workspace is reached."""
+    if args.scoring_timeout_ms is not None and args.scoring_timeout_ms < 1:
+        raise UserError(
+            f"--scoring-timeout-ms must be at least 1, got {args.scoring_timeout_ms}", hint="e.g. 60000"
+        )
+    given = {
+        "--cpu-cores": args.cpu_cores,
+        "--memory-gb": args.memory_gb,
+        "--max-replicas": args.max_replicas,
+    }
+    for flag, value in given.items():
+        if value is None:
+            continue
+        if target == "local":
+            raise UserError(f"{flag} applies to ACI and AKS", hint="locally, size the service with --workers")
+        if flag == "--max-replicas" and target != "aks":
+            raise UserError("--max-replicas applies to AKS", hint="ACI runs one container; use --target aks")
+        if value <= 0:
+            raise UserError(f"{flag} must be positive, got {value:g}", hint="e.g. 1")
+
+
 def _azure(args: argparse.Namespace, name: str, target: str) -> int:
     from pipelines.azure import deploy as azure
     from pipelines.azure.workspace import get_workspace
@@ -193,8 +225,11 @@ def _azure(args: argparse.Namespace, name: str, target: str) -> int:
         print(
             f"deploying {model_name} to {target.upper()} as {name!r} (this takes minutes)...", file=sys.stderr
         )
+        sizes = {k: v for k, v in (("cpu_cores", args.cpu_cores), ("memory_gb", args.memory_gb),
+                                   ("max_replicas", args.max_replicas)) if v is not None}  # fmt: skip
         service = azure.deploy(workspace, model_name, version, name, target=target, aks_cluster=args.aks_cluster,
-                               token_auth=args.token_auth, overwrite=args.overwrite)  # fmt: skip
+                               token_auth=args.token_auth, overwrite=args.overwrite,
+                               scoring_timeout_ms=args.scoring_timeout_ms, **sizes)  # fmt: skip
         return _print_service(azure.describe(service), args.json, verb="deployed")
     if args.verb == "list":
         rows = [azure.describe(s) for s in azure.list_services(workspace)]
@@ -237,6 +272,7 @@ def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
         ("swagger URI", info.get("swagger_uri")),
         ("swagger UI", info.get("swagger_ui_uri")),
         ("workers", info.get("workers")),
+        ("scoring timeout", f"{info['scoring_timeout_ms']} ms" if info.get("scoring_timeout_ms") else None),
         ("app insights", info.get("app_insights")),
         (
             "keys",
@@ -250,7 +286,7 @@ def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
     ]
     for label, value in rows:
         if value not in (None, ""):
-            print(f"  {label:<13} {value}")
+            print(f"  {label:<16} {value}")
     return 0
 
 

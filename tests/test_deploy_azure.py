@@ -135,6 +135,55 @@ def test_deploy_to_aks_targets_the_cluster(fake_azure: dict[str, Any]) -> None:
     )
 
 
+def test_cli_sizes_and_scoring_timeout_reach_the_sdk_objects(
+    fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--model",
+        "bike-demand:2",
+        "--cpu-cores",
+        "0.5",
+        "--memory-gb",
+        "2",
+        "--scoring-timeout-ms",
+        "90000",
+    ]
+    assert deploy_main(["--target", "aci", "--name", "bike-aci", *args, "--json"]) == 0
+    aci = fake_azure["deploy"]
+    assert (aci["deployment_config"].cpu_cores, aci["deployment_config"].memory_gb) == (0.5, 2)
+    # ACI has no timeout setting: the inference server in the container reads it, and its gunicorn waits longer
+    variables = aci["inference_config"].environment.environment_variables
+    assert variables["SCORING_TIMEOUT_MS"] == "90000" and int(variables["WORKER_TIMEOUT"]) > 90
+    aks_args = ["--target", "aks", "--aks-cluster", "aks-1", "--name", "bike-aks", "--max-replicas", "5"]
+    assert deploy_main([*aks_args, *args, "--json"]) == 0
+    config = fake_azure["deploy"]["deployment_config"]
+    assert (config.cpu_cores, config.memory_gb, config.autoscale_max_replicas) == (0.5, 2, 5)
+    assert config.scoring_timeout_ms == 90000  # AKS's own setting
+    assert "SCORING_TIMEOUT_MS" not in (
+        fake_azure["deploy"]["inference_config"].environment.environment_variables or {}
+    )
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "aci", "--cpu-cores", "0"], "--cpu-cores must be positive"),
+        (["--target", "aci", "--max-replicas", "2"], "--max-replicas applies to AKS"),
+        (["--target", "aks", "--aks-cluster", "a", "--memory-gb", "-1"], "--memory-gb must be positive"),
+        (["--target", "aci", "--scoring-timeout-ms", "0"], "--scoring-timeout-ms must be at least 1"),
+        (["--target", "local", "--cpu-cores", "2"], "--cpu-cores applies to ACI and AKS"),
+    ],
+)
+def test_cli_refuses_bad_sizes_before_deploying(
+    fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert deploy_main([*args, "--name", "svc"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert "deploy" not in fake_azure
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

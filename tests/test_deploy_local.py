@@ -28,8 +28,9 @@ from pipelines.deploy import main as deploy_main
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "bike-test"
 PROBE = "probe-test"
+PROBE_TIMEOUT_MS = 1500
 PROBE_SCRIPT = """
-import json, os
+import json, os, time
 from pathlib import Path
 
 CALLS = Path(__file__).with_suffix(".calls")
@@ -47,6 +48,8 @@ def run(raw_data):
         raise RuntimeError("crash requested")
     if data.get("die"):
         os._exit(1)
+    if data.get("sleep"):
+        time.sleep(data["sleep"])
     return {"result": [data.get("echo")]}
 """
 
@@ -84,7 +87,13 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                         deployments.deploy, "bike-demand", None, SERVICE, workers=2, max_body_bytes=64 * 1024
                     ),
                     pool.submit(
-                        deployments.deploy, "bike-demand", None, PROBE, workers=1, entry_script=probe
+                        deployments.deploy,
+                        "bike-demand",
+                        None,
+                        PROBE,
+                        workers=1,
+                        entry_script=probe,
+                        scoring_timeout_ms=PROBE_TIMEOUT_MS,
                     ),
                 ]
                 for future in started:
@@ -229,6 +238,18 @@ def test_crash_in_run_is_500_with_request_id_and_the_service_stays_up(ws: dict[s
     assert post(info["scoring_uri"], {"echo": 2}, keys(PROBE)["primary"]).json() == {"result": [2]}
     log = Path(info["server_log"]).read_text()
     assert "crash requested" in log
+
+
+def test_a_run_over_the_scoring_timeout_is_answered_500_and_the_worker_serves_on(ws: dict[str, Any]) -> None:
+    info = service_info(PROBE)
+    assert info["scoring_timeout_ms"] == PROBE_TIMEOUT_MS
+    started = time.monotonic()
+    resp = post(info["scoring_uri"], {"sleep": 30}, keys(PROBE)["primary"])
+    assert time.monotonic() - started < 20  # cut at the timeout, not after the 30 s run()
+    assert resp.status_code == 500
+    assert f"Scoring timeout after {PROBE_TIMEOUT_MS} ms" in resp.text and resp.headers["x-request-id"]
+    ok = post(info["scoring_uri"], {"echo": 2}, keys(PROBE)["primary"])
+    assert ok.status_code == 200 and ok.json() == {"result": [2]}
 
 
 def test_a_dead_worker_is_replaced(ws: dict[str, Any]) -> None:

@@ -29,14 +29,28 @@ def inference_config(
     source_directory: Path = SCORING_DIR,
     entry_script: str = ENTRY_SCRIPT,
     environment_file: Path = INFERENCE_ENV_FILE,
+    scoring_timeout_ms: int | None = None,
 ) -> InferenceConfig:
-    """score.py in its folder, run in the conda Environment from ``environments/inference.yml``."""
+    """score.py in its folder, run in the conda Environment from ``environments/inference.yml``.
+
+    ``scoring_timeout_ms`` becomes the inference server's ``SCORING_TIMEOUT_MS`` in the container (and its
+    gunicorn's ``WORKER_TIMEOUT`` is raised above it): the timeout on ACI, which has no setting of its own
+    for it (AKS has ``scoring_timeout_ms``, see aks_config).
+    """
     if not Path(environment_file).is_file():
         raise UserError(
             f"environment file {environment_file} not found", hint="restore environments/inference.yml"
         )
     # score.py finds the model's name in AZUREML_MODEL_DIR (.../azureml-models/<name>/<version>), set by Azure
     env = Environment.from_conda_specification(name=INFERENCE_ENV_NAME, file_path=str(environment_file))
+    if scoring_timeout_ms is not None:  # read by the inference server and its gunicorn in the container
+        from pipelines.local.deployments import worker_timeout
+
+        env.environment_variables = {
+            **(env.environment_variables or {}),
+            "SCORING_TIMEOUT_MS": str(scoring_timeout_ms),
+            "WORKER_TIMEOUT": str(worker_timeout(scoring_timeout_ms)),
+        }
     return InferenceConfig(entry_script=entry_script, source_directory=str(source_directory), environment=env)
 
 
@@ -61,6 +75,7 @@ def aks_config(
     memory_gb: float = 1,
     app_insights: bool = True,
     autoscale_max_replicas: int = 3,
+    scoring_timeout_ms: int | None = None,
     description: str = "",
 ) -> Any:
     """Azure Kubernetes Service with key authentication, or Azure AD token authentication instead."""
@@ -73,6 +88,7 @@ def aks_config(
         autoscale_enabled=True,
         autoscale_min_replicas=1,
         autoscale_max_replicas=autoscale_max_replicas,
+        scoring_timeout_ms=scoring_timeout_ms,  # None: Azure's default, 60000
         description=description or None,
         tags={"project": "amlops"},
     )
@@ -88,6 +104,10 @@ def deploy(
     aks_cluster: str = "",
     token_auth: bool = False,
     overwrite: bool = False,
+    cpu_cores: float = 1,
+    memory_gb: float = 1,
+    max_replicas: int = 3,
+    scoring_timeout_ms: int | None = None,
 ) -> Any:
     """``Model.deploy`` of a registered model as a web service; waits for the deployment and returns it."""
     if target not in TARGETS:
@@ -99,7 +119,13 @@ def deploy(
             "ACI does not support token authentication", hint="use --target aks, or key auth on ACI"
         )
     model = Model(workspace, name=model_name, version=model_version)
-    config = aci_config() if target == "aci" else aks_config(token_auth=token_auth)
+    if target == "aci":
+        config = aci_config(cpu_cores=cpu_cores, memory_gb=memory_gb)
+    else:
+        config = aks_config(
+            token_auth=token_auth, cpu_cores=cpu_cores, memory_gb=memory_gb,
+            autoscale_max_replicas=max_replicas, scoring_timeout_ms=scoring_timeout_ms,
+        )  # fmt: skip
     deployment_target = None
     if target == "aks":
         from azureml.core.compute import AksCompute
@@ -109,7 +135,7 @@ def deploy(
         workspace,
         service_name,
         [model],
-        inference_config=inference_config(),
+        inference_config=inference_config(scoring_timeout_ms=scoring_timeout_ms if target == "aci" else None),
         deployment_config=config,
         deployment_target=deployment_target,
         overwrite=overwrite,

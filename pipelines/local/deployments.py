@@ -47,6 +47,9 @@ QUICK_EXIT_SECONDS = 20.0
 MAX_QUICK_EXITS = 3
 HEALTH_INTERVAL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 20.0
+WORKER_TIMEOUT_SECONDS = (
+    300  # gunicorn's --timeout, as the inference server's own CLI sets it (WORKER_TIMEOUT)
+)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class LocalService:
     model_dir: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     app_insights: bool = False
+    scoring_timeout_ms: int | None = None  # None: the inference server's own default (as on ACI)
     created: str = ""
     updated: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -156,6 +160,7 @@ def deploy(
     entry_script: Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app_insights: bool = False,
+    scoring_timeout_ms: int | None = None,
     overwrite: bool = False,
     timeout: float = 180.0,
 ) -> LocalService:
@@ -178,6 +183,8 @@ def deploy(
     workers = workers or default_workers()
     if workers < 1:
         raise UserError("workers must be at least 1", hint="e.g. --workers 2")
+    if scoring_timeout_ms is not None and scoring_timeout_ms < 1:
+        raise UserError("the scoring timeout must be at least 1 ms", hint="e.g. --scoring-timeout-ms 60000")
     with _records_lock():  # port choice and record together: concurrent deploys never share a port
         taken = {s.port for s in list_services() if s.name != name}
         if port in taken:
@@ -196,6 +203,7 @@ def deploy(
             model_dir=env["AZUREML_MODEL_DIR"],
             max_body_bytes=max_body_bytes,
             app_insights=app_insights,
+            scoring_timeout_ms=scoring_timeout_ms,
             created=stamp,
             updated=stamp,
         )
@@ -347,13 +355,21 @@ def server_command(service: LocalService) -> list[str]:
         "--bind", f"127.0.0.1:{service.port}",
         "--workers", str(service.workers),
         "--worker-class", "sync",
-        "--timeout", "300",
+        "--timeout", str(worker_timeout(service.scoring_timeout_ms)),
         "--graceful-timeout", "10",
         "--error-logfile", "-",
         "--log-level", "info",
         "--no-control-socket",  # gunicorn's default socket path is shared by every instance
         "pipelines.local.key_auth:from_environment()",
     ]  # fmt: skip
+
+
+def worker_timeout(scoring_timeout_ms: int | None) -> int:
+    """gunicorn's silent-worker timeout (s): longer than the scoring timeout, so a slow run() gets the server's
+    own answer (500 "Scoring timeout after N ms") instead of its worker being killed mid-request."""
+    if scoring_timeout_ms is None:
+        return WORKER_TIMEOUT_SECONDS
+    return max(WORKER_TIMEOUT_SECONDS, -(-scoring_timeout_ms // 1000) + 30)
 
 
 def server_env(service: LocalService) -> dict[str, str]:
@@ -373,6 +389,7 @@ def server_env(service: LocalService) -> dict[str, str]:
         "AML_APP_INSIGHTS_ENABLED": "false",
         "HTTP_X_MS_SERVER_VERSION": f"azmlinfsrv/{server_version}",
         "OMP_NUM_THREADS": str(threads),
+        **({"SCORING_TIMEOUT_MS": str(service.scoring_timeout_ms)} if service.scoring_timeout_ms else {}),
         **service.extra_env,
     }
 

@@ -86,10 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--regen", choices=("primary", "secondary"), help="regenerate this key (the old one stops working)"
     )
-    p = verb("update", "turn App Insights (the request log) on or off for a service")
-    group = p.add_mutually_exclusive_group(required=True)
+    p = verb("update", "serve another model version, or turn App Insights (the request log) on or off")
+    p.add_argument(
+        "--model", help="NAME or NAME:VERSION to serve instead (latest version of NAME by default)"
+    )
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--enable-app-insights", dest="app_insights", action="store_const", const=True)
     group.add_argument("--disable-app-insights", dest="app_insights", action="store_const", const=False)
+    p.add_argument(
+        "--timeout", type=float, default=180.0, help="local: seconds to load a new model (default 180)"
+    )
     verb("stop", "stop a local service (its record, keys and logs stay)")
     p = verb("start", "start a stopped local service again")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health (default 180)")
@@ -108,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or default_service_name()
     if args.verb == "deploy":
         _check_sizes(args, target)
+    if args.verb == "update" and args.model is None and args.app_insights is None:
+        raise UserError(
+            "nothing to update",
+            hint="pass --model NAME[:VERSION] and/or --enable-app-insights/--disable-app-insights",
+        )
     if target == "local":
         return _local(args, name)
     return _azure(args, name, target)
@@ -115,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _local(args: argparse.Namespace, name: str) -> int:
     from pipelines.local import deployments
+    from pipelines.local.registry import parse_model_ref
 
     if args.verb == "deploy":
-        from pipelines.local.registry import parse_model_ref
-
         model_name, version = parse_model_ref(args.model or load_settings().model_name)
         print(f"deploying {model_name}{f':{version}' if version else ''} as local service {name!r} "
               "(starting the server, loading the model)...", file=sys.stderr)  # fmt: skip
@@ -165,14 +175,26 @@ def _local(args: argparse.Namespace, name: str) -> int:
         keys = deployments.regenerate_key(name, args.regen) if args.regen else deployments.keys(name)
         return _print_keys(keys, args.json, args.regen)
     if args.verb == "update":
-        service = deployments.update(name, app_insights=args.app_insights)
-        if not args.json:
+        model_name, version = parse_model_ref(args.model) if args.model else (None, None)
+        if model_name:
+            print(f"loading {args.model} for {name}, then replacing its workers...", file=sys.stderr)
+        service = deployments.update(
+            name,
+            app_insights=args.app_insights,
+            model_name=model_name,
+            model_version=version,
+            timeout=args.timeout,
+        )
+        if args.json:
+            return _print_service(service.describe(), True)
+        if model_name:
+            print(f"{name} now serves {service.model_name}:{service.model_version}")
+        if args.app_insights is not None:
             where = service.folder / "requests.log"
             print(
                 f"App Insights (request log) {'enabled: ' + str(where) if args.app_insights else 'disabled'}"
             )
-            return 0
-        return _print_service(service.describe(), True)
+        return 0
     if args.verb == "stop":
         was_running = deployments.stop(name)
         print(f"stopped {name}" if was_running else f"{name} was not running")
@@ -251,8 +273,13 @@ def _azure(args: argparse.Namespace, name: str, target: str) -> int:
         keys = azure.regenerate_key(service, args.regen) if args.regen else azure.keys(service)
         return _print_keys(keys, args.json, args.regen)
     if args.verb == "update":
-        azure.enable_app_insights(service, bool(args.app_insights))
-        print(f"App Insights {'enabled' if args.app_insights else 'disabled'} on {name}")
+        if args.model:
+            model_name, version = parse_model_ref(args.model)
+            azure.update_model(workspace, service, model_name, version)
+            print(f"{name} now serves {model_name}{f':{version}' if version else ' (latest version)'}")
+        if args.app_insights is not None:
+            azure.enable_app_insights(service, bool(args.app_insights))
+            print(f"App Insights {'enabled' if args.app_insights else 'disabled'} on {name}")
         return 0
     if args.verb == "delete":
         service.delete()

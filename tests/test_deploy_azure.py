@@ -228,6 +228,20 @@ def test_cli_keys_update_logs_delete_on_azure(
     assert ("update", {"enable_app_insights": True}) in service.calls and ("delete", None) in service.calls
 
 
+def test_cli_update_model_sends_the_model_and_the_same_inference_config(
+    fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy_main(["update", "--target", "aci", "--name", "svc", "--model", "bike-demand:4"]) == 0
+    assert "now serves bike-demand:4" in capsys.readouterr().out
+    ((verb, kwargs), wait) = fake_azure["services"]["svc"].calls
+    (model,) = kwargs["models"]
+    assert verb == "update" and isinstance(model, Model) and (model.name, model.version) == ("bike-demand", 4)
+    assert isinstance(kwargs["inference_config"], InferenceConfig)
+    assert kwargs["inference_config"].entry_script == "score.py" and wait == ("wait_for_deployment", True)
+    assert deploy_main(["update", "--target", "aci", "--name", "svc"]) == 2  # nothing to update
+    assert "nothing to update" in capsys.readouterr().err
+
+
 def test_cli_stop_is_local_only(fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert deploy_main(["stop", "--target", "aci", "--name", "svc"]) == 2
     assert "local services" in capsys.readouterr().err

@@ -252,6 +252,68 @@ def test_a_run_over_the_scoring_timeout_is_answered_500_and_the_worker_serves_on
     assert ok.status_code == 200 and ok.json() == {"result": [2]}
 
 
+def _load_while_calling(uri: str, body: dict[str, Any], key: str, stop: Any) -> list[int]:
+    """POST ``body`` again and again until ``stop`` is set; the status of every answer (0: no answer)."""
+    statuses = []
+    while not stop.is_set():
+        try:
+            statuses.append(post(uri, body, key).status_code)
+        except requests.RequestException:
+            statuses.append(0)
+    return statuses
+
+
+def test_update_to_another_model_replaces_the_workers_without_refusing_a_request(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from benchmarks._model import register_demo_model
+
+    version = register_demo_model(ws["csv"], name="bike-update", n_trees=40)
+    info, key, body = service_info(), keys()["primary"], payload(ws["csv"])
+    before = post(info["scoring_uri"], body, key).json()["result"]
+    stop = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        callers = [pool.submit(_load_while_calling, info["scoring_uri"], body, key, stop) for _ in range(2)]
+        try:
+            code, out, err = cli(capsys, "update", "--name", SERVICE, "--model", f"bike-update:{version}")
+        finally:
+            stop.set()
+        statuses = [status for caller in callers for status in caller.result()]
+    assert code == 0, err
+    assert f"now serves bike-update:{version}" in out
+    assert len(statuses) > 20 and set(statuses) == {200}  # answered throughout the switch
+    assert service_info()["model"] == f"bike-update:{version}"
+    after = post(info["scoring_uri"], body, key).json()["result"]
+    assert after != before  # the 40-tree model answers now, from every worker
+    assert all(post(info["scoring_uri"], body, key).json()["result"] == after for _ in range(6))
+    code, _, err = cli(capsys, "update", "--name", SERVICE, "--model", "bike-demand")  # back, for other tests
+    assert code == 0, err
+    assert post(info["scoring_uri"], body, key).json()["result"] == before
+
+
+def test_update_to_a_model_that_does_not_load_changes_nothing(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks._model import register_demo_model
+    from pipelines.local import registry
+
+    version = register_demo_model(ws["csv"], name="bike-broken", n_trees=5)
+    _, model_dir = registry.materialize_model("bike-broken", version)
+    (model_dir / "bike-broken" / "artifacts" / "model.pkl").write_bytes(b"not a pickle")
+    record = (Path(service_info()["folder"]) / "service.json").read_text()
+    info = service_info()
+    capsys.readouterr()  # registering logged MLflow's warnings
+    code, _, err = cli(capsys, "update", "--name", SERVICE, "--model", f"bike-broken:{version}")
+    assert code == 2
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "does not load" in line and "init() failed" in line and "the service is unchanged" in line
+    assert (Path(info["folder"]) / "service.json").read_text() == record
+    resp = post(info["scoring_uri"], payload(ws["csv"]), keys()["primary"])
+    assert resp.status_code == 200 and service_info()["model"] == info["model"]
+
+
 def test_a_dead_worker_is_replaced(ws: dict[str, Any]) -> None:
     info = service_info(PROBE)
     with pytest.raises(requests.ConnectionError):

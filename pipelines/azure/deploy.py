@@ -188,6 +188,13 @@ def regenerate_key(service: Any, which: str) -> dict[str, str]:
 
 
 def enable_app_insights(service: Any, enabled: bool = True) -> None:
-    """``service.update(enable_app_insights=...)``, as in the course notes."""
+    """``service.update(enable_app_insights=...)``, and wait for it."""
     service.update(enable_app_insights=enabled)
+    service.wait_for_deployment(show_output=True)
+
+
+def update_model(workspace: Any, service: Any, model_name: str, model_version: int | None) -> None:
+    """``service.update(models=[...])`` with the same InferenceConfig: the service serves another model version."""
+    model = Model(workspace, name=model_name, version=model_version)
+    service.update(models=[model], inference_config=inference_config())
     service.wait_for_deployment(show_output=True)

@@ -7,7 +7,9 @@ One folder per service, ``AMLOPS_HOME/deployments/<name>/``:
 - ``runtime.json``  written by the supervisor: state (Azure's names plus Stopped), pids, restarts;
 - ``server.log``    gunicorn's, the inference server's and the scoring script's output;
 - ``requests.log``  one JSON line per request with status and latency, when App Insights is enabled;
-- ``supervisor.log`` the supervisor's own lines.
+- ``supervisor.log`` the supervisor's own lines;
+- ``workers/<pid>`` the model each running worker has loaded (for a model update's worker replacement);
+- ``model-check.log`` the output of the last model that failed to load in ``update --model``.
 
 Processes: a small supervisor (``python -m pipelines.local.deployments supervise <folder>``, detached)
 runs gunicorn bound to 127.0.0.1 with N sync workers, each loading the inference server's Flask app
@@ -32,7 +34,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -294,14 +296,136 @@ def delete(name: str) -> None:
     shutil.rmtree(service_dir(name))
 
 
-def update(name: str, *, app_insights: bool | None = None) -> LocalService:
-    """Change a service's settings; running workers pick them up on their next request."""
+def update(
+    name: str,
+    *,
+    app_insights: bool | None = None,
+    model_name: str | None = None,
+    model_version: int | None = None,
+    timeout: float = 180.0,
+) -> LocalService:
+    """Change a service's settings; running workers pick them up on their next request.
+
+    A new model (``model_name``, latest version unless ``model_version``) is first loaded in a separate
+    process with the service's entry script, whose ``init()`` must succeed, or nothing changes. A running
+    service then starts as many new workers, which load the new model while the old ones keep answering, and
+    only then tells the old ones to finish their current request and exit: no request is refused or lost.
+    """
     service = load(name)
+    if model_name is not None:
+        service = _switch_model(service, model_name, model_version, timeout)
     if app_insights is not None:
         service.app_insights = app_insights
     service.updated = _now()
     _write_json(service.folder / "service.json", asdict(service))
     return service
+
+
+def model_settings(service: LocalService) -> dict[str, str]:
+    """The variables that choose the model a worker loads; each worker sets them again from service.json."""
+    return {
+        "AML_APP_ROOT": service.app_root,
+        "AZUREML_MODEL_DIR": service.model_dir,
+        "AMLOPS_MODEL_NAME": service.model_name,
+    }
+
+
+def _switch_model(
+    service: LocalService, model_name: str, version: int | None, timeout: float
+) -> LocalService:
+    from pipelines.local import registry
+
+    model = registry.get_model(model_name, version)
+    env = registry.model_env(model.name, model.version)
+    new = replace(service, model_name=model.name, model_version=model.version, app_root=env["AML_APP_ROOT"],
+                  model_dir=env["AZUREML_MODEL_DIR"], updated=_now())  # fmt: skip
+    _preflight(new, timeout)
+    running = _server_process(service)
+    _write_json(service.folder / "service.json", asdict(new))
+    if running is not None:
+        try:
+            _roll_workers(new, running, timeout)
+        except UserError:
+            _write_json(service.folder / "service.json", asdict(service))  # back to the model that works
+            with contextlib.suppress(OSError):
+                running.send_signal(signal.SIGHUP)  # workers that loaded the new model are replaced too
+            raise
+    return new
+
+
+def _preflight(service: LocalService, timeout: float) -> None:
+    """Load the entry script and the model as a worker would, in a throwaway process: init() must pass."""
+    loader = "from azureml_inference_server_http.server.entry import app"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", loader], cwd=PROJECT_ROOT, env=server_env(service),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise UserError(
+            f"{service.model_name}:{service.model_version} did not load within {timeout:.0f} s; the service is"
+            " unchanged", hint="pass a longer --timeout",
+        ) from None  # fmt: skip
+    if proc.returncode != 0:
+        log = service.folder / "model-check.log"
+        log.write_text(proc.stdout + proc.stderr)
+        # the first exception line of the traceback is the script's own; the server's wrapper comes last
+        raised = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
+        reason = next((line for line in (proc.stdout + proc.stderr).splitlines() if raised.match(line)), "")
+        raise UserError(
+            f"{service.model_name}:{service.model_version} does not load with {Path(service.entry_script).name}"
+            f" (init() failed: {reason.strip() or f'exit code {proc.returncode}'}); the service is unchanged",
+            hint=f"its output: {log}",
+        )
+
+
+def _server_process(service: LocalService) -> Any:
+    """The running gunicorn master of a service, or None."""
+    pid = read_runtime(service.name).get("server_pid")
+    if not pid or not _supervisor_alive(service):
+        return None
+    return _own_process(pid, service)
+
+
+def _roll_workers(service: LocalService, master: Any, timeout: float) -> None:
+    """Replace the workers by as many that have loaded the record's model before the old ones stop (TTIN/TTOU)."""
+    ready_dir = service.folder / "workers"
+    old = {p.pid for p in master.children()}
+    for marker in ready_dir.glob("*") if ready_dir.is_dir() else []:
+        if int(marker.name) not in old:  # left by workers that are gone
+            marker.unlink(missing_ok=True)
+    wanted = f"{service.model_name}:{service.model_version}"
+    deadline = time.monotonic() + timeout
+
+    def wait_until(condition: Any, what: str) -> None:
+        while not condition():
+            if time.monotonic() > deadline or not master.is_running():
+                raise UserError(f"{what} within {timeout:.0f} s", hint=f"see {service.folder / 'server.log'}")
+            time.sleep(0.05)
+
+    def workers() -> tuple[list[int], int]:
+        """New workers' pids, and how many old ones are left."""
+        pids = [p.pid for p in master.children()]
+        return [pid for pid in pids if pid not in old], sum(1 for pid in pids if pid in old)
+
+    # One signal at a time, each seen to act: the kernel merges a signal sent again before it is handled.
+    for n in range(1, len(old) + 1):  # as many new workers, loading the model now in service.json ...
+        master.send_signal(signal.SIGTTIN)
+        wait_until(lambda: len(workers()[0]) >= n, "gunicorn did not start a new worker")  # noqa: B023
+    wait_until(
+        lambda: all(_worker_model(ready_dir, pid) == wanted for pid in workers()[0]),
+        f"the new workers did not load {wanted}",
+    )
+    for n in range(1, len(old) + 1):  # ... then as many fewer: gunicorn stops the oldest after its request
+        master.send_signal(signal.SIGTTOU)
+        wait_until(lambda: workers()[1] <= len(old) - n, "the old workers did not stop")  # noqa: B023
+
+
+def _worker_model(ready_dir: Path, pid: int) -> str | None:
+    try:
+        return (ready_dir / str(pid)).read_text()
+    except OSError:
+        return None
 
 
 def keys(name: str) -> dict[str, str]:
@@ -380,10 +504,8 @@ def server_env(service: LocalService) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": _pythonpath(),
-        "AML_APP_ROOT": service.app_root,
-        "AZUREML_MODEL_DIR": service.model_dir,
+        **model_settings(service),
         "AZUREML_ENTRY_SCRIPT": service.entry_script,
-        "AMLOPS_MODEL_NAME": service.model_name,
         "AMLOPS_DEPLOYMENT_DIR": str(service.folder),
         "SERVICE_NAME": service.name,
         "AML_APP_INSIGHTS_ENABLED": "false",
@@ -409,6 +531,7 @@ def supervise(folder: Path) -> int:
     quick_exits = 0
     _merge_runtime(folder, state="Transitioning", supervisor_pid=os.getpid(), restarts=0, message="")
     while not stopping:
+        service = LocalService(**json.loads((folder / "service.json").read_text()))  # as updated since
         started = time.monotonic()
         with open(folder / "server.log", "a") as log:
             proc = subprocess.Popen(

@@ -344,11 +344,22 @@ def _with_request_id(
 
 
 def from_environment() -> KeyAuthMiddleware:
-    """The middleware for the deployment in ``AMLOPS_DEPLOYMENT_DIR``, around the inference server's app."""
+    """The middleware for the deployment in ``AMLOPS_DEPLOYMENT_DIR``, around the inference server's app.
+
+    The model is the one service.json names when the worker starts (so a worker started during a model
+    update loads the new one); once it is loaded, ``workers/<pid>`` says which model this worker serves.
+    """
+    from pipelines.local.deployments import LocalService, model_settings
+
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
+    service = LocalService(**json.loads((folder / "service.json").read_text()))
+    os.environ.update(model_settings(service))  # read by the inference server's config at its import
     from azureml_inference_server_http.server.entry import app as inner
 
     middleware = KeyAuthMiddleware(
         inner, KeyChecker(folder / "keys.json"), swagger_ui_dir=swagger_ui_folder()
     )
+    ready = folder / "workers"
+    ready.mkdir(exist_ok=True)
+    (ready / str(os.getpid())).write_text(f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")

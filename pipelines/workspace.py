@@ -102,7 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--endpoint", help="endpoint name or id (runs its default version at fire time)")
     what.add_argument("--pipeline-id", help="one published pipeline id")
     s_create.add_argument("--version", type=int, help="pin one version of --endpoint")
-    s_create.add_argument("--frequency", required=True, help="Minute, Hour, Day, Week or Month")
+    trigger = s_create.add_mutually_exclusive_group(required=True)
+    trigger.add_argument("--frequency", help="Minute, Hour, Day, Week or Month")
+    trigger.add_argument(
+        "--datastore", help="azure: run when blobs are added or changed in this Azure Blob datastore"
+    )
+    s_create.add_argument("--path-on-datastore", help="azure: the folder to watch (not its subfolders)")
+    s_create.add_argument("--polling-interval", type=int, help="azure: minutes between polls (default 5)")
+    s_create.add_argument(
+        "--data-path-parameter-name",
+        help="azure: a DataPath pipeline parameter set to the changed blob's path",
+    )
     s_create.add_argument(
         "--interval", type=int, default=1, help="every INTERVAL frequency units (default 1)"
     )
@@ -341,7 +351,9 @@ def _schedules(args: argparse.Namespace) -> int:
     from pipelines.local import schedules
 
     rec = None
-    if args.action == "create":  # validated by the SDK before either backend is touched
+    if args.action == "create":
+        _check_trigger(args)
+    if args.action == "create" and args.frequency:  # validated by the SDK before either backend is touched
         rec = schedules.recurrence(
             args.frequency, args.interval, start_time=args.start_time, time_zone=args.time_zone,
             hours=_ints(args.hours, "--hours"), minutes=_ints(args.minutes, "--minutes"),
@@ -359,6 +371,11 @@ def _schedules(args: argparse.Namespace) -> int:
             print(schedules.status_line(s))
         return 0
     if args.action == "create":
+        if args.datastore or args.path_on_datastore or args.data_path_parameter_name:
+            raise UserError(
+                "the local workspace has no datastores, so no schedule can watch one",
+                hint="a datastore trigger needs --target azure; locally, use a recurrence (--frequency ...)",
+            )
         out = schedules.create(
             args.name, rec, endpoint=args.endpoint, version=args.version, pipeline_id=args.pipeline_id,
             experiment_name=args.experiment, parameters=parse_assignments(args.param), description=args.description,
@@ -369,6 +386,22 @@ def _schedules(args: argparse.Namespace) -> int:
     return _print_schedule(
         out, args.json, {"Disabled": "disabled", "Active": "enabled", "Deleted": "deleted"}[status]
     )
+
+
+def _check_trigger(args: argparse.Namespace) -> None:
+    """Options of the other kind of trigger are an error, not silently ignored."""
+    timetable = {"--interval": args.interval != 1, "--start-time": args.start_time, "--time-zone": args.time_zone,
+                 "--hours": args.hours, "--minutes": args.minutes, "--week-days": args.week_days,
+                 "--time-of-day": args.time_of_day}  # fmt: skip
+    new_data = {"--path-on-datastore": args.path_on_datastore, "--polling-interval": args.polling_interval is not None,
+                "--data-path-parameter-name": args.data_path_parameter_name}  # fmt: skip
+    wrong, chosen = (timetable, "--datastore") if args.datastore else (new_data, "--frequency")
+    given = [flag for flag, value in wrong.items() if value]
+    if given:
+        raise UserError(
+            f"{', '.join(given)} cannot be used with {chosen}",
+            hint="a schedule has a timetable or a datastore trigger",
+        )
 
 
 def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
@@ -399,6 +432,8 @@ def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
         schedule = azure.create(
             ws, args.name, experiment_name=args.experiment or load_settings().experiment_name,
             pipeline_id=args.pipeline_id, pipeline_endpoint_id=endpoint_id, recurrence=rec,
+            datastore=args.datastore, path_on_datastore=args.path_on_datastore,
+            polling_interval=args.polling_interval or 5, data_path_parameter_name=args.data_path_parameter_name,
             pipeline_parameters=parse_assignments(args.param) or None, description=args.description or None,
         )  # fmt: skip
         out = azure.describe(schedule)

@@ -159,6 +159,39 @@ def test_create_a_new_data_schedule_on_a_blob_datastore(ws, azure):
     assert out["recurrence"] is None and out["datastore"] == "landing" and out["polling_interval"] == 15
 
 
+def test_cli_creates_a_new_data_schedule_on_azure_and_refuses_one_locally(ws, azure, capsys):
+    from azureml.data.azure_storage_datastore import AzureBlobDatastore
+
+    from pipelines import workspace
+
+    azure.datastores["landing"] = AzureBlobDatastore(ws, "landing", "incoming", "acct", account_key="k")
+    args = ["schedules", "create", "--name", "on-new-data", "--pipeline-id", "pp-9", "--datastore", "landing",
+            "--path-on-datastore", "bike/daily", "--polling-interval", "10", "--data-path-parameter-name", "in"]  # fmt: skip
+    assert workspace.main([*args, "--target", "azure", "--json"]) == 0
+    [row] = creates(azure)
+    assert (row["datastore_name"], row["path_on_datastore"], row["polling_interval"]) == (
+        "landing",
+        "bike/daily",
+        10,
+    )
+    assert (
+        row["data_path_parameter_name"] == "in" and row["recurrence"] is None and row["pipeline_id"] == "pp-9"
+    )
+    capsys.readouterr()
+    assert workspace.main([*args, "--target", "local"]) == 2
+    assert "the local workspace has no datastores" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as both:  # a trigger is a timetable or new data, not both
+        workspace.main([*args[:6], "--frequency", "Day", "--datastore", "landing", "--target", "azure"])
+    assert both.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert workspace.main([*args, "--hours", "3", "--target", "azure"]) == 2
+    assert "--hours cannot be used with --datastore" in capsys.readouterr().err
+    assert (
+        workspace.main([*args[:6], "--frequency", "Day", "--polling-interval", "3", "--target", "azure"]) == 2
+    )
+    assert "--polling-interval cannot be used with --frequency" in capsys.readouterr().err
+    assert len(creates(azure)) == 1
+
+
 def test_new_data_schedules_need_a_blob_datastore_and_sane_arguments(ws, azure):
     from azureml.data.azure_storage_datastore import AzureFileDatastore
 

@@ -391,6 +391,26 @@ def test_stop_then_start_serves_again_on_the_same_port(
     assert _echo_ok(uri, keys(PROBE)["primary"])
 
 
+def test_a_service_that_died_with_its_supervisor_is_started_again_but_a_stopped_one_is_not(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.local import deployments
+
+    uri, key = service_info(PROBE)["scoring_uri"], keys(PROBE)["primary"]
+    runtime = deployments.read_runtime(PROBE)
+    os.kill(runtime["supervisor_pid"], signal.SIGKILL)  # as if the machine had gone down
+    os.killpg(runtime["server_pid"], signal.SIGKILL)  # gunicorn and its workers (their own process group)
+    assert wait_for(lambda: deployments.state(PROBE) == "Stopped", 30)
+    # the other service is running: left alone; this one once its dying processes have let go of the port
+    assert wait_for(lambda: deployments.revive_all() == [PROBE], 30)
+    deployments.wait_until_healthy(PROBE, timeout=120)
+    assert _echo_ok(uri, key)  # same port, same keys
+    assert deployments.revive_all() == []  # running again: nothing to do
+    code, _, _ = cli(capsys, "stop", "--name", PROBE)
+    assert code == 0 and deployments.revive_all() == [] and service_info(PROBE)["state"] == "Stopped"
+    assert cli_json(capsys, "start", "--name", PROBE)["state"] == "Healthy"  # for the tests after this one
+
+
 def test_cli_errors_are_one_line_exit_2(ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "--model", "no-such-model", "--name", "other-svc")
     assert code == 2 and "no model named 'no-such-model'" in err and "Traceback" not in err

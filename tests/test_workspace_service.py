@@ -268,3 +268,31 @@ def test_openapi_and_offline_swagger_ui(client) -> None:
     js = client.get("/docs/assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000
     assert client.get("/health").json() == {"status": "ok"}
+
+
+# ---- local deployments over HTTP -------------------------------------------------------------------------
+def test_deployments_are_listed_with_their_uris_and_never_their_keys(client, key) -> None:
+    from dataclasses import asdict
+
+    from pipelines.local import deployments
+    from pipelines.local.keys import KeyStore
+
+    record = deployments.LocalService(
+        name="bike-api", model_name="bike-demand", model_version=2, entry_script="score.py", port=45678,
+        workers=2, app_root="app", model_dir="model", scoring_timeout_ms=5000,
+    )  # fmt: skip
+    folder = deployments.service_dir("bike-api")
+    folder.mkdir(parents=True)
+    (folder / "service.json").write_text(json.dumps(asdict(record)))
+    service_keys = KeyStore(folder / "keys.json").keys()
+    headers = {"Authorization": f"Bearer {key}"}
+    listed = client.get("/deployments", headers=headers)
+    assert listed.status_code == 200
+    (entry,) = listed.json()["deployments"]
+    assert entry["name"] == "bike-api" and entry["model"] == "bike-demand:2" and entry["state"] == "Stopped"
+    assert entry["scoring_uri"] == "http://127.0.0.1:45678/score" and entry["scoring_timeout_ms"] == 5000
+    assert client.get("/deployments/bike-api", headers=headers).json() == entry
+    assert all(k not in listed.text for k in service_keys.values())
+    assert client.get("/deployments").status_code == 401
+    missing = client.get("/deployments/nope", headers=headers)
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]

@@ -223,12 +223,45 @@ def default_workers() -> int:
 
 def start(name: str, *, timeout: float = 180.0) -> LocalService:
     """Start a stopped service (its supervisor and server) and wait until it answers its health route."""
-    service = load(name)
-    if _supervisor_alive(service):
-        raise UserError(f"service {name!r} is already running", hint=f"stop it first: python -m pipelines.deploy stop --name {name}")  # fmt: skip
+    with _records_lock():
+        service = load(name)
+        if _supervisor_alive(service):
+            raise UserError(f"service {name!r} is already running", hint=f"stop it first: python -m pipelines.deploy stop --name {name}")  # fmt: skip
+        _launch(service)
+    return wait_until_healthy(name, timeout=timeout)
+
+
+def revive_all() -> list[str]:
+    """Start again every service that should be running but whose supervisor is gone; their names.
+
+    That is a service deployed or started and never stopped, whose supervisor died with the machine or
+    was killed; not one stopped with ``stop``, nor one that failed (its init() kept failing). What is left
+    of it (an orphaned gunicorn still holding the port) is stopped first. The workspace service calls this
+    every few seconds, so deployments come back with it after a restart of the machine.
+    """
+    revived = []
+    for service in list_services():
+        with _records_lock():
+            runtime = read_runtime(service.name)
+            if runtime.get("desired") != "running" or runtime.get("state") == "Failed":
+                continue
+            if _supervisor_alive(service):
+                continue
+            stop(service.name, desired="running")
+            try:
+                _launch(service)
+            except UserError as exc:  # its port is taken (yet): say so; the next call tries again
+                _merge_runtime(service.folder, message=f"waiting to start again: {exc.message}")
+                continue
+        revived.append(service.name)
+    return revived
+
+
+def _launch(service: LocalService) -> None:
+    """Start the supervisor of a service that is not running (it starts gunicorn); do not wait."""
     _check_port(service.port)
     folder = service.folder
-    _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0})
+    _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0, "desired": "running"})
     with open(folder / "supervisor.log", "a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.local.deployments", "supervise", str(folder)],
@@ -240,7 +273,6 @@ def start(name: str, *, timeout: float = 180.0) -> LocalService:
             start_new_session=True,
         )
     _merge_runtime(folder, supervisor_pid=proc.pid)
-    return wait_until_healthy(name, timeout=timeout)
 
 
 def wait_until_healthy(name: str, *, timeout: float = 180.0) -> LocalService:
@@ -264,8 +296,11 @@ def wait_until_healthy(name: str, *, timeout: float = 180.0) -> LocalService:
                     hint=f"full log: {service.folder / 'server.log'}")  # fmt: skip
 
 
-def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10) -> bool:
-    """Stop a service's supervisor and server; False if it was not running."""
+def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10, desired: str = "stopped") -> bool:
+    """Stop a service's supervisor and server; False if it was not running.
+
+    ``desired`` is recorded: a service stopped by its user stays stopped (see revive_all).
+    """
     import psutil
 
     service = load(name)
@@ -275,7 +310,9 @@ def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10) -> bool:
     procs = [p for p in procs if p is not None]
     if not procs:
         if runtime.get("state") not in ("Stopped", "Failed"):
-            _merge_runtime(service.folder, state="Stopped")
+            _merge_runtime(service.folder, state="Stopped", desired=desired)
+        else:
+            _merge_runtime(service.folder, desired=desired)
         return False
     for proc in procs[:1]:  # the supervisor stops the server gracefully
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -285,7 +322,7 @@ def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10) -> bool:
         with contextlib.suppress(psutil.NoSuchProcess):
             _kill_tree(proc)
     psutil.wait_procs(alive, timeout=5)
-    _merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None)
+    _merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None, desired=desired)
     return True
 
 

@@ -545,17 +545,19 @@ def _skip_to_next(schedule: dict[str, Any], now: dt.datetime) -> None:
         )
 
 
-class Scheduler:
-    """The service's schedule clock: calls ``fire_due`` every ``tick_seconds`` in a background thread."""
+class Ticker:
+    """Calls ``tick()`` every ``seconds`` in a background thread (the service's schedule clock, its deployment
+    keeper); an exception is printed and the clock goes on."""
 
-    def __init__(self, on_fired: Any = None, tick_seconds: float = 1.0) -> None:
-        self.on_fired = on_fired
-        self.tick_seconds = tick_seconds
+    def __init__(self, name: str, tick: Any, seconds: float = 1.0) -> None:
+        self.name = name
+        self.tick = tick
+        self.seconds = seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -566,12 +568,10 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                fired = fire_due()
-                if fired and self.on_fired is not None:
-                    self.on_fired(fired)
-            except Exception as exc:  # a broken schedule must not stop the clock
-                print(f"scheduler: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            self._stop.wait(self.tick_seconds)
+                self.tick()
+            except Exception as exc:  # a broken schedule or deployment must not stop the clock
+                print(f"{self.name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            self._stop.wait(self.seconds)
 
 
 def status_line(schedule: dict[str, Any]) -> str:

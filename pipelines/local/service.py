@@ -1,4 +1,5 @@
-"""The local workspace service: published pipelines over HTTP with Azure's request shape, schedules, the run queue.
+"""The local workspace service: published pipelines over HTTP with Azure's request shape, schedules, the run queue,
+and the keeper of local real-time deployments (listed at ``/deployments``; started again when they should run).
 
 FastAPI on 127.0.0.1 (uvicorn). Every route except ``/health``, ``/openapi.json`` and the offline Swagger
 UI at ``/docs`` needs ``Authorization: Bearer <key>`` (``python -m pipelines.workspace keys``); keys are
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import UserError
-from pipelines.local import publishing, run_queue, runs, schedules
+from pipelines.local import deployments, publishing, run_queue, runs, schedules
 from pipelines.local.keys import KeyStore
 from pipelines.settings import amlops_home
 
@@ -47,6 +48,7 @@ SUBMIT_FIELDS = {
 }  # fmt: skip
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][\w\-.]{0,254}$")
 DEFAULT_PORT = 8765
+KEEPER_SECONDS = 5.0  # how often the deployment keeper looks for services to start again
 
 
 class ApiError(Exception):
@@ -304,12 +306,22 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
             queue = run_queue.RunQueue(workers)
             app.state.queue = queue
             queue.start()
-            scheduler = schedules.Scheduler(on_fired=lambda _ids: queue.notify(), tick_seconds=tick_seconds)
-            scheduler.start()
+
+            def fire() -> None:
+                if schedules.fire_due():
+                    queue.notify()
+
+            clocks = [
+                schedules.Ticker("scheduler", fire, tick_seconds),
+                schedules.Ticker("deployments", revive_deployments, KEEPER_SECONDS),
+            ]
+            for clock in clocks:
+                clock.start()
             try:
                 yield
             finally:
-                scheduler.stop()
+                for clock in clocks:
+                    clock.stop()
                 queue.stop()
         else:
             app.state.queue = None
@@ -481,7 +493,34 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
     def list_schedules() -> dict:
         return {"schedules": schedules.list_schedules()}
 
+    @app.get("/deployments", tags=["deployments"], summary="local real-time services: state, model and URIs",
+             dependencies=[Depends(require_key)])  # fmt: skip
+    def list_deployments() -> dict:
+        return {"deployments": [deployment_view(s) for s in deployments.list_services()]}
+
+    @app.get("/deployments/{name}", tags=["deployments"], summary="one local real-time service",
+             dependencies=[Depends(require_key)], responses={404: {"description": "no such service"}})  # fmt: skip
+    def get_deployment(name: str) -> dict:
+        try:
+            return deployment_view(deployments.load(name))
+        except UserError as exc:
+            raise ApiError(404, exc.message) from None
+
     return app
+
+
+def deployment_view(service: deployments.LocalService) -> dict[str, Any]:
+    """What other systems need to call a local service (never its keys: ``python -m pipelines.deploy keys``)."""
+    shown = ("name", "model", "state", "restarts", "message", "scoring_uri", "swagger_uri", "swagger_ui_uri",
+             "health_uri", "workers", "app_insights", "max_body_bytes", "scoring_timeout_ms", "created", "updated")  # fmt: skip
+    info = service.describe()
+    return {key: info.get(key) for key in shown}
+
+
+def revive_deployments() -> None:
+    """Start again the local services that should be running (after the machine restarted, say)."""
+    for name in deployments.revive_all():
+        print(f"deployments: started {name} again (it should be running)", file=sys.stderr, flush=True)
 
 
 def _cancel(run_id: str, app: FastAPI) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks._model import using_env
+from clients.benchmark import Level
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
@@ -58,18 +59,9 @@ TARGETS = {"speedup": 2.5, "p99_ms": 25.0, "ceiling_share": 0.8}
 
 
 @dataclass
-class AbResult:
-    """What one Apache Bench run measured."""
+class AbResult(Level):
+    """What one Apache Bench run measured (``failed``: ab's failed requests), and where the CPU went."""
 
-    label: str
-    concurrency: int
-    requests: int
-    rps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    failed: int
-    non_2xx: int
     cpu: CpuPerRequest | None = None
 
 

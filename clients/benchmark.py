@@ -30,7 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clients.endpoint import resolve_endpoint, write_payload
+from clients.endpoint import add_endpoint_arguments, resolve_endpoint, write_payload
 from pipelines.errors import UserError, cli_main, print_json
 
 MAX_CONCURRENCY = 256
@@ -194,9 +194,7 @@ def concurrencies(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Load the endpoint level by level, print the table (or JSON) and write the plot."""
     parser = argparse.ArgumentParser(prog="python -m clients.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--service", help="a local service's name (reads its URI and primary key)")
-    parser.add_argument("--uri", help="scoring URI (e.g. http://127.0.0.1:PORT/score or an ACI URI)")
-    parser.add_argument("--key", help="primary or secondary key")
+    add_endpoint_arguments(parser)
     parser.add_argument(
         "--data", type=Path, default=Path("data.json"), help="payload file (default data.json)"
     )

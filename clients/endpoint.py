@@ -76,6 +76,13 @@ def call(scoring_uri: str, key: str, payload: dict[str, Any], timeout: float = 3
         raise UserError(f"cannot reach {scoring_uri}: {exc}", hint="is the service running?") from None
 
 
+def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--service`` (a local service), or ``--uri`` and ``--key`` (any endpoint): see resolve_endpoint."""
+    parser.add_argument("--service", help="a local service's name (reads its URI and primary key)")
+    parser.add_argument("--uri", help="scoring URI (e.g. http://127.0.0.1:PORT/score or an ACI URI)")
+    parser.add_argument("--key", help="primary or secondary key")
+
+
 def resolve_endpoint(service: str | None, uri: str | None, key: str | None) -> tuple[str, str]:
     """Scoring URI and key: a local service's (``--uri``/``--key`` override them), or the ones given."""
     if service:
@@ -105,9 +112,7 @@ def write_payload(
 def main(argv: list[str] | None = None) -> int:
     """Build the payload, save it to data.json, call the endpoint, print the JSON answer."""
     parser = argparse.ArgumentParser(prog="clients/endpoint.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--service", help="a local service's name (reads its URI and primary key)")
-    parser.add_argument("--uri", help="scoring URI (e.g. http://127.0.0.1:PORT/score or an ACI URI)")
-    parser.add_argument("--key", help="primary or secondary key")
+    add_endpoint_arguments(parser)
     parser.add_argument("--data", help="dataset name or CSV path (default: the settings' dataset)")
     parser.add_argument("--rows", type=int, default=2, help="rows to send (default 2)")
     parser.add_argument("--offset", type=int, help="first row to send (default: the last --rows rows)")

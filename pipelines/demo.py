@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
               ["clients/endpoint.py", "--service", "bike-demand-local", "--rows", "2",
                "--out", str(home / "demo" / "data.json")])  # fmt: skip
         where["request payload"] = str(home / "demo" / "data.json")
+        where["benchmark it"] = (
+            f"python -m clients.benchmark --service bike-demand-local --data {home / 'demo' / 'data.json'}"
+        )
         where["stop the service"] = "python -m pipelines.deploy stop --name bike-demand-local"
 
     print("\n== where everything is")

@@ -49,9 +49,8 @@ QUICK_EXIT_SECONDS = 20.0
 MAX_QUICK_EXITS = 3
 HEALTH_INTERVAL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 20.0
-WORKER_TIMEOUT_SECONDS = (
-    300  # gunicorn's --timeout, as the inference server's own CLI sets it (WORKER_TIMEOUT)
-)
+# gunicorn's --timeout, as the inference server's own CLI sets it (its WORKER_TIMEOUT variable)
+WORKER_TIMEOUT_SECONDS = 300
 
 
 @dataclass

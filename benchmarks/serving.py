@@ -376,9 +376,10 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
     lines += [
         "",
         f"In-process cost of one `run()` (median of {report['calls']} calls, one model thread): baseline"
-        f" {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms = decode + validation {pc['decode_ms']:.2f} ms +"
-        f" the model's predict {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the"
-        f" signature again: {pc['mlflow_predict_ms']:.2f} ms). Ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms"
+        f" {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms. Its parts, each the median of its own loop (so"
+        f" they need not add up to it): decode + validation {pc['decode_ms']:.2f} ms, the model's predict"
+        f" {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the signature again:"
+        f" {pc['mlflow_predict_ms']:.2f} ms). Ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms"
         f" = {ceiling:.0f} req/s.",
         "",
         "| target | measured | |",

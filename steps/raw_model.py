@@ -238,6 +238,7 @@ class RawModelPyfunc(PythonModel):
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:  # the thread budget a server or batch worker was given
             limit_threads(self.model.estimator, int(threads))
+        sequential_forests(self.model.estimator)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         return self.model.predict(model_input)
@@ -252,6 +253,21 @@ def limit_threads(model: Any, threads: int) -> int:
     cores. Each row's prediction does not depend on the thread count.
     """
     changed = 0
+    for obj in _estimators(model):
+        n_jobs = getattr(obj, "n_jobs", None)
+        if hasattr(obj, "get_params") and isinstance(n_jobs, int) and (n_jobs < 0 or n_jobs > threads):
+            try:
+                obj.set_params(n_jobs=threads)
+                changed += 1
+            except Exception:  # noqa: BLE001 - not a scikit-learn parameter here: set what predict reads
+                with contextlib.suppress(Exception):  # read-only: leave this one as it is
+                    obj.n_jobs = threads
+                    changed += 1
+    return changed
+
+
+def _estimators(model: Any) -> Iterator[Any]:
+    """``model`` and every object inside it that may be an estimator, each once."""
     seen: set[int] = set()
     pending = [model]
     while pending:
@@ -263,15 +279,7 @@ def limit_threads(model: Any, threads: int) -> int:
         ):
             continue
         seen.add(id(obj))
-        n_jobs = getattr(obj, "n_jobs", None)
-        if hasattr(obj, "get_params") and isinstance(n_jobs, int) and (n_jobs < 0 or n_jobs > threads):
-            try:
-                obj.set_params(n_jobs=threads)
-                changed += 1
-            except Exception:  # noqa: BLE001 - not a scikit-learn parameter here: set what predict reads
-                with contextlib.suppress(Exception):  # read-only: leave this one as it is
-                    obj.n_jobs = threads
-                    changed += 1
+        yield obj
         for attr in ("model", "_model", "estimators_", "final_estimator_", "steps", "best_estimator_"):
             try:
                 child = getattr(obj, attr, None)
@@ -281,7 +289,78 @@ def limit_threads(model: Any, threads: int) -> int:
                 pending.extend(c[1] if isinstance(c, tuple) and len(c) == 2 else c for c in child)
             elif child is not None:
                 pending.append(child)
-    return changed
+
+
+def sequential_forests(model: Any) -> int:
+    """Let every one-thread scikit-learn forest inside ``model`` run its trees in a plain loop; how many.
+
+    With ``n_jobs=1`` a forest still hands each tree to joblib through scikit-learn's wrapper, which resets
+    the warning filters and the configuration around every call: for a few rows that costs several times
+    the tree itself (about 0.2 ms a tree here; AutoML's ensembles hold hundreds). The loop runs the same
+    trees in the same order with the same arithmetic, and is used only once its first answer equals the
+    forest's own (see SequentialTrees).
+    """
+    from sklearn import ensemble
+
+    forests = (ensemble.RandomForestRegressor, ensemble.ExtraTreesRegressor, ensemble.RandomForestClassifier,
+               ensemble.ExtraTreesClassifier)  # fmt: skip
+    done = 0
+    for obj in _estimators(model):
+        if not isinstance(obj, forests) or obj.n_jobs not in (None, 1):
+            continue
+        if getattr(obj, "n_outputs_", 1) != 1 or isinstance(obj.__dict__.get("predict"), SequentialTrees):
+            continue
+        name = "predict_proba" if hasattr(obj, "classes_") else "predict"  # a classifier's predict uses it
+        obj.__dict__[name] = SequentialTrees(obj, name)
+        done += 1
+    return done
+
+
+class SequentialTrees:
+    """A one-output forest's ``predict`` (regressor) or ``predict_proba`` (classifier), tree by tree.
+
+    The first call answers with the forest's own method and compares: only an identical answer (same
+    values, same dtype and shape) switches to the loop; otherwise the forest's own method stays.
+    """
+
+    def __init__(self, forest: Any, name: str) -> None:
+        self.forest = forest
+        self.name = name
+        self.ready: bool | None = None
+
+    def original(self, X: Any) -> np.ndarray:
+        return getattr(type(self.forest), self.name)(self.forest, X)
+
+    def __call__(self, X: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        if args or kwargs or self.ready is False:
+            return getattr(type(self.forest), self.name)(self.forest, X, *args, **kwargs)
+        if self.ready is None:
+            expected = self.original(X)
+            try:
+                got = self.loop(X)
+                self.ready = got.dtype == expected.dtype and np.array_equal(got, expected, equal_nan=True)
+            except Exception:  # noqa: BLE001 - whatever the loop cannot do, the forest's own method does
+                self.ready = False
+            return expected
+        return self.loop(X)
+
+    def loop(self, X: Any) -> np.ndarray:
+        """What the forest's method computes with one thread: the trees' outputs summed in order, averaged."""
+        forest = self.forest
+        X = forest._validate_X_predict(X)
+        if self.name == "predict":
+            total = np.zeros(X.shape[0], dtype=np.float64)
+            for tree in forest.estimators_:
+                total += tree.predict(X, check_input=False)
+        else:
+            total = np.zeros((X.shape[0], int(forest.n_classes_)), dtype=np.float64)
+            for tree in forest.estimators_:
+                total += tree.predict_proba(X, check_input=False)
+        total /= len(forest.estimators_)
+        return total
+
+    def __getstate__(self) -> dict[str, Any]:  # the forest pickles as it was: its own methods, checked anew
+        return {"forest": self.forest, "name": self.name, "ready": None}
 
 
 def date_parts(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -211,10 +211,14 @@ def test_thread_budget_caps_n_jobs_inside_ensembles_and_keeps_predictions(
     assert loaded.n_jobs == 1 and [m.n_jobs for m in members] == [1, 1, 1]
     np.testing.assert_array_equal(wrapper.predict(None, train.fillna({"level": 0.0})), expected)
     assert raw_model.limit_threads(loaded, 1) == 0  # nothing left above the budget
+    forest = loaded.estimators_[0]
+    assert isinstance(forest.__dict__.get("predict"), raw_model.SequentialTrees)  # one thread: tree by tree
+    assert forest.__dict__["predict"].ready is True  # its first answer was the forest's own
 
     monkeypatch.delenv("OMP_NUM_THREADS")
     wrapper.load_context(types.SimpleNamespace(artifacts={"model": str(pickle_path)}))
     assert wrapper.model.estimator.n_jobs == -1  # no budget given: as trained
+    assert "predict" not in wrapper.model.estimator.estimators_[0].__dict__  # and its threads are its own
 
 
 def test_thread_budget_sets_the_attribute_where_set_params_refuses_and_skips_read_only_ones() -> None:
@@ -239,3 +243,76 @@ def test_thread_budget_sets_the_attribute_where_set_params_refuses_and_skips_rea
     outer._model.model = Wrapper()  # still reached through the read-only one
     assert raw_model.limit_threads(outer, 1) == 2
     assert outer.n_jobs == 1 and outer._model.n_jobs == -1 and outer._model.model.n_jobs == 1
+
+
+def _forest_data(n: int = 400, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    X[rng.random(X.shape) < 0.03] = np.nan  # trees in scikit-learn 1.9 route missing values
+    return X, np.nansum(X[:, :3], axis=1) + rng.normal(scale=0.1, size=n)
+
+
+@pytest.mark.parametrize("kind", ["RandomForestRegressor", "ExtraTreesRegressor"])
+def test_one_thread_forests_loop_over_their_trees_with_the_same_answers(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn import ensemble
+
+    X, y = _forest_data()
+    forest = getattr(ensemble, kind)(n_estimators=30, n_jobs=1, random_state=0).fit(X, y)
+    slices = [X[:1], X[:2], X[5:21], X]
+    expected = [forest.predict(part) for part in slices]
+    assert raw_model.sequential_forests(forest) == 1
+    assert raw_model.sequential_forests(forest) == 0  # once is enough
+    first = forest.predict(X[:2])  # answered by the forest's own method, compared with the loop
+    assert forest.__dict__["predict"].ready is True
+    np.testing.assert_array_equal(first, expected[1])
+
+    def no_joblib(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the forest went through joblib")
+
+    monkeypatch.setattr("sklearn.ensemble._forest.Parallel", no_joblib)
+    for part, answer in zip(slices, expected, strict=True):
+        got = forest.predict(part)
+        assert got.dtype == answer.dtype and np.array_equal(got, answer)  # bit for bit
+
+
+def test_one_thread_forest_classifier_loops_for_probabilities_and_classes() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = _forest_data(seed=9)
+    labels = np.where(y > 0.5, "high", np.where(y < -0.5, "low", "mid"))
+    forest = RandomForestClassifier(n_estimators=25, random_state=0).fit(X, labels)  # n_jobs=None: one thread
+    proba, classes = forest.predict_proba(X), forest.predict(X)
+    assert raw_model.sequential_forests(forest) == 1
+    forest.predict_proba(X[:3])
+    assert forest.__dict__["predict_proba"].ready is True
+    np.testing.assert_array_equal(forest.predict_proba(X), proba)
+    np.testing.assert_array_equal(forest.predict(X), classes)
+
+
+def test_forests_with_threads_or_many_outputs_or_a_failed_check_keep_their_own_method(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, y = _forest_data()
+    threaded = RandomForestRegressor(n_estimators=5, n_jobs=2, random_state=0).fit(X, y)
+    two_outputs = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, np.c_[y, -y])
+    assert raw_model.sequential_forests(threaded) == 0 and raw_model.sequential_forests(two_outputs) == 0
+    assert "predict" not in threaded.__dict__ and "predict" not in two_outputs.__dict__
+
+    forest = RandomForestRegressor(n_estimators=10, n_jobs=1, random_state=0).fit(X, y)
+    expected = forest.predict(X)
+    raw_model.sequential_forests(forest)
+    monkeypatch.setattr(raw_model.SequentialTrees, "loop", lambda self, X: np.zeros(len(X)))  # a wrong loop
+    np.testing.assert_array_equal(forest.predict(X), expected)
+    assert forest.__dict__["predict"].ready is False
+    np.testing.assert_array_equal(forest.predict(X[:7]), expected[:7])  # the forest's own method, for good
+    monkeypatch.undo()
+    copy = pickle.loads(pickle.dumps(forest))  # a pickled forest checks its loop again
+    assert copy.__dict__["predict"].ready is None
+    np.testing.assert_array_equal(copy.predict(X), expected)
+    assert copy.__dict__["predict"].ready is True

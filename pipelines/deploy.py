@@ -176,6 +176,7 @@ def _local(args: argparse.Namespace, name: str) -> int:
         return _print_keys(keys, args.json, args.regen)
     if args.verb == "update":
         model_name, version = parse_model_ref(args.model) if args.model else (None, None)
+        deployments.load(name)  # an unknown service is the first thing to say
         if model_name:
             print(f"loading {args.model} for {name}, then replacing its workers...", file=sys.stderr)
         service = deployments.update(

@@ -348,10 +348,10 @@ class SequentialTrees:
         """What the forest's method computes with one thread: the trees' outputs summed in order, averaged."""
         forest = self.forest
         X = forest._validate_X_predict(X)
-        if self.name == "predict":
+        if self.name == "predict":  # each tree's own predict, less its per-tree fitted check: tree_.predict
             total = np.zeros(X.shape[0], dtype=np.float64)
             for tree in forest.estimators_:
-                total += tree.predict(X, check_input=False)
+                total += tree.tree_.predict(X)[:, 0]
         else:
             total = np.zeros((X.shape[0], int(forest.n_classes_)), dtype=np.float64)
             for tree in forest.estimators_:

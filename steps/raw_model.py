@@ -328,12 +328,13 @@ class SequentialTrees:
         self.name = name
         self.ready: bool | None = None
 
-    def original(self, X: Any) -> np.ndarray:
-        return getattr(type(self.forest), self.name)(self.forest, X)
+    def original(self, X: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        """The forest's own method (the class's, past this instance attribute)."""
+        return getattr(type(self.forest), self.name)(self.forest, X, *args, **kwargs)
 
     def __call__(self, X: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         if args or kwargs or self.ready is False:
-            return getattr(type(self.forest), self.name)(self.forest, X, *args, **kwargs)
+            return self.original(X, *args, **kwargs)
         if self.ready is None:
             expected = self.original(X)
             try:

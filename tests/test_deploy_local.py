@@ -314,11 +314,24 @@ def test_update_to_a_model_that_does_not_load_changes_nothing(
     assert resp.status_code == 200 and service_info()["model"] == info["model"]
 
 
-def test_a_dead_worker_is_replaced(ws: dict[str, Any]) -> None:
+def test_a_dead_worker_is_replaced_and_its_ready_marker_dropped(ws: dict[str, Any]) -> None:
+    import psutil
+
+    from pipelines.local import deployments
+
     info = service_info(PROBE)
+    master = psutil.Process(deployments.read_runtime(PROBE)["server_pid"])
+    markers = Path(info["folder"]) / "workers"
+    before = {p.pid for p in master.children()}
     with pytest.raises(requests.ConnectionError):
         post(info["scoring_uri"], {"die": True}, keys(PROBE)["primary"])
     assert wait_for(lambda: _echo_ok(info["scoring_uri"], keys(PROBE)["primary"]), 60)
+
+    def workers() -> set[int]:
+        return {p.pid for p in master.children() if p.status() != psutil.STATUS_ZOMBIE}
+
+    assert wait_for(lambda: len(workers() - before) == 1 and len(before - workers()) == 1, 30)
+    assert wait_for(lambda: {int(m.name) for m in markers.iterdir()} == workers(), 30)
 
 
 def test_a_killed_server_is_restarted_by_the_supervisor(ws: dict[str, Any]) -> None:

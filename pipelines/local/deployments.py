@@ -426,10 +426,7 @@ def _server_process(service: LocalService) -> Any:
 def _roll_workers(service: LocalService, master: Any, timeout: float) -> None:
     """Replace the workers by as many that have loaded the record's model before the old ones stop (TTIN/TTOU)."""
     ready_dir = service.folder / "workers"
-    old = {p.pid for p in master.children()}
-    for marker in ready_dir.glob("*") if ready_dir.is_dir() else []:
-        if int(marker.name) not in old:  # left by workers that are gone
-            marker.unlink(missing_ok=True)
+    old = {p.pid for p in master.children()}  # (each worker drops the markers of gone ones as it starts)
     wanted = f"{service.model_name}:{service.model_version}"
     deadline = time.monotonic() + timeout
 

@@ -359,7 +359,18 @@ def from_environment() -> KeyAuthMiddleware:
     middleware = KeyAuthMiddleware(
         inner, KeyChecker(folder / "keys.json"), swagger_ui_dir=swagger_ui_folder()
     )
-    ready = folder / "workers"
-    ready.mkdir(exist_ok=True)
-    (ready / str(os.getpid())).write_text(f"{service.model_name}:{service.model_version}")
+    mark_ready(folder / "workers", f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")
+
+
+def mark_ready(ready: Path, model: str) -> None:
+    """Write ``<ready>/<this pid>`` naming the model, and drop the markers of workers that are gone."""
+    ready.mkdir(exist_ok=True)
+    (ready / str(os.getpid())).write_text(model)
+    for marker in ready.iterdir():
+        try:
+            os.kill(int(marker.name), 0)
+        except ProcessLookupError:
+            marker.unlink(missing_ok=True)
+        except (ValueError, PermissionError):  # not a pid / a live process of another user
+            pass

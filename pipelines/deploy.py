@@ -130,8 +130,6 @@ def _local(args: argparse.Namespace, name: str) -> int:
 
     if args.verb == "deploy":
         model_name, version = parse_model_ref(args.model or load_settings().model_name)
-        print(f"deploying {model_name}{f':{version}' if version else ''} as local service {name!r} "
-              "(starting the server, loading the model)...", file=sys.stderr)  # fmt: skip
         service = deployments.deploy(
             model_name,
             version,
@@ -144,6 +142,7 @@ def _local(args: argparse.Namespace, name: str) -> int:
             scoring_timeout_ms=args.scoring_timeout_ms,
             overwrite=args.overwrite,
             timeout=args.timeout,
+            progress=lambda message: print(message, file=sys.stderr),
         )
         return _print_service(service.describe(), args.json, verb="deployed")
     if args.verb == "list":
@@ -295,6 +294,8 @@ def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
         return 0
     title = f"{verb} {info.get('model', '')} as {info['name']}" if verb else info["name"]
     print(f"{title.strip()}  [{info.get('state', '')}]")
+    if info.get("message"):
+        print(f"  {info['message']}")
     rows = [
         ("scoring URI", info.get("scoring_uri")),
         ("swagger URI", info.get("swagger_uri")),
@@ -304,7 +305,7 @@ def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
         ("app insights", info.get("app_insights")),
         (
             "keys",
-            f"python -m pipelines.deploy keys --name {info['name']}"
+            f"{info['keys_file']} (print them: python -m pipelines.deploy keys --name {info['name']})"
             if "keys_file" in info
             else info.get("keys"),
         ),

@@ -413,7 +413,8 @@ def test_a_service_that_died_with_its_supervisor_is_started_again_but_a_stopped_
     runtime = deployments.read_runtime(PROBE)
     os.kill(runtime["supervisor_pid"], signal.SIGKILL)  # as if the machine had gone down
     os.killpg(runtime["server_pid"], signal.SIGKILL)  # gunicorn and its workers (their own process group)
-    assert wait_for(lambda: deployments.state(PROBE) == "Stopped", 30)
+    assert wait_for(lambda: deployments.state(PROBE) == "Unhealthy", 30)  # not stopped by its user
+    assert "starts it again" in service_info(PROBE)["message"]
     # the other service is running: left alone; this one once its dying processes have let go of the port
     assert wait_for(lambda: deployments.revive_all() == [PROBE], 30)
     deployments.wait_until_healthy(PROBE, timeout=120)
@@ -428,9 +429,26 @@ def test_cli_errors_are_one_line_exit_2(ws: dict[str, Any], capsys: pytest.Captu
     code, _, err = cli(capsys, "--model", "no-such-model", "--name", "other-svc")
     assert code == 2 and "no model named 'no-such-model'" in err and "Traceback" not in err
     code, _, err = cli(capsys, "--name", SERVICE)
-    assert code == 2 and "already exists" in err
+    assert code == 2 and "already exists" in err and "deploying" not in err  # refused before starting
+    for bad in (["--model", "no-such-model"], ["--workers", "0"], ["--scoring-timeout-ms", "0"]):
+        code, _, err = cli(capsys, "--name", SERVICE, "--overwrite", *bad)
+        assert code == 2 and "error:" in err
+        assert service_info()["state"] == "Healthy"  # the existing service was not stopped
     code, _, err = cli(capsys, "show", "--name", "nope-svc")
     assert code == 2 and "no local service named 'nope-svc'" in err
+
+
+def test_overwrite_keeps_the_port_and_the_keys(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, key = service_info(PROBE), keys(PROBE)["primary"]
+    code, out, err = cli(capsys, "--name", PROBE, "--overwrite", "--workers", "1",
+                         "--entry-script", before["entry_script"], "--scoring-timeout-ms", str(PROBE_TIMEOUT_MS))  # fmt: skip
+    assert code == 0, err
+    assert f"on 127.0.0.1:{before['port']}" in err and "[Healthy]" in out
+    after = service_info(PROBE)
+    assert after["scoring_uri"] == before["scoring_uri"] and after["created"] != before["created"]
+    assert _echo_ok(after["scoring_uri"], key)
 
 
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str]) -> None:

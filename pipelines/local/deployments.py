@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ class LocalService:
             "model": f"{self.model_name}:{self.model_version}",
             "state": state(self.name),
             "restarts": runtime.get("restarts", 0),
-            "message": runtime.get("message", ""),
+            "message": runtime.get("message", "") or _down_message(self),
             "scoring_uri": self.scoring_uri,
             "swagger_uri": self.swagger_uri,
             "swagger_ui_uri": self.swagger_ui_uri,
@@ -164,16 +164,21 @@ def deploy(
     scoring_timeout_ms: int | None = None,
     overwrite: bool = False,
     timeout: float = 180.0,
+    progress: Callable[[str], None] | None = None,
 ) -> LocalService:
-    """Deploy a registered model as a local service, start it and wait until it is healthy."""
+    """Deploy a registered model as a local service, start it and wait until it is healthy.
+
+    Everything is checked before anything changes: a bad option leaves an existing service running.
+    Overwriting a service keeps its port unless another is given. ``progress`` is told when the
+    server starts.
+    """
     from pipelines.local import registry
 
     validate_name(name)
     folder = service_dir(name)
-    if (folder / "service.json").is_file():
-        if not overwrite:
-            raise UserError(f"service {name!r} already exists", hint="pass --overwrite, or delete it first")
-        stop(name)
+    previous = load(name) if (folder / "service.json").is_file() else None
+    if previous is not None and not overwrite:
+        raise UserError(f"service {name!r} already exists", hint="pass --overwrite, or delete it first")
     model = registry.get_model(model_name, model_version)
     env = registry.model_env(model.name, model.version)
     script = Path(entry_script or DEFAULT_ENTRY_SCRIPT).resolve()
@@ -181,11 +186,14 @@ def deploy(
         raise UserError(f"entry script {script} not found", hint="pass the path of a score.py")
     if max_body_bytes < 1:
         raise UserError("the body limit must be positive", hint="e.g. --max-body-bytes 1048576")
-    workers = workers or default_workers()
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserError("workers must be at least 1", hint="e.g. --workers 2")
     if scoring_timeout_ms is not None and scoring_timeout_ms < 1:
         raise UserError("the scoring timeout must be at least 1 ms", hint="e.g. --scoring-timeout-ms 60000")
+    if previous is not None:
+        stop(name)
+        port = port or previous.port
     with _records_lock():  # port choice and record together: concurrent deploys never share a port
         taken = {s.port for s in list_services() if s.name != name}
         if port in taken:
@@ -212,6 +220,9 @@ def deploy(
         KeyStore(folder / "keys.json").keys()
         _write_json(folder / "service.json", asdict(service))
         _write_json(folder / "runtime.json", {"state": "Stopped"})
+    if progress is not None:
+        progress(f"deploying {model.name}:{model.version} as local service {name!r} on 127.0.0.1:{chosen_port}"
+                 " (starting the server, loading the model)...")  # fmt: skip
     return start(name, timeout=timeout)
 
 
@@ -282,7 +293,7 @@ def wait_until_healthy(name: str, *, timeout: float = 180.0) -> LocalService:
         current = state(name)
         if current == "Healthy":
             return service
-        if current in ("Failed", "Stopped"):
+        if current == "Failed" or not _supervisor_alive(service):
             break
         time.sleep(0.25)
     else:
@@ -472,15 +483,29 @@ def regenerate_key(name: str, which: str) -> dict[str, str]:
 
 
 def state(name: str) -> str:
-    """Healthy, Transitioning, Unhealthy, Failed or Stopped."""
+    """Healthy, Transitioning, Unhealthy, Failed or Stopped.
+
+    A service that should be running but whose supervisor is gone (killed, or the machine restarted) is
+    Unhealthy until the workspace service, or ``start``, brings it back; Stopped is only for one stopped
+    by its user.
+    """
     service = load(name)
     runtime = read_runtime(name)
     recorded = runtime.get("state", "Stopped")
     if recorded == "Failed":
         return "Failed"
     if not _supervisor_alive(service):
-        return "Stopped"
+        return "Unhealthy" if runtime.get("desired") == "running" else "Stopped"
     return recorded
+
+
+def _down_message(service: LocalService) -> str:
+    if state(service.name) != "Unhealthy" or _supervisor_alive(service):
+        return ""
+    return (
+        "not running although it was not stopped: the workspace service (python -m pipelines.workspace"
+        f" serve) starts it again within seconds; or run: python -m pipelines.deploy start --name {service.name}"
+    )
 
 
 def read_runtime(name: str) -> dict[str, Any]:

@@ -296,3 +296,35 @@ def test_deployments_are_listed_with_their_uris_and_never_their_keys(client, key
     assert client.get("/deployments").status_code == 401
     missing = client.get("/deployments/nope", headers=headers)
     assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
+
+
+@pytest.fixture
+def published_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    from pipelines import batch_score
+    from pipelines.datagen import write_csv
+
+    data = tmp_path / "data"
+    write_csv(data / "tiny.csv", 40, seed=2)
+    monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
+    return publishing.publish(batch_score.build(Settings(dataset="tiny")), schedule=False)
+
+
+@pytest.mark.parametrize(
+    ("version", "model"), [(2, "bike-demand:2"), ("3", "bike-demand:3"), (0, "bike-demand")]
+)
+def test_the_batch_pipelines_model_version_parameter_picks_the_model(
+    client, published_batch, key, version, model
+) -> None:
+    body = {"ExperimentName": "e", "ParameterAssignments": {"model_version": version}}
+    r = post(client, endpoint_path(published_batch), body, key)
+    assert r.status_code == 200, r.text
+    args = json.loads(run_queue.rows()[0]["args"])
+    assert args[args.index("--model") + 1] == model
+    assert runs.read_record(r.json()["Id"])["parameters"]["model_version"] == int(version)
+
+
+@pytest.mark.parametrize("version", [-1, "x", 1.5])
+def test_a_bad_model_version_is_400_and_nothing_runs(client, published_batch, key, version) -> None:
+    body = {"ExperimentName": "e", "ParameterAssignments": {"model_version": version}}
+    r = post(client, endpoint_path(published_batch), body, key)
+    assert r.status_code == 400 and "model_version" in r.text and nothing_queued()

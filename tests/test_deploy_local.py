@@ -174,6 +174,8 @@ def test_no_or_wrong_key_is_401_and_run_is_not_called(ws: dict[str, Any], header
         (b'{"data": []}', "data: expected at least one row"),
         (None, "unknown column(s) 'casual'"),
         (b'{"data": [{"instant": "x"}]}', "missing column(s)"),
+        (b"[" * 50_000, "nests JSON too deeply"),
+        (b'{"data": ' + b"[" * 500 + b"]" * 500 + b"}", "nests JSON too deeply"),
     ],
 )
 def test_bad_input_over_http_is_400_naming_the_field(
@@ -344,6 +346,24 @@ def test_a_killed_server_is_restarted_by_the_supervisor(ws: dict[str, Any]) -> N
     assert wait_for(lambda: deployments.state(PROBE) == "Healthy", 60)
     assert _echo_ok(info["scoring_uri"], keys(PROBE)["primary"])
     assert deployments.read_runtime(PROBE)["restarts"] >= 1
+
+
+def test_a_damaged_key_file_is_503_with_the_fix_and_regen_repairs_it(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    info, old = service_info(PROBE), keys(PROBE)
+    before = probe_calls(ws)
+    Path(info["keys_file"]).write_text('{"primary": "' + old["primary"][:5])
+    resp = post(info["scoring_uri"], {"echo": 1}, old["primary"])
+    assert resp.status_code == 503 and probe_calls(ws) == before
+    assert f"keys --name {PROBE} --regen primary" in resp.json()["message"] and resp.json()["request_id"]
+    code, _, err = cli(capsys, "keys", "--name", PROBE)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "damaged" in err
+    code, _, err = cli(capsys, "keys", "--name", PROBE, "--regen", "primary")
+    assert code == 0, err
+    new = keys(PROBE)
+    assert set(new.values()).isdisjoint(old.values())
+    assert _echo_ok(info["scoring_uri"], new["secondary"])
 
 
 def test_regenerated_key_works_at_once_and_the_old_one_does_not(

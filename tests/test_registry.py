@@ -73,3 +73,25 @@ def test_keys_are_random_urlsafe_and_never_look_like_options(tmp_path: Path) -> 
     assert store.check_authorization_header(f"Bearer {first['secondary']}")
     store.regenerate("primary")
     assert not store.check(first["primary"]) and store.check(first["secondary"])
+
+
+@pytest.mark.parametrize(
+    "damage", [b'{"primary": "ab', b"\xff\xfe\x00", b"{}", b"[1]", b'{"primary": 1, "secondary": "x"}']
+)
+def test_a_damaged_key_file_is_refused_with_the_fix_and_regen_repairs_it(
+    tmp_path: Path, damage: bytes
+) -> None:
+    from pipelines.errors import UserError
+    from pipelines.local.keys import KeyStore
+
+    store = KeyStore(tmp_path / "keys.json", "python -m tool keys --regen primary")
+    store.keys()
+    store.path.write_bytes(damage)
+    with pytest.raises(UserError) as caught:
+        store.keys()
+    assert "damaged" in caught.value.message and "python -m tool keys --regen primary" in caught.value.hint
+    with pytest.raises(UserError):
+        store.check("anything")  # never a silent pass or a crash of another kind
+    fresh = store.regenerate("secondary")
+    assert store.keys() == fresh and all(fresh.values())
+    assert oct(store.path.stat().st_mode & 0o777) == "0o600"

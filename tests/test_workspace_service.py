@@ -80,6 +80,17 @@ def test_key_file_is_private(client) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_damaged_key_file_is_503_saying_how_to_make_new_keys(client, published, key) -> None:
+    service.key_store().path.write_text('{"primary": "abc')
+    r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
+    assert r.status_code == 503 and "damaged" in r.text and "--regen primary" in r.text
+    assert nothing_queued() and "abc" not in r.text
+    new = service.key_store().regenerate("primary")
+    assert (
+        post(client, endpoint_path(published), {"ExperimentName": "e"}, new["secondary"]).status_code == 200
+    )
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("body", "fragment"),
@@ -87,6 +98,7 @@ def test_key_file_is_private(client) -> None:
         ('{"ExperimentName": "e",', "malformed JSON"),
         ("[1, 2]", "must be a JSON object"),
         ("", "empty request body"),
+        ("[" * 100_000, "nests too deeply"),
         (
             {"ExperimentName": "e", "ParameterAssignment": {}},
             "unknown field(s) in the body: ParameterAssignment",

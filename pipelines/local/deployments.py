@@ -192,6 +192,7 @@ def deploy(
     if scoring_timeout_ms is not None and scoring_timeout_ms < 1:
         raise UserError("the scoring timeout must be at least 1 ms", hint="e.g. --scoring-timeout-ms 60000")
     if previous is not None:
+        key_store(name).keys()  # a damaged key file stops the overwrite here, with what to do
         stop(name)
         port = port or previous.port
     with _records_lock():  # port choice and record together: concurrent deploys never share a port
@@ -217,7 +218,7 @@ def deploy(
             updated=stamp,
         )
         folder.mkdir(parents=True, exist_ok=True)
-        KeyStore(folder / "keys.json").keys()
+        key_store(name).keys()
         _write_json(folder / "service.json", asdict(service))
         _write_json(folder / "runtime.json", {"state": "Stopped"})
     if progress is not None:
@@ -472,14 +473,22 @@ def _worker_model(ready_dir: Path, pid: int) -> str | None:
         return None
 
 
+def key_store(name: str, folder: Path | None = None) -> KeyStore:
+    """The service's keys (in ``folder``, default its folder in this workspace)."""
+    path = (folder or service_dir(name)) / "keys.json"
+    return KeyStore(path, f"python -m pipelines.deploy keys --name {name} --regen primary")
+
+
 def keys(name: str) -> dict[str, str]:
     """The service's primary and secondary keys."""
-    return KeyStore(load(name).folder / "keys.json").keys()
+    load(name)
+    return key_store(name).keys()
 
 
 def regenerate_key(name: str, which: str) -> dict[str, str]:
     """A new primary or secondary key; the running workers accept it (and reject the old) at once."""
-    return KeyStore(load(name).folder / "keys.json").regenerate(which)
+    load(name)
+    return key_store(name).regenerate(which)
 
 
 def state(name: str) -> str:

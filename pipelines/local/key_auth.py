@@ -19,12 +19,14 @@ import io
 import json
 import mimetypes
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import UserError
 from pipelines.local.keys import KEY_NAMES, KeyStore
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -33,14 +35,17 @@ SCORE_PATH = "/score"
 SWAGGER_UI_PATH = "/swagger-ui/"
 OPEN_PATHS = ("/", "/swagger.json")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+MAX_NESTING = 100  # a scoring request nests three levels
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 ALLOWED_METHODS = {"/": "GET, HEAD", "/score": "POST, OPTIONS", "/swagger.json": "GET, HEAD"}
 
 
 class KeyChecker:
     """Constant-time check of a Bearer key against the primary and secondary keys in a key file."""
 
-    def __init__(self, path: Path) -> None:
-        self.store = KeyStore(path)
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
         self._stamp: tuple[int, int, int] | None = None
         self._keys: dict[str, bytes] = {}
 
@@ -141,8 +146,14 @@ class KeyAuthMiddleware:
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         if path == SCORE_PATH:
-            key_name = self.keys.which(environ.get("HTTP_AUTHORIZATION"))
-            if key_name is None:
+            try:
+                key_name = self.keys.which(environ.get("HTTP_AUTHORIZATION"))
+                damaged = None
+            except UserError as exc:  # no key can be checked: the service's owner must make new ones
+                key_name, damaged = None, exc
+            if damaged is not None:
+                body = _respond(capture, 503, f"this service's {damaged}", request_id)
+            elif key_name is None:
                 body = _respond(capture, 401, "missing or invalid key: send 'Authorization: Bearer <key>'",
                                 request_id, [("WWW-Authenticate", 'Bearer realm="score"')])  # fmt: skip
             elif environ.get("REQUEST_METHOD") not in ("POST", "OPTIONS"):  # as documented: POST only
@@ -191,6 +202,9 @@ class KeyAuthMiddleware:
                 return _respond(
                     start_response, 400, "request body is not valid JSON text (UTF-8)", request_id
                 )
+            if _too_deep(data):  # the server's json.loads raises RecursionError -> 500
+                return _respond(start_response, 400, "request body nests JSON too deeply: send "
+                                '{"data": [{"column": value, ...}, ...]}', request_id)  # fmt: skip
             environ["wsgi.input"] = io.BytesIO(data)
             environ["CONTENT_LENGTH"] = str(len(data))
         status_holder: list[tuple[str, list[tuple[str, str]]]] = []
@@ -303,7 +317,8 @@ def _respond(
     request_id: str,
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    reasons = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 413: "Payload Too Large"}
+    reasons = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 413: "Payload Too Large",
+               503: "Service Unavailable"}  # fmt: skip
     body = json.dumps({"message": message, "request_id": request_id}).encode()
     headers = [
         ("Content-Type", "application/json"),
@@ -313,6 +328,20 @@ def _respond(
     ]
     start_response(f"{code} {reasons.get(code, 'Error')}", headers)
     return [body]
+
+
+def _too_deep(data: bytes) -> bool:
+    """True if ``data`` nests JSON arrays/objects deeper than MAX_NESTING (Python's parser would run out of
+    recursion). Only bodies with that many brackets are scanned: nesting is no deeper than their count."""
+    if data.count(b"[") + data.count(b"{") <= MAX_NESTING:
+        return False
+    text = _JSON_STRING.sub("", data.decode(json.detect_encoding(data), errors="replace"))
+    depth = 0
+    for bracket in _BRACKET.findall(text):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
 
 
 def _decodable(data: bytes) -> bool:
@@ -349,7 +378,7 @@ def from_environment() -> KeyAuthMiddleware:
     The model is the one service.json names when the worker starts (so a worker started during a model
     update loads the new one); once it is loaded, ``workers/<pid>`` says which model this worker serves.
     """
-    from pipelines.local.deployments import LocalService, model_settings
+    from pipelines.local.deployments import LocalService, key_store, model_settings
 
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
     service = LocalService(**json.loads((folder / "service.json").read_text()))
@@ -357,7 +386,7 @@ def from_environment() -> KeyAuthMiddleware:
     from azureml_inference_server_http.server.entry import app as inner
 
     middleware = KeyAuthMiddleware(
-        inner, KeyChecker(folder / "keys.json"), swagger_ui_dir=swagger_ui_folder()
+        inner, KeyChecker(key_store(service.name, folder)), swagger_ui_dir=swagger_ui_folder()
     )
     mark_ready(folder / "workers", f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")

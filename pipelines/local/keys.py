@@ -23,23 +23,36 @@ KEY_NAMES = ("primary", "secondary")
 class KeyStore:
     """The keys of one owner (e.g. the workspace service or one deployment), in ``path``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, regen_command: str = "the keys command with --regen primary") -> None:
         self.path = Path(path)
+        self.regen_command = regen_command
 
     def keys(self) -> dict[str, str]:
-        """Both keys, generating them on first use."""
+        """Both keys, generating them on first use; UserError if the file is damaged."""
         if not self.path.is_file():
             return self._write({name: _new_key() for name in KEY_NAMES})
-        data = json.loads(self.path.read_text())
-        if not all(isinstance(data.get(n), str) and data[n] for n in KEY_NAMES):
-            raise UserError(f"key file {self.path} is damaged", hint="regenerate both keys with --regen")
+        try:
+            data = json.loads(self.path.read_bytes())
+        except ValueError:  # not JSON, or not text
+            data = None
+        if not (isinstance(data, dict) and all(isinstance(data.get(n), str) and data[n] for n in KEY_NAMES)):
+            raise UserError(
+                f"key file {self.path} is damaged, so no key is accepted",
+                hint=f"make new keys, which replaces both: {self.regen_command}",
+            )
         return {n: data[n] for n in KEY_NAMES}
 
     def regenerate(self, which: str) -> dict[str, str]:
-        """A new ``primary`` or ``secondary`` key; the old one stops working at once."""
+        """A new ``primary`` or ``secondary`` key; the old one stops working at once.
+
+        If the key file is damaged, both keys are new (the other one cannot be read back).
+        """
         if which not in KEY_NAMES:
             raise UserError(f"unknown key {which!r}", hint="use primary or secondary")
-        keys = self.keys() if self.path.is_file() else {n: _new_key() for n in KEY_NAMES}
+        try:
+            keys = self.keys()
+        except UserError:
+            keys = {n: _new_key() for n in KEY_NAMES}
         keys[which] = _new_key()
         return self._write(keys)
 

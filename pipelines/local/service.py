@@ -63,6 +63,7 @@ class ApiError(Exception):
             401: "Unauthorized",
             404: "NotFound",
             413: "PayloadTooLarge",
+            503: "ServiceUnavailable",
         }.get(status, "Error")
 
 
@@ -115,7 +116,9 @@ class PipelineRun(BaseModel):
 # ---- helpers ---------------------------------------------------------------------------------------
 def key_store() -> KeyStore:
     """The workspace service's keys."""
-    return KeyStore(amlops_home() / "service" / "keys.json")
+    return KeyStore(
+        amlops_home() / "service" / "keys.json", "python -m pipelines.workspace keys --regen primary"
+    )
 
 
 def service_dir() -> Path:
@@ -131,7 +134,11 @@ def require_key(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """401 unless ``Authorization: Bearer <primary or secondary key>`` (keys read per request)."""
-    if not key_store().check_authorization_header(request.headers.get("authorization")):
+    try:
+        valid = key_store().check_authorization_header(request.headers.get("authorization"))
+    except UserError as exc:  # no key can be checked until the keys are made again
+        raise ApiError(503, f"the workspace service's {exc}") from None
+    if not valid:
         raise ApiError(401, "missing or invalid key: send 'Authorization: Bearer <key>' "
                             "(python -m pipelines.workspace keys --primary)")  # fmt: skip
 
@@ -190,6 +197,8 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the JSON body nests too deeply (a submission needs three levels)") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - SUBMIT_FIELDS)

@@ -370,19 +370,44 @@ def direct_predictor(
     return direct if same else model.predict
 
 
+def date_checker(model: Any) -> Callable[[pd.DataFrame], tuple[int, str] | None] | None:
+    """The model's own test for text in a date column that is not a date (this project's raw-columns
+    models: ``unreadable_date``), or None for a model without one."""
+    try:
+        inner = model.unwrap_python_model().model
+    except Exception:  # noqa: BLE001 - not this project's pyfunc: no date check
+        return None
+    return getattr(inner, "unreadable_date", None)
+
+
+def check_dates(frame: pd.DataFrame, schema: InputSchema) -> None:
+    """InputError naming the first value in a date column that the model cannot read as a date (it would
+    otherwise predict from a missing date)."""
+    found = unreadable_date(frame) if unreadable_date is not None else None
+    if found is not None:
+        i, column = found
+        example = schema.example[0].get(column) if schema.example else None
+        raise InputError(
+            f"{INPUT_NAME}[{i}].{column}: expected a date{f' like {example!r}' if example else ''},"
+            f" got {json.dumps(frame[column].iloc[i], default=str)}"
+        )
+
+
 SCHEMA = read_input_schema(model_path())
 model: Any = None
 predict: Callable[[pd.DataFrame], Any] | None = None
+unreadable_date: Callable[[pd.DataFrame], tuple[int, str] | None] | None = None
 
 
 def init() -> None:
     """Load the registered model once per worker process."""
-    global model, predict
+    global model, predict, unreadable_date
     import mlflow
 
     path = model_path()
     model = mlflow.pyfunc.load_model(path)
     predict = direct_predictor(model, path, SCHEMA)
+    unreadable_date = date_checker(model)
 
 
 @input_schema(INPUT_NAME, RecordsParameterType(SCHEMA))
@@ -391,6 +416,7 @@ def run(data: Any) -> Any:
     """Predict for the posted rows: ``{"result": [...]}``, or a 400 response naming the bad field."""
     try:
         frame = decode(data, SCHEMA)
+        check_dates(frame, SCHEMA)
     except InputError as exc:
         return _bad_request(str(exc))
     return {"result": predictions_to_list(predict(frame))}

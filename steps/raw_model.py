@@ -139,6 +139,23 @@ class RawColumnsModel:
             return feats
         return self.featurizer.transform(frame)
 
+    def unreadable_date(self, frame: pd.DataFrame) -> tuple[int, str] | None:
+        """The first (row position, column) of text in a date column that is not a date, else None.
+
+        ``predict`` reads such text as a missing date (as it does in batch scoring); a caller that
+        should refuse it, such as an online endpoint, asks here first. Parsed as ``predict`` parses.
+        """
+        columns = [*self.featurizer.date_columns, *([self.time_column] if self.task == "forecasting" else [])]
+        for column in dict.fromkeys(columns):
+            series = frame.get(column)
+            if series is None or series.dtype != object:
+                continue
+            fmt = getattr(self.featurizer, "date_formats", {}).get(column)
+            unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
+            if unread.any():
+                return int(unread.argmax()), column
+        return None
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])

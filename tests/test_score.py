@@ -143,6 +143,14 @@ BAD_INPUTS = {
         lambda p: [{**p[0], "temp": float("nan")}],
         "data[0].temp: expected a finite number",
     ),
+    "text that is not a date": (
+        lambda p: [p[0], {**p[1], "date": "notadate"}],
+        "data[1].date: expected a date like '1/1/2011', got \"notadate\"",
+    ),
+    "a day that does not exist": (
+        lambda p: [{**p[0], "date": "13/45/2012"}],
+        "data[0].date: expected a date like '1/1/2011', got \"13/45/2012\"",
+    ),
     "integer out of range": (
         lambda p: [{**p[0], "instant": 2**70}],
         "data[0].instant: expected a 64-bit integer",
@@ -220,3 +228,12 @@ def test_predict_keeps_mlflows_predict_when_the_direct_call_disagrees(scored: tu
     fake = _Disagreeing(score.model)
     chosen = score.direct_predictor(fake, Path(env["AZUREML_MODEL_DIR"]) / "bike-demand", score.SCHEMA)
     assert chosen == fake.predict
+
+
+def test_dates_in_another_readable_format_are_accepted_as_the_same_day(
+    score: ModuleType, bike_csv_path: Path
+) -> None:
+    payload = rows(bike_csv_path, 1)
+    assert payload[0]["date"] == "12/31/2012"
+    iso = [{**payload[0], "date": "2012-12-31"}]
+    assert score.run(payload)["result"] == score.run(iso)["result"]

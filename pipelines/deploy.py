@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError, cli_main, print_json
+from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.settings import load_settings
 
 VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete")
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("deploy", "deploy the registered model as a real-time web service")
     p.add_argument("--model", help="NAME or NAME:VERSION (default: the settings' model_name, latest version)")
     p.add_argument("--workers", type=int, help="local: gunicorn worker processes (default: one per core)")
-    p.add_argument("--port", type=int, help="local: port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=PORT, help="local: port on 127.0.0.1 (default: a free one)")
     p.add_argument(
         "--max-body-bytes", type=int, default=1 << 20, help="local: larger bodies get 413 (default 1 MiB)"
     )
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("list", "list the deployed services")
     verb("show", "show a service: state, URIs, where its keys and logs are")
     p = verb("logs", "print a service's logs")
-    p.add_argument("--tail", type=int, default=50, help="last N lines (default 50)")
+    p.add_argument("--tail", type=int_in_range(0), default=50, help="last N lines (default 50)")
     p.add_argument(
         "--requests", action="store_true", help="local: the request log (status, latency per request)"
     )

@@ -1,7 +1,9 @@
-"""The one error type for bad input, and the CLI wrapper that turns it into a one-line message + exit 2."""
+"""The one error type for bad input, the CLI wrapper that turns it into a one-line message + exit 2, and
+argparse types for numbers that must lie in a range (argparse then reports them as its usage errors)."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -49,3 +51,22 @@ def cli_main(func: Callable[[list[str] | None], int | None]) -> Callable[[list[s
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+def int_in_range(low: int, high: int | None = None, what: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high`` (no upper bound if None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"expected {what or 'an integer'} {span}, got {value}")
+        return value
+
+    return parse
+
+
+PORT = int_in_range(0, 65535, "a port")

@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import Any
 
-from pipelines.errors import UserError, cli_main, print_json
+from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.local import publishing, run_queue, runs
 from pipelines.settings import amlops_home, parse_assignments
 
@@ -38,11 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the workspace service (HTTP API, run queue, schedules)",
                            description="Serve published pipelines on 127.0.0.1 with Azure's REST shapes; "
                                        "run queued runs and fire schedules. Ctrl-C stops the service, not the runs.")  # fmt: skip
-    serve.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
+    serve.add_argument("--port", type=PORT, default=8765, help="TCP port (default 8765; 0: any free port)")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    serve.add_argument("--workers", type=int_in_range(1), default=DEFAULT_WORKERS,
                        help=f"pipeline runs executed at once; more wait in the queue (default {DEFAULT_WORKERS})")  # fmt: skip
 
     status = sub.add_parser("status", help="is the service running; queue, endpoints, schedules")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs_p = sub.add_parser("runs", help="list runs, newest first")
     runs_p.add_argument("--status", choices=runs.STATUSES, help="only runs in this status")
-    runs_p.add_argument("--limit", type=int, default=20, help="how many (default 20; 0: all)")
+    runs_p.add_argument("--limit", type=int_in_range(0), default=20, help="how many (default 20; 0: all)")
     runs_p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     run_status = sub.add_parser("run-status", help="one run's status, steps, metrics and error")

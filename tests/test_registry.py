@@ -95,3 +95,19 @@ def test_a_damaged_key_file_is_refused_with_the_fix_and_regen_repairs_it(
     fresh = store.regenerate("secondary")
     assert store.keys() == fresh and all(fresh.values())
     assert oct(store.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_numbers_out_of_range_are_argparse_errors() -> None:
+    import argparse
+
+    from pipelines.errors import PORT, int_in_range
+
+    assert PORT("0") == 0 and PORT("65535") == 65535 and int_in_range(1)("7") == 7
+    for parse, text, message in [
+        (PORT, "70000", "expected a port from 0 to 65535, got 70000"),
+        (PORT, "-1", "expected a port from 0 to 65535, got -1"),
+        (int_in_range(0), "-5", "expected an integer of at least 0, got -5"),
+        (int_in_range(1), "x", "expected an integer, got 'x'"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)

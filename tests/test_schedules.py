@@ -206,6 +206,8 @@ def test_schedule_parameters_are_checked_when_created(tiny_endpoint: dict) -> No
         )
     with pytest.raises(UserError, match="no pipeline endpoint"):
         schedules.create("s", schedules.recurrence("Day", 1), endpoint="missing")
+    with pytest.raises(UserError, match="a schedule needs a name"):
+        schedules.create(" ", schedules.recurrence("Day", 1), endpoint="amlops-tiny")
     assert schedules.list_schedules() == []
 
 

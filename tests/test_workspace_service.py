@@ -340,3 +340,8 @@ def test_a_bad_model_version_is_400_and_nothing_runs(client, published_batch, ke
     body = {"ExperimentName": "e", "ParameterAssignments": {"model_version": version}}
     r = post(client, endpoint_path(published_batch), body, key)
     assert r.status_code == 400 and "model_version" in r.text and nothing_queued()
+
+
+def test_a_run_list_limit_below_one_is_400(client, key) -> None:
+    r = client.get("/runs?limit=-5", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 400 and "limit" in r.json()["error"]["message"]

@@ -270,7 +270,9 @@ def revive_all() -> list[str]:
 
 def _launch(service: LocalService) -> None:
     """Start the supervisor of a service that is not running (it starts gunicorn); do not wait."""
-    _check_port(service.port)
+    _check_port(service.port, busy_hint="free it, or deploy the service again on another port: python -m"
+                f" pipelines.deploy --name {service.name} --model {service.model_name}:{service.model_version}"
+                " --overwrite --port N")  # fmt: skip
     folder = service.folder
     _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0, "desired": "running"})
     with open(folder / "supervisor.log", "a") as log:
@@ -720,7 +722,7 @@ def _free_port(exclude: set[int] | None = None) -> int:
     raise UserError("found no free port on 127.0.0.1", hint="pass --port")
 
 
-def _check_port(port: int) -> None:
+def _check_port(port: int, busy_hint: str = "pass another --port") -> None:
     if not 0 < port < 65536:
         raise UserError(
             f"port {port} is not valid", hint="use 1024-65535, or leave --port out to pick a free one"
@@ -732,7 +734,7 @@ def _check_port(port: int) -> None:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            raise UserError(f"port {port} on 127.0.0.1 is in use", hint="pass another --port") from None
+            raise UserError(f"port {port} on 127.0.0.1 is in use", hint=busy_hint) from None
 
 
 def _pythonpath() -> str:

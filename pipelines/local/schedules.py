@@ -316,6 +316,8 @@ def create(
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Create a schedule for an endpoint (its default version at fire time) or one published pipeline."""
+    if not name.strip():
+        raise UserError("a schedule needs a name", hint="e.g. --name nightly-retrain")
     if (endpoint is None) == (pipeline_id is None):
         raise UserError("give exactly one of an endpoint and a pipeline id", hint="schedule one target")
     if version is not None and endpoint is None:

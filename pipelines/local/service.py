@@ -15,6 +15,7 @@ answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -447,11 +448,11 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
         return _cancel(run_id, request.app)
 
     @app.get("/runs", tags=["runs"], summary="list runs, newest first", dependencies=[Depends(require_key)])
-    def list_runs(status: str | None = None, limit: int = 100) -> dict:
+    def list_runs(status: str | None = None, limit: Annotated[int, Query(ge=1)] = 100) -> dict:
         if status is not None and status not in runs.STATUSES:
             raise ApiError(400, f"unknown status {status!r} (one of {', '.join(runs.STATUSES)})")
         found = [r for r in run_queue.list_runs() if status is None or r.get("status") == status]
-        return {"runs": [run_view(r) for r in found[: max(0, limit)]]}
+        return {"runs": [run_view(r) for r in found[:limit]]}
 
     @app.get("/runs/{run_id}", tags=["runs"], summary="a run: status, steps, metrics, error",
              dependencies=[Depends(require_key)])  # fmt: skip
@@ -635,8 +636,12 @@ def serve(
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
+            in_use = exc.errno == errno.EADDRINUSE
             raise UserError(
-                f"cannot listen on {host}:{port} ({exc.strerror})", hint="pick another --port"
+                f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+                hint="pick another --port"
+                if in_use
+                else "pass --host 127.0.0.1 or an address of this machine",
             ) from None
         port = sock.getsockname()[1]
         os.environ["AMLOPS_SERVICE_URL"] = f"http://{host}:{port}"  # the URLs this service prints and answers

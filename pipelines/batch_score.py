@@ -9,12 +9,15 @@ python -m pipelines.batch_score publish [--target local|azure] [--json]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
+from pipelines.cli import PipelineDefinition, RunCheck, exit_now, pipeline_cli
 from pipelines.definitions import SCORING_DIR, STEPS_DIR, environment, recurrence, run_config
+from pipelines.errors import UserError
 from pipelines.settings import Settings
 
 NAME = "amlops-batch-score"
@@ -44,21 +47,29 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
     scores = OutputFileDatasetConfig(name="scores")
     predictions = OutputFileDatasetConfig(name="predictions")
 
-    config = ParallelRunConfig(
-        source_directory=str(SCORING_DIR),
-        entry_script="scoring.py",
-        environment=environment("batch"),
-        compute_target=settings.batch_compute_name,
-        node_count=settings.node_count,
-        process_count_per_node=settings.process_count_per_node,
-        mini_batch_size=params["mini_batch_size"],
-        error_threshold=settings.error_threshold,
-        output_action="append_row",
-        append_row_file_name="parallel_run_step.txt",
-        run_invocation_timeout=settings.run_invocation_timeout,
-        run_max_try=settings.run_max_try,
-        logging_level="INFO",
-    )
+    if settings.node_count < 1:  # the SDK checks it only against an AmlCompute object's max_nodes
+        raise UserError(
+            f"node_count must be at least 1, got {settings.node_count}", hint="e.g. --set node_count=1"
+        )
+    # the SDK's own checks of the options (mini_batch_size, a PipelineParameter, is checked with the settings)
+    try:
+        config = ParallelRunConfig(
+            source_directory=str(SCORING_DIR),
+            entry_script="scoring.py",
+            environment=environment("batch"),
+            compute_target=settings.batch_compute_name,
+            node_count=settings.node_count,
+            process_count_per_node=settings.process_count_per_node,
+            mini_batch_size=params["mini_batch_size"],
+            error_threshold=settings.error_threshold,
+            output_action="append_row",
+            append_row_file_name="parallel_run_step.txt",
+            run_invocation_timeout=settings.run_invocation_timeout,
+            run_max_try=settings.run_max_try,
+            logging_level="INFO",
+        )
+    except ValueError as exc:
+        raise UserError(str(exc), hint=_option_hint(str(exc))) from None
     score = ParallelRunStep(
         name="batch-score",
         parallel_run_config=config,
@@ -100,6 +111,50 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
     )
 
 
+def _option_hint(message: str) -> str:
+    """What to set instead, for the ParallelRunConfig option an SDK error names."""
+    defaults = Settings()
+    for name in ("process_count_per_node", "run_max_try", "run_invocation_timeout", "error_threshold"):
+        if name in message:
+            ignore = " (-1 ignores failed items)" if name == "error_threshold" else ""
+            return f"e.g. --set {name}={getattr(defaults, name)}{ignore}"
+    return "see --help for the settings"
+
+
+def check_run(check: RunCheck) -> None:
+    """Before a local run starts: the key columns are in the input, and --output can become a folder."""
+    keys = [k.strip() for k in check.settings.key_columns.split(",") if k.strip()]
+    missing = [k for k in keys if k not in check.columns]
+    if missing:
+        raise UserError(
+            f"key column(s) {', '.join(missing)} not in {check.data_file.name} "
+            f"(columns: {', '.join(check.columns)})",
+            hint="name the input columns to copy next to each prediction with --set key_columns=COL1,COL2",
+        )
+    if check.args.output:
+        check_output_folder(Path(check.args.output))
+
+
+def check_output_folder(target: Path) -> None:
+    """UserError unless ``target`` is a folder or can be made one (probed in its nearest existing parent)."""
+    target = target.expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise UserError(
+            f"--output {target} is a file, not a folder",
+            hint="pass a folder for the predictions (it is created if missing), or move the file away",
+        )
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--output {target}: {existing} is a file, not a folder", hint="pass another folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".amlops-output-check-", dir=existing))
+    except OSError as exc:
+        raise UserError(
+            f"--output {target}: cannot write in {existing} ({exc.strerror})",
+            hint="pass a folder you can write to",
+        ) from None
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", dest="data", metavar="NAME|PATH|URL", help="the data to score (CSV or folder)"
@@ -116,7 +171,8 @@ def _builder(settings: Settings, data: str | None, args: Any = None) -> Pipeline
 
 def main(argv: list[str] | None = None) -> int:
     return pipeline_cli(prog="python -m pipelines.batch_score", doc=__doc__, build=_builder, argv=argv,
-                        extra_run_args=_run_args, label_required=False, after_run=_copy_output)  # fmt: skip
+                        extra_run_args=_run_args, label_required=False, after_run=_copy_output,
+                        check_run=check_run)  # fmt: skip
 
 
 def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
@@ -125,9 +181,15 @@ def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
     summary["predictions"] = str(source)
     if args.output and source.is_dir():
         target = Path(args.output).resolve()
-        target.mkdir(parents=True, exist_ok=True)
-        for file in source.iterdir():
-            shutil.copy2(file, target / file.name)
+        try:  # checked before the run; this fails only if the destination changed meanwhile
+            target.mkdir(parents=True, exist_ok=True)
+            for file in source.iterdir():
+                shutil.copy2(file, target / file.name)
+        except OSError as exc:
+            raise UserError(
+                f"run {summary['run_id']} completed, but copying its predictions to {target} failed: {exc}",
+                hint=f"they are in {source}",
+            ) from None
         summary["predictions"] = str(target)
 
 

@@ -34,6 +34,18 @@ class PipelineDefinition:
 Builder = Callable[[Settings, str | None], PipelineDefinition]
 
 
+@dataclass(frozen=True)
+class RunCheck:
+    """What a module's ``check_run`` sees before a local run starts: settings, data header, arguments."""
+
+    settings: Settings
+    given: frozenset[str]  # settings the user chose: named with --set, or not at their default value
+    data_file: Path  # the (first) CSV file of the input data
+    columns: list[str]  # its header
+    head: Any  # its first rows (a pandas DataFrame)
+    args: argparse.Namespace
+
+
 def exit_now(code: int) -> None:
     """Exit a pipeline command without the interpreter's slow finalization.
 
@@ -61,8 +73,13 @@ def pipeline_cli(
     extra_run_args: Callable[[argparse.ArgumentParser], None] | None = None,
     label_required: bool = True,
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None = None,
+    check_run: Callable[[RunCheck], None] | None = None,
 ) -> int:
-    """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder."""
+    """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder.
+
+    ``check_run`` raises UserError for what the module can tell is wrong before a run starts (it sees
+    the data's header); ``after_run`` handles a completed run's results.
+    """
     parser = argparse.ArgumentParser(
         prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -109,9 +126,14 @@ def pipeline_cli(
             if getattr(args, "settings_json", None)
             else load_settings()
         )
-        settings = base.with_overrides(parse_assignments(args.assignments))
+        assignments = parse_assignments(args.assignments)
+        settings = base.with_overrides(assignments)
         if args.verb == "run":
-            return _run(build, settings, args, label_required, after_run)
+            defaults = Settings()
+            given = frozenset(assignments) | {
+                f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name)
+            }
+            return _run(build, settings, given, args, label_required, after_run, check_run)
         definition = build(settings, None)
         if args.verb == "show":
             return _show(definition, args.json)
@@ -123,38 +145,45 @@ def pipeline_cli(
 def _run(
     build: Builder,
     settings: Settings,
+    given: frozenset[str],
     args: argparse.Namespace,
     label_required: bool,
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None,
+    check_run: Callable[[RunCheck], None] | None,
 ) -> int:
     from pipelines.local.engine_host import EngineHost
 
     host = EngineHost()  # imports MLflow and the engine on the other core while this builds the plan
     try:
-        record = _run_in(host, build, settings, args, label_required)
+        record = _run_in(host, build, settings, given, args, label_required, check_run)
     finally:
         host.close()
     summary = run_summary(record)
     if after_run is not None and record["status"] == "Completed":
         after_run(summary, args)
+    error = record.get("error") or {}
+    bad_input = record["status"] != "Completed" and error.get("exit_code") == 2
     if args.json:
         print_json(summary)
-    else:
-        print_summary(summary)
-    if record["status"] != "Completed":
-        error = record.get("error") or {}
-        if error.get("exit_code") == 2:
-            raise UserError(
-                f"step {error.get('step')}: {error.get('message')}", hint=f"see {summary['folder']}/logs"
-            )
-        return 1
-    return 0
+    else:  # bad input found by a step: its one error line is the UserError below, not also the summary's
+        print_summary({**summary, "error": None} if bad_input else summary)
+    if bad_input:
+        raise UserError(
+            f"step {error.get('step')}: {error.get('message')}", hint=f"see {summary['folder']}/logs"
+        )
+    return 0 if record["status"] == "Completed" else 1
 
 
 def _run_in(
-    host: Any, build: Builder, settings: Settings, args: argparse.Namespace, label_required: bool
+    host: Any,
+    build: Builder,
+    settings: Settings,
+    given: frozenset[str],
+    args: argparse.Namespace,
+    label_required: bool,
+    check_run: Callable[[RunCheck], None] | None,
 ) -> dict[str, Any]:
-    """Check the data, build the pipeline and its plan, and run it in ``host``; the final record."""
+    """Check the data and settings, build the pipeline and its plan, run it in ``host``; the final record."""
     from pipelines import datasets
     from pipelines.local import adapter, engine, registry, runs
 
@@ -167,7 +196,10 @@ def _run_in(
         model = registry.get_model(name, version)  # UserError when it is not registered
         assignments.update(model_name=model.name, model_version=model.version)
         required = registry.model_input_columns(model.name, model.version)
-    precheck_data(data_path, required, role="label" if label_required else "features")
+    head = precheck_data(data_path, required, role="label" if label_required else "features")
+    if check_run is not None:
+        columns = [str(c) for c in head.columns]
+        check_run(RunCheck(settings, given, datasets.csv_files(data_path)[0], columns, head, args))
     definition = build(settings, data_ref)
     plan = adapter.read_steps(definition.steps)
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
@@ -188,8 +220,8 @@ def _run_in(
     return host.run(request, to_stderr=args.json)
 
 
-def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> None:
-    """Fail fast (before a run exists) on unreadable or empty data or missing columns."""
+def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> Any:
+    """Fail fast (before a run exists) on unreadable or empty data or missing columns; the first rows read."""
     import pandas as pd
 
     from pipelines.datasets import csv_files
@@ -217,6 +249,7 @@ def precheck_data(path: Path, required_columns: list[str], role: str = "label") 
             f"{files[0].name} lacks the column(s) {', '.join(missing)} that the model needs (it has: {columns})",
             hint="score data with the columns the model was trained on",
         )
+    return header
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class Settings:
     # data
     dataset: str = "bike-no"
     label: str = "cnt"
-    time_column: str = "date"
+    time_column: str = "date"  # empty: random 80/20 split (also when the default is not in the data)
     cutoff_date: str = "2012-08-31"
     # AutoML
     task: str = "regression"
@@ -95,6 +95,11 @@ class Settings:
             raise UserError(
                 f"mini_batch_size {self.mini_batch_size!r} is not a size",
                 hint="use a byte size such as 1MB, 512KB or 1048576 (or a file count for file datasets)",
+            )
+        if int(re.match(r"\d+", self.mini_batch_size).group()) == 0:
+            raise UserError(
+                f"mini_batch_size must be more than 0, got {self.mini_batch_size!r}",
+                hint="use a byte size such as 1MB or 512KB (or a file count for file datasets)",
             )
         try:
             if self.cutoff_date:

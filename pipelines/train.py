@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
+from pipelines.cli import PipelineDefinition, RunCheck, exit_now, pipeline_cli
 from pipelines.definitions import STEPS_DIR, dataset_input, recurrence, run_config
+from pipelines.errors import UserError
 from pipelines.settings import Settings
 
 NAME = "amlops-train"
@@ -34,6 +35,7 @@ AUTOML_ALLOWED_NAMES = {
 def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
     """The training pipeline's SDK objects: three steps, their parameters, the default schedule."""
     from azureml.automl.core.forecasting_parameters import ForecastingParameters
+    from azureml.automl.core.shared.exceptions import ConfigException
     from azureml.data import OutputFileDatasetConfig
     from azureml.pipeline.core import PipelineData, PipelineParameter, TrainingOutput
     from azureml.pipeline.steps import AutoMLStep, PythonScriptStep
@@ -74,28 +76,41 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
         allow_reuse=True,
     )  # fmt: skip
 
-    automl_kwargs: dict[str, Any] = {}
-    if settings.task == "forecasting":
-        automl_kwargs["forecasting_parameters"] = ForecastingParameters(
-            time_column_name=settings.time_column, forecast_horizon=settings.forecast_horizon, freq="D"
-        )
+    automl_kwargs: dict[str, Any] = {
+        "task": settings.task,
+        "primary_metric": settings.metric,
+        "training_data": train_data.read_delimited_files(),
+        "label_column_name": settings.label,
+        "n_cross_validations": settings.n_cross_validations,
+        "compute_target": settings.compute_name,
+        "enable_early_stopping": True,
+        "featurization": "auto",
+    }
     if settings.allowed_models:
         automl_kwargs["allowed_models"] = _model_list(settings.allowed_models)
     if settings.blocked_models:
         automl_kwargs["blocked_models"] = _model_list(settings.blocked_models)
-    if settings.iterations > 0:
+    if settings.iterations != 0:  # 0: no cap; a negative value is for the SDK to refuse
         automl_kwargs["iterations"] = settings.iterations
+    try:
+        if settings.task == "forecasting":
+            automl_kwargs["forecasting_parameters"] = ForecastingParameters(
+                time_column_name=settings.time_column, forecast_horizon=settings.forecast_horizon, freq="D"
+            )
+        # the SDK's own checks of ranges, metric and model names, which it otherwise makes only when a
+        # pipeline is submitted to Azure; without the time budget: the local engine takes budgets under
+        # Azure's 15-minute minimum (timeout_minutes is checked with the settings)
+        AutoMLConfig(**automl_kwargs).as_serializable_dict()
+    except ConfigException as exc:
+        target = getattr(exc, "target", None) or ""
+        message = " ".join(str(getattr(exc, "message", None) or exc).split())
+        value = f"={getattr(settings, target)!r}" if hasattr(settings, target) else ""
+        raise UserError(
+            f"AutoML setting {target}{value}: {message}" if target else f"AutoML settings: {message}",
+            hint=_AUTOML_HINTS.get(target, "see --help for the settings"),
+        ) from None
     automl_config = AutoMLConfig(
-        task=settings.task,
-        primary_metric=settings.metric,
-        training_data=train_data.read_delimited_files(),
-        label_column_name=settings.label,
-        experiment_timeout_minutes=max(1, math.ceil(settings.timeout_minutes)),
-        n_cross_validations=settings.n_cross_validations,
-        compute_target=settings.compute_name,
-        enable_early_stopping=True,
-        featurization="auto",
-        **automl_kwargs,
+        experiment_timeout_minutes=max(1, math.ceil(settings.timeout_minutes)), **automl_kwargs
     )
     automl = AutoMLStep(
         name="automl", automl_config=automl_config, outputs=[model_data, metrics_data], allow_reuse=False
@@ -133,8 +148,59 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
     )
 
 
+_AUTOML_HINTS = {
+    "iterations": "0 means no cap, the time budget decides; e.g. --set iterations=10",
+    "forecast_horizon": "the number of periods to forecast, at least 1, e.g. --set forecast_horizon=14",
+    "time_column_name": "forecasting needs a time column: --set time_column=COLUMN",
+    "primary_metric": "use one of the names listed, or leave primary_metric empty for the task's default",
+    "allowed_models": "comma-separated AutoML model names, e.g. --set allowed_models=LightGBM,RandomForest",
+    "blocked_models": "comma-separated AutoML model names, e.g. --set blocked_models=KNN",
+}
+
+
 def _model_list(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def check_run(check: RunCheck) -> None:
+    """Before a local run starts: the time column is in the data, and the local AutoML can do what is asked.
+
+    The default time column may be absent (any tabular CSV trains: prep then splits at random); one set
+    explicitly, or the one forecasting needs, must be there. An empty time_column asks for a random split.
+    """
+    import pandas as pd
+
+    from pipelines.local import automl
+
+    settings = check.settings
+    column = settings.time_column
+    forecasting = settings.task == "forecasting"
+    if forecasting and not column:
+        raise UserError("forecasting needs a time column", hint="name it with --set time_column=COLUMN")
+    if column and column not in check.columns and (forecasting or "time_column" in check.given):
+        raise UserError(
+            f"time_column {column!r} is not in {check.data_file.name} (columns: {', '.join(check.columns)})",
+            hint="name the time column with --set time_column=COLUMN"
+            + ("" if forecasting else ", or --set time_column= for a random 80/20 split"),
+        )
+    label = check.head[settings.label]
+    if settings.task != "classification" and not pd.api.types.is_numeric_dtype(label):
+        # text in its first rows: the whole column reads as text, which prep would refuse in the run
+        example = f" (e.g. {label.dropna().iloc[0]!r})" if label.notna().any() else ""
+        raise UserError(
+            f"label column {settings.label!r} is not numeric{example}; "
+            f"task {settings.task} needs a numeric label",
+            hint="name a numeric label with --set label=COLUMN, or use --set task=classification",
+        )
+    try:
+        automl.check_settings(
+            settings.task,
+            settings.metric,
+            _model_list(settings.allowed_models),
+            _model_list(settings.blocked_models),
+        )
+    except automl.AutoMLSettingsError as exc:
+        raise UserError(str(exc)) from None  # it names the values to use
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         doc=__doc__,
         build=build,
         argv=argv,
+        check_run=check_run,
     )
 
 

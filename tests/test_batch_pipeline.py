@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from pipelines import batch_score
 from pipelines.datagen import write_csv
+from pipelines.errors import UserError
+from pipelines.settings import Settings
 from tests.conftest import cli
 
 
@@ -53,6 +58,19 @@ def test_show_describes_the_parallel_run_step(amlops_home: Path) -> None:
         (["--model", "no-such-model"], "no model named 'no-such-model' is registered"),
         (["--model", "bike-demand:99"], "model bike-demand:99 is not registered"),
         (["--set", "mini_batch_size=1XB"], "mini_batch_size '1XB' is not a size"),
+        (["--set", "mini_batch_size=0"], "mini_batch_size must be more than 0"),
+        (["--set", "process_count_per_node=0"], "process_count_per_node must be an integer greater than 0"),
+        (["--set", "run_max_try=0"], "run_max_try must be an integer greater than 0"),
+        (["--set", "run_invocation_timeout=0"], "run_invocation_timeout must be an integer greater than 0"),
+        (
+            ["--set", "error_threshold=-5"],
+            "error_threshold '-5' is not an int value greater than or equal to -1",
+        ),
+        (["--set", "node_count=-1"], "node_count must be at least 1, got -1"),
+        (
+            ["--set", "key_columns=instant,nosuch"],
+            "key column(s) nosuch not in new-days.csv (columns: instant, date",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
@@ -61,9 +79,63 @@ def test_bad_input_exits_2_with_one_line(
     home, _ = trained
     before = set((home / "runs").iterdir())
     done = cli("pipelines.batch_score", "run", "--input", str(new_data), *args, home=home)
+    _assert_refused_before_running(done, home, before, message)
+
+
+def _assert_refused_before_running(
+    done: subprocess.CompletedProcess, home: Path, before: set[Path], message: str
+) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
-    assert message in done.stderr.strip().splitlines()[-1]
+    output = (done.stdout + done.stderr).strip().splitlines()
+    assert [line for line in output if line.startswith("error:")] == output  # one line, no traceback
+    assert len(output) == 1 and message in output[0]
     assert set((home / "runs").iterdir()) == before  # refused before any run started
+
+
+def test_output_that_is_a_file_is_refused_before_running(
+    trained: tuple[Path, dict], new_data: Path, tmp_path: Path
+) -> None:
+    home, _ = trained
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    before = set((home / "runs").iterdir())
+    done = cli("pipelines.batch_score", "run", "--input", str(new_data), "--output", str(taken), home=home)
+    _assert_refused_before_running(done, home, before, f"--output {taken} is a file, not a folder")
+    assert taken.read_text() == "keep me"
+
+
+def test_output_folder_check(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    batch_score.check_output_folder(folder / "new" / "deeper")  # created later, by the copy
+    batch_score.check_output_folder(folder)
+    assert list(folder.iterdir()) == []  # the check leaves nothing behind
+    (folder / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        batch_score.check_output_folder(folder / "file")
+    with pytest.raises(UserError, match=r"file is a file, not a folder"):
+        batch_score.check_output_folder(folder / "file" / "sub")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("process_count_per_node", "0", "process_count_per_node must be an integer greater than 0"),
+        ("run_max_try", "0", "run_max_try must be an integer greater than 0"),
+        ("run_invocation_timeout", "0", "run_invocation_timeout must be an integer greater than 0"),
+        ("error_threshold", "-5", "error_threshold '-5'"),
+        ("node_count", "0", "node_count must be at least 1"),
+    ],
+)
+def test_parallel_run_options_are_refused_when_built(name: str, value: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        batch_score.build(Settings().with_overrides({name: value}))
+    assert f"--set {name}=" in info.value.hint
+
+
+def test_error_threshold_minus_one_ignores_failures() -> None:
+    definition = batch_score.build(Settings().with_overrides({"error_threshold": "-1"}))
+    assert definition.steps[0]._parallel_run_config.error_threshold == -1
 
 
 def test_missing_feature_columns_are_refused_before_running(

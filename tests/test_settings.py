@@ -21,11 +21,19 @@ def test_overrides_are_typed() -> None:
         ({"task": "clustering"}, "task 'clustering' is not supported"),
         ({"cutoff_date": "last tuesday"}, "is not a date"),
         ({"n_cross_validations": "1"}, "at least 2"),
+        ({"mini_batch_size": "0"}, "mini_batch_size must be more than 0, got '0'"),
+        ({"mini_batch_size": "0KB"}, "mini_batch_size must be more than 0, got '0KB'"),
+        ({"mini_batch_size": "1XB"}, "is not a size"),
     ],
 )
 def test_bad_overrides_raise_user_errors(assignments: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         Settings().with_overrides(assignments)
+
+
+def test_positive_mini_batch_sizes_pass() -> None:
+    assert Settings().with_overrides({"mini_batch_size": "10"}).mini_batch_size == "10"
+    assert Settings().with_overrides({"mini_batch_size": "64KB"}).mini_batch_size == "64KB"
 
 
 def test_environment_variables_set_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

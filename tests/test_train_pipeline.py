@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines import train
+from pipelines.cli import RunCheck
 from pipelines.datasets import KNOWN
+from pipelines.errors import UserError
+from pipelines.settings import Settings
 from tests.conftest import cli
 
 
@@ -88,6 +94,23 @@ def _assert_nothing_happened(home: Path) -> None:
         (["--set", "timeout_minutes=soon"], "timeout_minutes expects a int"),
         (["--set", "task=clustering"], "task 'clustering' is not supported"),
         (["--data", "no-such-file.csv"], "neither a file nor a known dataset name"),
+        (
+            ["--set", "task=forecasting", "--set", "forecast_horizon=-4"],
+            "forecast_horizon=-4: Value for argument",
+        ),
+        (["--set", "iterations=-3"], "iterations=-3: Value for argument [iterations] is out of range"),
+        (
+            ["--set", "time_column=nosuchcol"],
+            "time_column 'nosuchcol' is not in bike-no.csv (columns: instant, date",
+        ),
+        (
+            ["--set", "primary_metric=bogus"],
+            "primary_metric 'bogus' does not fit task regression; use one of",
+        ),
+        (["--set", "allowed_models=nosuch"], "model(s) nosuch are not available on the local engine"),
+        (["--set", "allowed_models=ElasticNet"], "model(s) ElasticNet are not available on the local engine"),
+        (["--set", "label=date"], "label column 'date' is not numeric (e.g. '1/1/2011')"),
+        (["--set", "task=forecasting", "--set", "time_column="], "forecasting needs a time column"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
@@ -95,9 +118,56 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
 ) -> None:
     done = cli("pipelines.train", "run", *args, home=amlops_home)
     assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     _assert_nothing_happened(amlops_home)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "iterations=-3"], "iterations=-3"),
+        (
+            ["--set", "primary_metric=bogus"],
+            "Invalid argument(s) 'primary_metric' specified. Supported value(s)",
+        ),
+        (["--set", "allowed_models=nosuch"], "Invalid argument(s) 'allowed_models' specified"),
+        (["--set", "task=forecasting", "--set", "forecast_horizon=0"], "forecast_horizon=0"),
+    ],
+)
+def test_the_sdk_checks_automl_settings_when_the_pipeline_is_built(
+    args: list[str], message: str, amlops_home: Path
+) -> None:
+    done = cli("pipelines.train", "show", *args, home=amlops_home)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: AutoML setting ") and message in done.stderr
+
+
+def test_a_step_that_refuses_its_input_ends_with_one_error_line(amlops_home: Path) -> None:
+    done = cli("pipelines.train", "run", "--set", "cutoff_date=2030-01-01", home=amlops_home)
+    assert done.returncode == 2
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "step prep: cutoff_date 2030-01-01 leaves no test rows" in errors[0]
+    assert "Traceback" not in done.stderr
+
+
+def _check(settings: Settings, columns: list[str]) -> None:
+    given = frozenset(
+        f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(Settings(), f.name)
+    )
+    head = pd.DataFrame({c: [1.0] for c in columns})
+    train.check_run(RunCheck(settings, given, Path("data.csv"), columns, head, argparse.Namespace()))
+
+
+def test_time_column_must_be_in_the_data_only_when_asked_for() -> None:
+    _check(Settings(label="y"), ["x", "y"])  # the default 'date' may be absent: prep splits at random
+    _check(Settings(label="y", time_column=""), ["x", "y", "date"])  # empty: a random split, asked for
+    _check(Settings(label="y", time_column="day"), ["day", "y"])
+    with pytest.raises(UserError, match=r"time_column 'day' is not in data.csv \(columns: x, y\)") as info:
+        _check(Settings(label="y", time_column="day"), ["x", "y"])
+    assert "--set time_column= for a random 80/20 split" in info.value.hint
+    with pytest.raises(UserError, match="time_column 'date' is not in data.csv"):
+        _check(Settings(label="y", task="forecasting"), ["x", "y"])  # forecasting needs it, default or not
 
 
 def test_empty_data_is_refused(tmp_path: Path, amlops_home: Path) -> None:

@@ -33,7 +33,6 @@ if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scr
     sys.path.insert(0, str(STEPS_DIR))
 
 import metrics as metric_defs  # noqa: E402
-import raw_model  # noqa: E402
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -68,6 +67,21 @@ class AutoMLSettingsError(ValueError):
     """The AutoMLConfig asks for something the local engine cannot map."""
 
 
+def __getattr__(name: str) -> Any:
+    """``raw_model`` is imported on first use: it loads MLflow, which ``check_settings`` does not need."""
+    if name == "raw_model":
+        import raw_model
+
+        return raw_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_settings(task: str, primary_metric: str, allowed: list[str], blocked: list[str]) -> None:
+    """Raise AutoMLSettingsError for a metric or model names this engine cannot map (checked before a run)."""
+    flaml_metric(primary_metric, task)
+    estimator_list(task, allowed, blocked)
+
+
 def estimator_list(task: str, allowed: list[str], blocked: list[str]) -> list[str] | str:
     """FLAML estimators for AutoML's allowed/blocked model names ("auto" when neither is set)."""
     names = MODEL_NAMES[task]
@@ -97,6 +111,7 @@ def flaml_metric(primary_metric: str, task: str) -> str:
 
 def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None = None) -> tuple[Any, dict]:
     """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict)."""
+    import raw_model
     from flaml import AutoML
 
     task = settings["task"]

@@ -18,19 +18,6 @@ from pipelines.settings import Settings
 
 NAME = "amlops-train"
 
-# AutoML model names (as AutoMLConfig's allowed_models/blocked_models take them)
-AUTOML_ALLOWED_NAMES = {
-    "regression": ("LightGBM", "XGBoostRegressor", "RandomForest", "ExtremeRandomTrees", "ElasticNet"),
-    "classification": (
-        "LightGBM",
-        "XGBoostClassifier",
-        "RandomForest",
-        "ExtremeRandomTrees",
-        "LogisticRegression",
-    ),
-    "forecasting": ("LightGBM", "XGBoostRegressor", "RandomForest", "ExtremeRandomTrees", "Prophet", "Arima"),
-}
-
 
 def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
     """The training pipeline's SDK objects: three steps, their parameters, the default schedule."""

@@ -30,7 +30,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clients.endpoint import add_endpoint_arguments, resolve_endpoint, write_payload
+from clients.endpoint import (
+    add_endpoint_arguments,
+    check_output_file,
+    check_uri,
+    resolve_endpoint,
+    write_payload,
+)
 from pipelines.errors import UserError, cli_main, print_json
 
 MAX_CONCURRENCY = 256
@@ -55,9 +61,8 @@ class Target:
     """POSTs one body to one scoring URI with the Bearer key, over connections it makes."""
 
     def __init__(self, uri: str, key: str, body: bytes, timeout: float) -> None:
+        check_uri(uri)
         parts = urllib.parse.urlsplit(uri)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"not an http(s) URI: {uri!r}", hint="e.g. http://127.0.0.1:PORT/score")
         self.https = parts.scheme == "https"
         self.host, self.port = parts.hostname, parts.port
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -210,13 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     levels = concurrencies(args.concurrency)
     if args.requests < 1:
         raise UserError(f"-n must be at least 1, got {args.requests}", hint="e.g. -n 500")
-    if args.timeout <= 0:
+    if not args.timeout > 0:  # NaN too
         raise UserError(f"--timeout must be positive, got {args.timeout}", hint="e.g. --timeout 30")
+    if not args.data.is_file():  # it will be written below: check where, before anything is sent
+        check_output_file(args.data, "--data")
+    check_output_file(args.plot, "--plot", make_folders=True, example="latency.png")
     uri, key = resolve_endpoint(args.service, args.uri, args.key)
     if not args.data.is_file():
         print(f"{args.data} not found: writing it with clients/endpoint.py's rows", file=sys.stderr)
-        write_payload(uri, args.data)
-    body = args.data.read_bytes()
+        write_payload(uri, args.data, out_flag="--data")
+    try:
+        body = args.data.read_bytes()
+    except OSError as exc:
+        raise UserError(
+            f"cannot read {args.data}: {exc.strerror}", hint="pass --data with a readable file"
+        ) from None
     try:
         payload = json.loads(body)
     except ValueError as exc:

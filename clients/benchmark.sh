@@ -18,14 +18,15 @@ requests=1000
 concurrency=8
 data="data.json"
 
+needs_value() { [ $# -ge 2 ] || { echo "error: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --service) service="$2"; shift 2 ;;
-    --uri) uri="$2"; shift 2 ;;
-    --key) key="$2"; shift 2 ;;
-    --data) data="$2"; shift 2 ;;
-    -n) requests="$2"; shift 2 ;;
-    -c) concurrency="$2"; shift 2 ;;
+    --service) needs_value "$@"; service="$2"; shift 2 ;;
+    --uri) needs_value "$@"; uri="$2"; shift 2 ;;
+    --key) needs_value "$@"; key="$2"; shift 2 ;;
+    --data) needs_value "$@"; data="$2"; shift 2 ;;
+    -n) needs_value "$@"; requests="$2"; shift 2 ;;
+    -c) needs_value "$@"; concurrency="$2"; shift 2 ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -33,16 +34,30 @@ done
 
 command -v ab >/dev/null || { echo "error: ab not found (apt-get install apache2-utils)" >&2; exit 2; }
 if [ -n "$service" ]; then
-  read -r uri key < <("$python" - "$service" "$here/.." <<'EOF'
+  # bad input (e.g. no such service) is one "error: ..." line on stderr and exit status 2, as in the Python CLIs
+  endpoint="$("$python" - "$service" "$here/.." <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[2])
+from pipelines.errors import cli_main
 from pipelines.local import deployments
-s = deployments.load(sys.argv[1])
-print(s.scoring_uri, deployments.keys(sys.argv[1])["primary"])
+
+
+@cli_main
+def main(argv):
+    service = deployments.load(argv[0])
+    print(service.scoring_uri, deployments.keys(argv[0])["primary"])
+
+
+sys.exit(main(sys.argv[1:2]))
 EOF
-  )
+  )" || exit $?
+  read -r uri key <<<"$endpoint"
 fi
 [ -n "$uri" ] && [ -n "$key" ] || { echo "error: pass --service NAME or --uri URI --key KEY" >&2; exit 2; }
+if [ -e "$data" ] && [ ! -f "$data" ]; then
+  echo "error: --data $data is not a file (pass --data with a file name, e.g. --data $data/data.json)" >&2
+  exit 2
+fi
 if [ ! -f "$data" ]; then
   echo "$data not found: writing it with clients/endpoint.py" >&2
   "$python" "$here/endpoint.py" --uri="$uri" --key="$key" --out="$data" >/dev/null

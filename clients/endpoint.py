@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import pandas as pd
 import requests
 
+from clients.http_url import check_http_url
 from pipelines.errors import UserError, cli_main
 
 
@@ -52,15 +54,39 @@ def input_columns(scoring_uri: str, timeout: float = 10.0) -> list[str]:
     return columns
 
 
+def read_rows(csv: Path) -> pd.DataFrame:
+    """The rows of a CSV file; UserError naming the file when it is not a readable CSV with rows."""
+    hint = "pass --data with a CSV file of the model's data, e.g. --data bike-no"
+    try:
+        frame = pd.read_csv(csv)
+    except IsADirectoryError:
+        raise UserError(f"{csv} is a folder, not a CSV file", hint=hint) from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{csv} is empty", hint=hint) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{csv} is not a UTF-8 text CSV file", hint=hint) from None
+    except pd.errors.ParserError as exc:
+        raise UserError(f"{csv} is not a valid CSV file: {' '.join(str(exc).split())}", hint=hint) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {csv}: {exc.strerror}", hint=hint) from None
+    if frame.empty:
+        raise UserError(f"{csv} has no rows", hint=hint)
+    return frame
+
+
 def payload_rows(
-    csv: Path, columns: list[str], n_rows: int, *, offset: int | None = None
+    frame: pd.DataFrame,
+    columns: list[str],
+    n_rows: int,
+    *,
+    offset: int | None = None,
+    source: Path | str = "the data",
 ) -> list[dict[str, Any]]:
-    """``n_rows`` real rows of ``csv`` with only ``columns`` (by default the last rows of the file)."""
-    frame = pd.read_csv(csv)
+    """``n_rows`` real rows of ``frame`` with only ``columns`` (by default the last rows)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UserError(
-            f"{csv} has no column(s) {', '.join(missing)}", hint="pass --data with the model's data"
+            f"{source} has no column(s) {', '.join(missing)}", hint="pass --data with the model's data"
         )
     start = len(frame) - n_rows if offset is None else offset
     rows = frame.iloc[max(0, start) : max(0, start) + n_rows][columns]
@@ -87,24 +113,70 @@ def resolve_endpoint(service: str | None, uri: str | None, key: str | None) -> t
     """Scoring URI and key: a local service's (``--uri``/``--key`` override them), or the ones given."""
     if service:
         found_uri, found_key = service_endpoint(service)
-        return uri or found_uri, key or found_key
-    if uri and key:
-        return uri, key
-    raise UserError("no endpoint given", hint="pass --service NAME, or --uri URI --key KEY")
+        uri, key = uri or found_uri, key or found_key
+    if not (uri and key):
+        raise UserError("no endpoint given", hint="pass --service NAME, or --uri URI --key KEY")
+    check_uri(uri)
+    return uri, key
+
+
+def check_uri(uri: str) -> None:
+    """UserError unless ``uri`` is an http(s) URI with a host: before any request."""
+    check_http_url(uri, hint="e.g. --uri http://127.0.0.1:PORT/score")
+
+
+def check_output_file(
+    path: Path, flag: str, *, make_folders: bool = False, example: str = "data.json"
+) -> None:
+    """UserError unless ``path`` can be written as a file: checked before any request is sent.
+
+    The file's folder must exist, unless ``make_folders`` (the writer creates it): then the nearest existing
+    folder above it must be a folder.
+    """
+    if path.is_dir():
+        raise UserError(
+            f"{flag} {path} is a folder", hint=f"pass {flag} with a file name, e.g. {flag} {path / example}"
+        )
+    hint = f"pass {flag} with a file name in an existing folder, e.g. {flag} {example}"
+    parent = path.parent
+    while make_folders and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise UserError(f"{flag} {path}: {parent} {what}", hint=hint)
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {path} is not writable", hint=hint)
 
 
 def write_payload(
-    uri: str, out: Path, data: str | None = None, rows: int = 2, offset: int | None = None
+    uri: str,
+    out: Path,
+    data: str | None = None,
+    rows: int = 2,
+    offset: int | None = None,
+    *,
+    out_flag: str = "--out",
 ) -> dict[str, Any]:
-    """``{"data": [...]}`` with ``rows`` real rows in the columns the service asks for, written to ``out``."""
+    """``{"data": [...]}`` with ``rows`` real rows in the columns the service asks for, written to ``out``.
+
+    ``out`` (given on the command line as ``out_flag``) and the data are checked before the service is asked
+    for its columns.
+    """
     if rows < 1:
         raise UserError("--rows must be at least 1", hint="e.g. --rows 2")
+    check_output_file(out, out_flag)
     from pipelines.datasets import resolve
     from pipelines.settings import load_settings
 
     csv = resolve(data or load_settings().dataset)
-    payload = {"data": payload_rows(csv, input_columns(uri), rows, offset=offset)}
-    out.write_text(json.dumps(payload, indent=2))
+    frame = read_rows(csv)
+    payload = {"data": payload_rows(frame, input_columns(uri), rows, offset=offset, source=csv)}
+    try:
+        out.write_text(json.dumps(payload, indent=2))
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {out}: {exc.strerror}", hint=f"pass {out_flag} with a writable file"
+        ) from None
     return payload
 
 

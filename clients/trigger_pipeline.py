@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import requests
 
+from clients.http_url import check_http_url
 from pipelines.errors import UserError, cli_main
 
 FINAL = ("Completed", "Failed", "Canceled")
@@ -96,6 +97,23 @@ def run_status_url(submit_url: str, run_id: str) -> str:
             hint="use the endpoint or pipeline URL that publish printed (it contains /PipelineRuns/)",
         )
     return f"{base}{marker}{run_id}"
+
+
+def check_url(url: str) -> None:
+    """UserError unless ``url`` is an http(s) pipeline URL whose runs can be polled: before anything is sent."""
+    check_http_url(
+        url,
+        hint="pass the endpoint or pipeline URL that publish printed (http(s)://HOST/.../PipelineRuns/...)",
+    )
+    run_status_url(url, "")  # the same UserError now as after a submit, when the URL has no /PipelineRuns/
+
+
+def check_wait_options(timeout: float, poll: float) -> None:
+    """UserError unless ``--timeout`` is 0 or more seconds and ``--poll`` a positive number of seconds."""
+    if not timeout >= 0:  # NaN too
+        raise UserError(f"--timeout must be 0 or more seconds, got {timeout:g}", hint="e.g. --timeout 3600")
+    if not 0 < poll < float("inf"):
+        raise UserError(f"--poll must be a positive number of seconds, got {poll:g}", hint="e.g. --poll 5")
 
 
 def request_body(experiment: str, params: dict[str, str], datasets: dict[str, str]) -> dict[str, Any]:
@@ -253,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", action="append", metavar="PARAM=NAME",
                         help="bind a dataset parameter to a dataset by name (DataSetDefinitionValueAssignments)")  # fmt: skip
     parser.add_argument("--no-wait", action="store_true", help="print the run id and exit")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
-    parser.add_argument("--poll", type=float, default=5, help="seconds between status checks (default 5)")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds to wait, 0 or more (default 3600; 0: check the status once)")  # fmt: skip
+    parser.add_argument(
+        "--poll", type=float, default=5, help="seconds between status checks, > 0 (default 5)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return parser
 
@@ -264,6 +285,8 @@ def main(argv: list[str] | None) -> int:
     """Submit, wait, report."""
     args = build_parser().parse_args(argv)
     url = args.url.rstrip("/")
+    check_url(url)
+    check_wait_options(args.timeout, args.poll)
     if args.version:
         if not str(args.version).isdigit():
             raise UserError(

@@ -126,7 +126,8 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise UserError(
-            f"setting {name} expects a {kind}, got {raw!r}", hint=f"e.g. --set {name}=1"
+            f"setting {name} expects {'an integer' if kind == 'int' else 'a number'}, got {raw!r}",
+            hint=f"e.g. --set {name}=1",
         ) from None
     return str(raw)
 
@@ -138,7 +139,21 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     assignments = {
         f.name: env[f"AMLOPS_{f.name.upper()}"] for f in fields(Settings) if f"AMLOPS_{f.name.upper()}" in env
     }
-    return Settings().with_overrides(assignments)
+    try:
+        return Settings().with_overrides(assignments)
+    except UserError as exc:  # name the variable: no command line the user typed holds the bad value
+
+        def fails(name: str) -> bool:
+            try:
+                Settings().with_overrides({name: assignments[name]})
+            except UserError:
+                return True
+            return False
+
+        culprit = next((f"AMLOPS_{n.upper()}" for n in assignments if fails(n)), "an AMLOPS_* variable")
+        raise UserError(
+            f"{culprit}: {exc.message}", hint=f"fix or unset {culprit} (in the environment or the .env file)"
+        ) from None
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -160,12 +175,12 @@ def amlops_home() -> Path:
     return home
 
 
-def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
+def parse_assignments(pairs: list[str] | None, option: str = "--set") -> dict[str, str]:
     """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a pair without '=' raises UserError."""
     out: dict[str, str] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise UserError(f"--set expects NAME=VALUE, got {pair!r}", hint="e.g. --set label=cnt")
+            raise UserError(f"{option} expects NAME=VALUE, got {pair!r}", hint=f"e.g. {option} label=cnt")
         key, value = pair.split("=", 1)
         out[key.strip()] = value
     return out

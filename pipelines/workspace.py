@@ -378,7 +378,7 @@ def _schedules(args: argparse.Namespace) -> int:
             )
         out = schedules.create(
             args.name, rec, endpoint=args.endpoint, version=args.version, pipeline_id=args.pipeline_id,
-            experiment_name=args.experiment, parameters=parse_assignments(args.param), description=args.description,
+            experiment_name=args.experiment, parameters=parse_assignments(args.param, "--param"), description=args.description,
         )  # fmt: skip
         return _print_schedule(out, args.json, "created")
     status = {"disable": "Disabled", "enable": "Active", "delete": "Deleted"}[args.action]
@@ -434,7 +434,7 @@ def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
             pipeline_id=args.pipeline_id, pipeline_endpoint_id=endpoint_id, recurrence=rec,
             datastore=args.datastore, path_on_datastore=args.path_on_datastore,
             polling_interval=args.polling_interval or 5, data_path_parameter_name=args.data_path_parameter_name,
-            pipeline_parameters=parse_assignments(args.param) or None, description=args.description or None,
+            pipeline_parameters=parse_assignments(args.param, "--param") or None, description=args.description or None,
         )  # fmt: skip
         out = azure.describe(schedule)
     else:

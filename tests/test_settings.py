@@ -17,7 +17,7 @@ def test_overrides_are_typed() -> None:
     ("assignments", "message"),
     [
         ({"nope": "1"}, "unknown setting 'nope'"),
-        ({"timeout_minutes": "soon"}, "timeout_minutes expects a int"),
+        ({"timeout_minutes": "soon"}, "timeout_minutes expects an integer"),
         ({"task": "clustering"}, "task 'clustering' is not supported"),
         ({"cutoff_date": "last tuesday"}, "is not a date"),
         ({"n_cross_validations": "1"}, "at least 2"),
@@ -41,6 +41,15 @@ def test_environment_variables_set_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     assert load_settings().model_name == "other-model"
 
 
+def test_a_bad_environment_variable_is_named_with_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMLOPS_MODEL_NAME", "other-model")
+    monkeypatch.setenv("AMLOPS_ITERATIONS", "abc")
+    with pytest.raises(UserError) as caught:
+        load_settings()
+    assert caught.value.message.startswith("AMLOPS_ITERATIONS: setting iterations expects an integer")
+    assert caught.value.hint == "fix or unset AMLOPS_ITERATIONS (in the environment or the .env file)"
+
+
 def test_metric_defaults_by_task() -> None:
     assert Settings().metric == "normalized_root_mean_squared_error"
     assert Settings(task="classification").metric == "AUC_weighted"
@@ -48,5 +57,7 @@ def test_metric_defaults_by_task() -> None:
 
 def test_assignment_syntax() -> None:
     assert parse_assignments(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
-    with pytest.raises(UserError, match="NAME=VALUE"):
+    with pytest.raises(UserError, match="--set expects NAME=VALUE"):
         parse_assignments(["novalue"])
+    with pytest.raises(UserError, match="--param expects NAME=VALUE, got 'cutoff_date'"):
+        parse_assignments(["cutoff_date"], "--param")

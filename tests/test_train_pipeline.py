@@ -91,7 +91,7 @@ def _assert_nothing_happened(home: Path) -> None:
     [
         (["--set", "label=nope"], "label column 'nope' is not in bike-no.csv"),
         (["--set", "nope=1"], "unknown setting 'nope'"),
-        (["--set", "timeout_minutes=soon"], "timeout_minutes expects a int"),
+        (["--set", "timeout_minutes=soon"], "timeout_minutes expects an integer"),
         (["--set", "task=clustering"], "task 'clustering' is not supported"),
         (["--data", "no-such-file.csv"], "neither a file nor a known dataset name"),
         (

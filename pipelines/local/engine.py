@@ -95,7 +95,8 @@ def _coerce_like(name: str, default: Any, value: Any) -> Any:
     elif isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     raise UserError(
-        f"parameter {name!r} expects a {type(default).__name__}, got {value!r}",
+        f"parameter {name!r} expects {'an' if type(default).__name__[0] in 'aeiou' else 'a'}"
+        f" {type(default).__name__}, got {value!r}",
         hint=f"the default is {default!r}",
     )
 

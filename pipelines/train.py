@@ -9,6 +9,7 @@ python -m pipelines.train models [--json]
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from pipelines.cli import PipelineDefinition, RunCheck, exit_now, pipeline_cli
@@ -87,7 +88,8 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
         # the SDK's own checks of ranges, metric and model names, which it otherwise makes only when a
         # pipeline is submitted to Azure; without the time budget: the local engine takes budgets under
         # Azure's 15-minute minimum (timeout_minutes is checked with the settings)
-        AutoMLConfig(**automl_kwargs).as_serializable_dict()
+        # (its debug log would otherwise be an automl.log file left in the caller's folder)
+        AutoMLConfig(**automl_kwargs, debug_log=os.devnull).as_serializable_dict()
     except ConfigException as exc:
         target = getattr(exc, "target", None) or ""
         message = " ".join(str(getattr(exc, "message", None) or exc).split())

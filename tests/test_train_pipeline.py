@@ -213,3 +213,15 @@ def test_incomplete_workspace_config_is_refused(amlops_home: Path) -> None:
         "Azure workspace configuration is incomplete" in done.stderr
         and "AZUREML_RESOURCE_GROUP" in done.stderr
     )
+
+
+def test_building_and_checking_the_automl_settings_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    train.build(Settings())
+    with pytest.raises(UserError, match="iterations"):
+        train.build(Settings(iterations=-3))
+    assert list(cwd.iterdir()) == []  # the SDK's checks write automl.log unless told otherwise

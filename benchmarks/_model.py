@@ -116,6 +116,7 @@ def register_demo_model(
                 code_paths=[raw_model.__file__],
                 signature=infer_signature(sample, np.asarray(model.predict(sample))),
                 input_example=sample.head(2),
+                metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,
                 registered_model_name=name,
                 pip_requirements=[],  # skip MLflow's requirement inference (a subprocess that loads the model)
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.definitions import recurrence_dict
-from pipelines.errors import UserError, cli_main, print_json
+from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json
 from pipelines.settings import Settings, load_settings, parse_assignments
 
 
@@ -168,9 +168,15 @@ def _run(
     else:  # bad input found by a step: its one error line is the UserError below, not also the summary's
         print_summary({**summary, "error": None} if bad_input else summary)
     if bad_input:
-        raise UserError(
+        failure = UserError(
             f"step {error.get('step')}: {error.get('message')}", hint=f"see {summary['folder']}/logs"
         )
+        if not args.json:
+            raise failure
+        print(
+            f"error: {failure}", file=sys.stderr
+        )  # stdout holds one JSON document: the summary, with its error
+        return EXIT_BAD_INPUT
     return 0 if record["status"] == "Completed" else 1
 
 

@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class InputSchema:
     columns: tuple[Column, ...]
     example: list[dict[str, Any]]
     output_example: Any = 0.0
+    patterns: dict[str, str] = field(default_factory=dict)  # text columns' regular expressions (dates)
 
     @property
     def names(self) -> list[str]:
@@ -136,7 +137,9 @@ def read_input_schema(path: str | os.PathLike[str]) -> InputSchema:
             output_example = ""
         elif "int" in output_type and "float" not in output_type and "double" not in output_type:
             output_example = 0
-    return InputSchema(columns=columns, example=rows, output_example=output_example)
+    dates = (meta.metadata or {}).get("date_columns") or {}  # written by the model's register step
+    patterns = {name: spec["pattern"] for name, spec in dates.items() if spec.get("pattern")}
+    return InputSchema(columns=columns, example=rows, output_example=output_example, patterns=patterns)
 
 
 def decode(data: Any, schema: InputSchema) -> pd.DataFrame:
@@ -193,6 +196,8 @@ class RecordsParameterType(AbstractParameterType):
             prop: dict[str, Any] = {"type": json_type}
             if fmt:
                 prop["format"] = fmt
+            if column.name in self.schema.patterns:
+                prop["pattern"] = self.schema.patterns[column.name]
             if column.kind in ("integer", "long"):
                 prop["minimum"], prop["maximum"] = INT64_MIN, INT64_MAX
             properties[column.name] = prop
@@ -372,18 +377,18 @@ def direct_predictor(
 
 def date_checker(model: Any) -> Callable[[pd.DataFrame], tuple[int, str] | None] | None:
     """The model's own test for text in a date column that is not a date (this project's raw-columns
-    models: ``unreadable_date``), or None for a model without one."""
+    models: ``bad_date``, the days the swagger's pattern describes), or None for a model without one."""
     try:
         inner = model.unwrap_python_model().model
     except Exception:  # noqa: BLE001 - not this project's pyfunc: no date check
         return None
-    return getattr(inner, "unreadable_date", None)
+    return getattr(inner, "bad_date", None)
 
 
 def check_dates(frame: pd.DataFrame, schema: InputSchema) -> None:
-    """InputError naming the first value in a date column that the model cannot read as a date (it would
-    otherwise predict from a missing date)."""
-    found = unreadable_date(frame) if unreadable_date is not None else None
+    """InputError naming the first value in a date column that is not a date as the model learned them
+    (the model would otherwise predict from a missing date)."""
+    found = bad_date(frame) if bad_date is not None else None
     if found is not None:
         i, column = found
         example = schema.example[0].get(column) if schema.example else None
@@ -396,18 +401,18 @@ def check_dates(frame: pd.DataFrame, schema: InputSchema) -> None:
 SCHEMA = read_input_schema(model_path())
 model: Any = None
 predict: Callable[[pd.DataFrame], Any] | None = None
-unreadable_date: Callable[[pd.DataFrame], tuple[int, str] | None] | None = None
+bad_date: Callable[[pd.DataFrame], tuple[int, str] | None] | None = None
 
 
 def init() -> None:
     """Load the registered model once per worker process."""
-    global model, predict, unreadable_date
+    global model, predict, bad_date
     import mlflow
 
     path = model_path()
     model = mlflow.pyfunc.load_model(path)
     predict = direct_predictor(model, path, SCHEMA)
-    unreadable_date = date_checker(model)
+    bad_date = date_checker(model)
 
 
 @input_schema(INPUT_NAME, RecordsParameterType(SCHEMA))

@@ -139,11 +139,14 @@ class RawColumnsModel:
             return feats
         return self.featurizer.transform(frame)
 
-    def unreadable_date(self, frame: pd.DataFrame) -> tuple[int, str] | None:
-        """The first (row position, column) of text in a date column that is not a date, else None.
+    def bad_date(self, frame: pd.DataFrame) -> tuple[int, str] | None:
+        """The first (row position, column) in a date column holding text that is not a date, else None.
 
-        ``predict`` reads such text as a missing date (as it does in batch scoring); a caller that
-        should refuse it, such as an online endpoint, asks here first. Parsed as ``predict`` parses.
+        In a column whose dates were learned in a day-only format, a date must be written that way and
+        name a day that exists (as ``input_metadata``'s pattern documents); in other date columns, it
+        must be text ``predict`` can read as a date. ``predict`` itself reads any other text as a
+        missing date (as batch scoring wants); a caller that should refuse it, such as an online
+        endpoint, asks here first.
         """
         columns = [*self.featurizer.date_columns, *([self.time_column] if self.task == "forecasting" else [])]
         for column in dict.fromkeys(columns):
@@ -151,10 +154,23 @@ class RawColumnsModel:
             if series is None or series.dtype != object:
                 continue
             fmt = getattr(self.featurizer, "date_formats", {}).get(column)
-            unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
-            if unread.any():
-                return int(unread.argmax()), column
+            if fmt in _DAY_PATTERNS:
+                bad = np.array([_day_of(value, fmt) is None for value in series.to_numpy()])
+            else:
+                bad = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
+            if bad.any():
+                return int(bad.argmax()), column
         return None
+
+    def input_metadata(self) -> dict[str, Any]:
+        """What the raw input's schema cannot say, for the logged model's metadata: each date column's
+        format and, for day-only formats, a regular expression of exactly the days that exist (a
+        scoring script documents it in its swagger)."""
+        dates = {}
+        for column in self.featurizer.date_columns:
+            fmt = self.featurizer.date_formats.get(column)
+            dates[column] = {"format": fmt, "pattern": _DAY_SCHEMA_PATTERNS.get(fmt or "")}
+        return {"date_columns": dates}
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
@@ -490,6 +506,47 @@ _DAY_FORMATS = {
     "%d/%m/%Y": (r"(3[01]|[12]\d|0[1-9]|[1-9])/(1[0-2]|0[1-9]|[1-9])/(\d{4})", (2, 1, 0)),
 }
 _DAY_PATTERNS = {fmt: (re.compile(pattern), order) for fmt, (pattern, order) in _DAY_FORMATS.items()}
+# the same formats with only days that exist (29 February aside) in years 1700-2199, inside pandas' range:
+# the pattern a client can be told (every text it matches is accepted)
+_MONTH_DAYS = (  # (months, their days)
+    (r"(?:0?[13578]|1[02])", r"(?:0?[1-9]|[12]\d|3[01])"),
+    (r"(?:0?[469]|11)", r"(?:0?[1-9]|[12]\d|30)"),
+    (r"0?2", r"(?:0?[1-9]|1\d|2[0-8])"),
+)
+_YEAR = r"(?:1[7-9]|2[01])\d\d"
+
+
+def _schema_pattern(order: str, sep: str) -> str:
+    """``order`` "ymd", "mdy" or "dmy": an anchored pattern of the existing days written that way."""
+    alternatives = [
+        sep.join({"y": _YEAR, "m": months, "d": days}[part] for part in order) for months, days in _MONTH_DAYS
+    ]
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
+_DAY_SCHEMA_PATTERNS = {
+    "%Y-%m-%d": _schema_pattern("ymd", "-"),
+    "%Y/%m/%d": _schema_pattern("ymd", "/"),
+    "%m/%d/%Y": _schema_pattern("mdy", "/"),
+    "%d/%m/%Y": _schema_pattern("dmy", "/"),
+}
+
+
+def _day_of(value: Any, fmt: str) -> np.datetime64 | None:
+    """The day ``value`` names in the day-only format ``fmt``, if it is text in that format naming a day
+    that exists within pandas' range; else None."""
+    pattern, (y, m, d) = _DAY_PATTERNS[fmt]
+    match = pattern.fullmatch(value) if type(value) is str else None
+    if match is None:
+        return None
+    parts = match.groups()
+    try:
+        day = np.datetime64(f"{parts[y]}-{parts[m]:0>2}-{parts[d]:0>2}", "D")
+    except ValueError:  # e.g. 30 February
+        return None
+    return day if _FIRST_DAY <= day <= _LAST_DAY else None
+
+
 _FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-10", "D")  # pandas' ns range
 
 

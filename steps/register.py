@@ -135,6 +135,7 @@ def register(
         code_paths=[raw_model.__file__],
         signature=signature,
         input_example=sample.head(2),
+        metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,
         registered_model_name=name,
         tags=tags,
         pip_requirements=model_requirements(),

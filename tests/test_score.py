@@ -230,10 +230,22 @@ def test_predict_keeps_mlflows_predict_when_the_direct_call_disagrees(scored: tu
     assert chosen == fake.predict
 
 
-def test_dates_in_another_readable_format_are_accepted_as_the_same_day(
+def test_dates_follow_the_learned_format_which_the_swagger_documents(
     score: ModuleType, bike_csv_path: Path
 ) -> None:
+    import re
+
     payload = rows(bike_csv_path, 1)
     assert payload[0]["date"] == "12/31/2012"
-    iso = [{**payload[0], "date": "2012-12-31"}]
-    assert score.run(payload)["result"] == score.run(iso)["result"]
+    padded = [{**payload[0], "date": "12/31/2012"}, {**payload[0], "date": "02/29/2012"}]
+    assert score.run(padded)["result"][0] == score.run(payload)["result"][0]  # a leap day exists too
+    iso = score.run([{**payload[0], "date": "2012-12-31"}])
+    assert (
+        iso.status_code == 400 and "expected a date like '1/1/2011'" in json.loads(iso.get_data())["message"]
+    )
+    swagger = score.get_input_schema(score.run)
+    pattern = re.compile(swagger["properties"]["data"]["items"]["properties"]["date"]["pattern"])
+    assert all(pattern.match(row["date"]) for row in swagger["example"]["data"])
+    assert pattern.match("11/30/2011") and not any(
+        pattern.match(d) for d in ("2/30/2012", "4/31/2011", "2012-12-31")
+    )

@@ -149,6 +149,13 @@ def test_a_step_that_refuses_its_input_ends_with_one_error_line(amlops_home: Pat
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "step prep: cutoff_date 2030-01-01 leaves no test rows" in errors[0]
     assert "Traceback" not in done.stderr
+    done = cli("pipelines.train", "run", "--set", "cutoff_date=2030-01-01", "--json", home=amlops_home)
+    assert done.returncode == 2
+    summary = json.loads(done.stdout)  # one JSON document: the summary, carrying the error
+    assert summary["status"] == "Failed" and "leaves no test rows" in summary["error"]["message"]
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: step prep: {summary['error']['message']} (see {summary['folder']}/logs)"
+    ]
 
 
 def _check(settings: Settings, columns: list[str]) -> None:

@@ -34,8 +34,10 @@ def _record_dir():
 
 def note(kind, **data):
     folder = _record_dir()
-    if folder:
-        (Path(folder) / f"{kind}-{os.getpid()}-{time.time_ns()}.json").write_text(json.dumps(data))
+    if folder:  # written whole, then renamed: a reader never sees a half-written record
+        path = Path(folder) / f"{kind}-{os.getpid()}-{time.time_ns()}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(data))
+        os.replace(path.with_suffix(".tmp"), path)
 
 def init():
     note("init", pid=os.getpid(), argv=sys.argv[1:], omp=os.environ.get("OMP_NUM_THREADS"),

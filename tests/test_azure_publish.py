@@ -369,7 +369,7 @@ def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:
 def train_definition(**overrides: Any) -> Any:
     from pipelines import train
 
-    return train.build(Settings(**overrides), None)
+    return train.build(Settings(**{"timeout_minutes": 15, **overrides}), None)  # Azure's AutoML minimum
 
 
 def pip_pins(path: Path) -> list[str]:
@@ -631,10 +631,23 @@ def test_a_step_without_compute_is_bad_input(azure, tmp_path):
     assert "compute.create" not in azure.names()
 
 
+def test_an_automl_budget_under_azures_minimum_is_refused_before_anything_reaches_azure(azure, capsys):
+    from pipelines import train
+
+    assert train.main(["publish", "--target", "azure", "--no-schedule"]) == 2  # the default: 1 minute
+    err = capsys.readouterr().err
+    assert "Azure ML runs AutoML for at least 15 minutes, and timeout_minutes is 1" in err
+    assert "--set timeout_minutes=15" in err and len(err.strip().splitlines()) == 1
+    assert azure.calls == []
+
+
 def test_cli_publish_to_azure_prints_json(azure, capsys):
     from pipelines import train
 
-    assert train.main(["publish", "--target", "azure", "--json", "--no-schedule"]) == 0
+    assert (
+        train.main(["publish", "--target", "azure", "--json", "--no-schedule", "--set", "timeout_minutes=15"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["target"] == "azure" and out["endpoint_name"] == "amlops-train" and out["version"] == "0"
     assert out["version_url"].endswith("/PipelineEndpointSubmit/Id/pe-1/0")
@@ -643,7 +656,7 @@ def test_cli_publish_to_azure_prints_json(azure, capsys):
 def test_cli_auto_target_publishes_to_azure_when_a_workspace_is_configured(azure, capsys):
     from pipelines import train
 
-    assert train.main(["publish", "--no-schedule"]) == 0
+    assert train.main(["publish", "--no-schedule", "--set", "timeout_minutes=15"]) == 0
     out = capsys.readouterr().out
     assert "published amlops-train as pipeline pp-1 in workspace ws-ml" in out
     assert "endpoint amlops-train version 0 (default version 0)" in out

@@ -44,6 +44,9 @@ def publish(
     from pipelines.local.publishing import published_parameters
 
     plan = adapter.read_steps(definition.steps)
+    if workspace is None:
+        azure_workspace.workspace_details()  # an incomplete configuration is the first thing to hear about
+    check_automl_budgets(plan)
     if schedule and definition.schedule is not None:
         schedules.validated(definition.schedule)
         schedules.zone_info(definition.schedule.time_zone)
@@ -100,6 +103,22 @@ def publish(
         result["schedule"] = schedules.describe(sched) | {"action": action}
     result["lines"] = publish_lines(result)
     return result
+
+
+AZURE_MIN_AUTOML_MINUTES = 15  # AutoMLConfig's experiment_timeout_hours range starts at 0.25
+
+
+def check_automl_budgets(plan: Any) -> None:
+    """UserError before anything reaches Azure if an AutoML step's time budget is under Azure's minimum
+    (the local engine takes shorter ones, such as the default single minute)."""
+    for step in plan.steps:
+        minutes = getattr(getattr(step, "settings", None), "experiment_timeout_minutes", None)
+        if step.kind == "automl" and minutes is not None and minutes < AZURE_MIN_AUTOML_MINUTES:
+            raise UserError(
+                f"step {step.name}: Azure ML runs AutoML for at least {AZURE_MIN_AUTOML_MINUTES} minutes,"
+                f" and timeout_minutes is {minutes:g}",
+                hint=f"publish with --set timeout_minutes={AZURE_MIN_AUTOML_MINUTES} or more",
+            )
 
 
 def compute_names(plan: Any) -> list[str]:

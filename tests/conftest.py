@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory, bike_csv_session: Path) ->
     done = cli("pipelines.train", "run", "--set", "iterations=4", "--json", home=home)
     assert done.returncode == 0, done.stderr[-3000:]
     return home, json.loads(done.stdout)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the tests' fake HTTP services on 127.0.0.1: JSON answers, no access log."""
+
+    def _send(self, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from clients import benchmark, endpoint, trigger_pipeline
+from tests.conftest import JsonHandler
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWAGGER = {
@@ -32,7 +33,7 @@ SWAGGER = {
 }
 
 
-class Recorder(BaseHTTPRequestHandler):
+class Recorder(JsonHandler):
     """A scoring service and a pipeline endpoint in one: swagger.json for GET, a run Id for POST."""
 
     seen: list[tuple[str, str]]
@@ -45,17 +46,6 @@ class Recorder(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append(("POST", self.path))
         self._send({"Id": "run-1", "Status": {"StatusCode": "Running"}, "result": [1.0]})
-
-    def _send(self, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
 from clients import trigger_pipeline
 from tests import test_workspace_service_e2e as e2e
+from tests.conftest import JsonHandler
 from tests.test_workspace_service_e2e import PREFIX, Service
 
 running_service = e2e.running_service  # the same fixtures: a service of this module's own
@@ -65,7 +66,7 @@ def test_refused_requests_exit_2_with_the_service_message(running_service: Servi
 
 
 # ---- Azure's shapes ----------------------------------------------------------------------------------------
-class FakeAzure(BaseHTTPRequestHandler):
+class FakeAzure(JsonHandler):
     """Answers like Azure ML's pipeline REST API: PipelineRunEntity with numeric and 'Finished' codes."""
 
     seen: list[tuple[str, str, dict, str]] = []
@@ -80,17 +81,6 @@ class FakeAzure(BaseHTTPRequestHandler):
         self.seen.append(("GET", self.path, {}, self.headers.get("Authorization", "")))
         code = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         self._send({"Id": "azure-run-1", "Status": {"StatusCode": code}})
-
-    def _send(self, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 class FakeToken:

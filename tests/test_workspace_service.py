@@ -15,15 +15,21 @@ from pipelines.settings import Settings
 PREFIX = "/pipelines/v1.0/PipelineRuns"
 
 
-@pytest.fixture
-def published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def publish_on_tiny_data(build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Publish the pipeline ``build`` makes, with 40 generated rows as its dataset "tiny"."""
     from pipelines.datagen import write_csv
-    from tests import tiny_pipeline
 
     data = tmp_path / "data"
     write_csv(data / "tiny.csv", 40, seed=2)
     monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
-    return publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")), schedule=False)
+    return publishing.publish(build(Settings(dataset="tiny")), schedule=False)
+
+
+@pytest.fixture
+def published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    from tests import tiny_pipeline
+
+    return publish_on_tiny_data(tiny_pipeline.build, tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -313,12 +319,8 @@ def test_deployments_are_listed_with_their_uris_and_never_their_keys(client, key
 @pytest.fixture
 def published_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     from pipelines import batch_score
-    from pipelines.datagen import write_csv
 
-    data = tmp_path / "data"
-    write_csv(data / "tiny.csv", 40, seed=2)
-    monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
-    return publishing.publish(batch_score.build(Settings(dataset="tiny")), schedule=False)
+    return publish_on_tiny_data(batch_score.build, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(

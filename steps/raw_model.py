@@ -155,11 +155,14 @@ class RawColumnsModel:
                 continue
             fmt = getattr(self.featurizer, "date_formats", {}).get(column)
             if fmt in _DAY_PATTERNS:
-                bad = np.array([_day_of(value, fmt) is None for value in series.to_numpy()])
+                bad = next(
+                    (i for i, value in enumerate(series.to_numpy()) if _day_of(value, fmt) is None), None
+                )
             else:
-                bad = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
-            if bad.any():
-                return int(bad.argmax()), column
+                unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
+                bad = int(unread.argmax()) if unread.any() else None
+            if bad is not None:
+                return bad, column
         return None
 
     def input_metadata(self) -> dict[str, Any]:
@@ -532,16 +535,24 @@ _DAY_SCHEMA_PATTERNS = {
 }
 
 
-def _day_of(value: Any, fmt: str) -> np.datetime64 | None:
-    """The day ``value`` names in the day-only format ``fmt``, if it is text in that format naming a day
-    that exists within pandas' range; else None."""
+def _iso_day(value: Any, fmt: str) -> str | None:
+    """``value`` as YYYY-MM-DD if it is text in the day-only format ``fmt`` (the day may not exist), else None."""
     pattern, (y, m, d) = _DAY_PATTERNS[fmt]
     match = pattern.fullmatch(value) if type(value) is str else None
     if match is None:
         return None
     parts = match.groups()
+    return f"{parts[y]}-{parts[m]:0>2}-{parts[d]:0>2}"
+
+
+def _day_of(value: Any, fmt: str) -> np.datetime64 | None:
+    """The day ``value`` names in the day-only format ``fmt``, if it is text in that format naming a day
+    that exists within pandas' range; else None."""
+    iso = _iso_day(value, fmt)
+    if iso is None:
+        return None
     try:
-        day = np.datetime64(f"{parts[y]}-{parts[m]:0>2}-{parts[d]:0>2}", "D")
+        day = np.datetime64(iso, "D")
     except ValueError:  # e.g. 30 February
         return None
     return day if _FIRST_DAY <= day <= _LAST_DAY else None
@@ -556,16 +567,13 @@ def _datetime_values(series: pd.Series, fmt: str | None) -> np.ndarray:
     Text that does not fully follow ``fmt`` (or names a day that does not exist, or one outside pandas'
     range) goes the pandas way, so the result is the same either way.
     """
-    found = _DAY_PATTERNS.get(fmt or "")
-    if found is not None and series.dtype == object and len(series) <= SMALL_PARSE:
-        pattern, (y, m, d) = found
+    if fmt in _DAY_PATTERNS and series.dtype == object and len(series) <= SMALL_PARSE:
         iso = []
         for value in series.to_numpy():
-            match = pattern.fullmatch(value) if type(value) is str else None
-            if match is None:
+            day = _iso_day(value, fmt)
+            if day is None:
                 break
-            parts = match.groups()
-            iso.append(f"{parts[y]}-{parts[m]:0>2}-{parts[d]:0>2}")
+            iso.append(day)
         else:
             try:
                 days = np.array(iso, dtype="datetime64[D]")

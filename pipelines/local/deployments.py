@@ -99,12 +99,13 @@ class LocalService:
     def describe(self) -> dict[str, Any]:
         """The record plus its URIs, state and file locations (what ``show`` prints)."""
         runtime = read_runtime(self.name)
+        current = state(self.name)
         return {
             **{k: v for k, v in asdict(self).items() if k not in ("extra_env", "app_root")},
             "model": f"{self.model_name}:{self.model_version}",
-            "state": state(self.name),
+            "state": current,
             "restarts": runtime.get("restarts", 0),
-            "message": runtime.get("message", "") or _down_message(self),
+            "message": runtime.get("message", "") or _down_message(self, current),
             "scoring_uri": self.scoring_uri,
             "swagger_uri": self.swagger_uri,
             "swagger_ui_uri": self.swagger_ui_uri,
@@ -510,8 +511,9 @@ def state(name: str) -> str:
     return recorded
 
 
-def _down_message(service: LocalService) -> str:
-    if state(service.name) != "Unhealthy" or _supervisor_alive(service):
+def _down_message(service: LocalService, current: str) -> str:
+    """What to do about a service in state ``current`` if its supervisor is gone unasked, else ""."""
+    if current != "Unhealthy" or _supervisor_alive(service):
         return ""
     return (
         "not running although it was not stopped: the workspace service (python -m pipelines.workspace"

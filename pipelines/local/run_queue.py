@@ -187,7 +187,10 @@ def prepare(
         data_ref = check_dataset_ref(dataset_param or "dataset", data_ref)
     if experiment_name:
         sets["experiment_name"] = experiment_name
-    model_version = sets.pop(MODEL_VERSION, None)  # not a setting: the batch run's --model NAME:VERSION
+    version_text = sets.pop(MODEL_VERSION, None)  # not a setting: the batch run's --model NAME:VERSION
+    model_version = (
+        int(version_text) if version_text is not None else None
+    )  # check_value made it an int's text
     frozen = Settings(**published["settings"])
     settings = frozen.with_overrides(sets)  # unknown settings and bad values raise UserError here
     args = ["--settings-json", json.dumps(published["settings"])]
@@ -196,11 +199,10 @@ def prepare(
     if data_ref is not None:
         args += ["--data", data_ref]
     if model_version is not None:
-        if int(model_version) < 0:
+        if model_version < 0:
             raise UserError(f"{MODEL_VERSION} must be 0 (the latest version) or a registered version number, "
                             f"got {model_version}", hint=f"e.g. {MODEL_VERSION}=1")  # fmt: skip
-        version = f":{int(model_version)}" if int(model_version) else ""
-        args += ["--model", f"{settings.model_name}{version}"]
+        args += ["--model", settings.model_name + (f":{model_version}" if model_version else "")]
     info = {
         "published_pipeline_id": published["id"],
         "endpoint_id": published.get("endpoint_id"),
@@ -210,7 +212,7 @@ def prepare(
     shown = {k: v for k, v in defaults.items()}
     shown.update({k: settings.as_dict().get(k, v) for k, v in sets.items() if k in defaults})
     if model_version is not None:
-        shown[MODEL_VERSION] = int(model_version)
+        shown[MODEL_VERSION] = model_version
     if dataset_param and data_ref is not None:
         shown[dataset_param] = data_ref
     record = {

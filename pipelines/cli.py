@@ -173,9 +173,8 @@ def _run(
         )
         if not args.json:
             raise failure
-        print(
-            f"error: {failure}", file=sys.stderr
-        )  # stdout holds one JSON document: the summary, with its error
+        # stdout holds one JSON document (the summary, with its error); the error line goes to stderr
+        print(f"error: {failure}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0 if record["status"] == "Completed" else 1
 

@@ -32,6 +32,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+positive_int() { [[ "$2" =~ ^[1-9][0-9]{0,8}$ ]] || { echo "error: $1 must be a whole number of 1 or more, got '$2' (e.g. $1 $3)" >&2; exit 2; }; }
+positive_int -n "$requests" 1000
+positive_int -c "$concurrency" 8
+if [ "$concurrency" -gt "$requests" ]; then
+  echo "error: -c $concurrency is more than -n $requests: ab cannot run more requests at once than it sends (lower -c or raise -n)" >&2
+  exit 2
+fi
 command -v ab >/dev/null || { echo "error: ab not found (apt-get install apache2-utils)" >&2; exit 2; }
 if [ -n "$service" ]; then
   # bad input (e.g. no such service) is one "error: ..." line on stderr and exit status 2, as in the Python CLIs

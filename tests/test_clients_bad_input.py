@@ -217,7 +217,13 @@ def test_benchmark_sh_unknown_service_is_one_error_line(in_tmp: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--data", "afolder"], "--data afolder is not a file"), (["--data"], "--data needs a value")],
+    [
+        (["--data", "afolder"], "--data afolder is not a file"),
+        (["--data"], "--data needs a value"),
+        (["-n", "abc"], "-n must be a whole number of 1 or more, got 'abc'"),
+        (["-c", "0"], "-c must be a whole number of 1 or more, got '0'"),
+        (["-n", "5", "-c", "8"], "-c 8 is more than -n 5"),
+    ],
 )
 def test_benchmark_sh_bad_options_are_one_error_line(in_tmp: Path, args: list[str], message: str) -> None:
     (in_tmp / "afolder").mkdir()

@@ -143,6 +143,11 @@ def submit(
         raise UserError(
             f"the service failed to take the run: {exc}", hint="try again; see the service log"
         ) from None
+    except NoAnswer:  # the request was sent: the service may have queued the run all the same
+        raise UserError(
+            f"{url} did not answer within {timeout:g} s, so the run may or may not have been queued",
+            hint="list the runs (local: python -m pipelines.workspace runs) before submitting again",
+        ) from None
     try:
         entity = response.json()
         entity["Id"]
@@ -157,7 +162,12 @@ def submit(
 def get_status(url: str, auth: AuthProvider, timeout: float = 30) -> tuple[str, dict[str, Any]]:
     """(status name, PipelineRunEntity) of a run at its status URL."""
     response = _call("GET", url, auth.get_authentication_header(), None, timeout)
-    entity = response.json()
+    try:
+        entity = response.json()
+    except ValueError:
+        raise TransientError(
+            f"{response.status_code} answer that is not JSON: {response.text[:100]!r}"
+        ) from None
     status = entity.get("Status") or {}
     code = status.get("StatusCode") if isinstance(status, dict) else status
     return normalize_status(code), entity
@@ -170,6 +180,7 @@ def wait(
     poll: float,
     out: Any = None,
     sleep: Any = time.sleep,
+    request_timeout: float = 30,
 ) -> tuple[str, dict[str, Any]]:
     """Poll a run until it is final or ``timeout`` passes; prints each status change with the time waited."""
     out = out or sys.stderr
@@ -181,9 +192,9 @@ def wait(
     while True:
         elapsed = time.monotonic() - started
         try:
-            status, entity = get_status(url, auth)
+            status, entity = get_status(url, auth, request_timeout)
             failures = 0
-        except (requests.ConnectionError, requests.Timeout, TransientError) as exc:
+        except (Unreachable, TransientError) as exc:
             failures += 1
             if failures > 5:
                 raise UserError(
@@ -201,19 +212,33 @@ def wait(
 
 
 class TransientError(Exception):
-    """A 5xx answer while polling (retried)."""
+    """A 5xx (or unreadable) answer (retried while polling)."""
+
+
+class Unreachable(UserError):
+    """No connection to the service (retried while polling)."""
+
+
+class NoAnswer(Unreachable):
+    """Connected, but no answer within the timeout (retried while polling)."""
 
 
 def _call(method: str, url: str, headers: dict[str, str], body: Any, timeout: float) -> requests.Response:
     try:
         response = requests.request(method, url, headers=headers, json=body, timeout=timeout)
-    except requests.ConnectionError:
+    except requests.ReadTimeout:
+        raise NoAnswer(f"no answer from {url} within {timeout:g} s", hint="check the service") from None
+    except requests.ConnectionError:  # (a connect timeout too)
         hint = (
             "start it: python -m pipelines.workspace serve"
             if url.startswith("http://127.0.0.1") or url.startswith("http://localhost")
             else "check the URL and the network"
         )
-        raise UserError(f"cannot reach {url}", hint=hint) from None
+        raise Unreachable(f"cannot reach {url}", hint=hint) from None
+    except requests.RequestException as exc:  # e.g. the connection dropped in the middle of the answer
+        raise NoAnswer(
+            f"no complete answer from {url} ({type(exc).__name__})", hint="check the service"
+        ) from None
     if response.status_code >= 500:
         raise TransientError(f"{response.status_code} {error_message(response)}")
     if response.status_code >= 400:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
+import time
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 import pytest
@@ -125,6 +128,72 @@ def test_azure_shapes_aad_header_and_status_polling(monkeypatch, capsys) -> None
     polls = [s for s in FakeAzure.seen if s[0] == "GET"]
     assert {p[1] for p in polls} == {f"{workspace_path}/azure-run-1"}
     assert token.calls == 1 + len(polls)  # the token is fetched again for every poll
+
+
+class Flaky(JsonHandler):
+    """POST answers after 1 s; each GET answers as the next item of ``script`` says."""
+
+    script: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(1)  # the client has given up by then: nothing to answer
+
+    def do_GET(self) -> None:  # noqa: N802
+        step = self.script.pop(0) if self.script else "Finished"
+        if step == "hang":
+            time.sleep(1)
+            return
+        if step == "drop":  # close the connection without an answer
+            self.close_connection = True
+            return
+        elif step == "html":
+            data = b"<html>gateway</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        elif step == "503":
+            self.send_error(503)
+            return
+        self._send({"Id": "late-run", "Status": {"StatusCode": step}})
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/pipelines/v1.0/PipelineRuns"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_submit_without_an_answer_says_the_run_may_be_queued(flaky: str) -> None:
+    with pytest.raises(trigger_pipeline.UserError) as caught:
+        trigger_pipeline.submit(
+            f"{flaky}/PipelineSubmit/p-1", trigger_pipeline.KeyAuth("K"), "x", timeout=0.2
+        )
+    assert "did not answer within 0.2 s, so the run may or may not have been queued" in caught.value.message
+    assert "pipelines.workspace runs" in caught.value.hint  # a traceback (ReadTimeout) before
+
+
+def test_polling_rides_out_a_hang_a_dropped_connection_a_5xx_and_a_non_json_answer(flaky: str) -> None:
+    Flaky.script = ["hang", "drop", "503", "html", "Running", "Finished"]
+    status, entity = trigger_pipeline.wait(
+        f"{flaky}/late-run", trigger_pipeline.KeyAuth("K"), timeout=60, poll=0.01, out=io.StringIO(),
+        request_timeout=0.2,
+    )  # fmt: skip
+    assert (status, entity["Id"]) == ("Completed", "late-run")  # the drop used to end it: "cannot reach"
+    assert Flaky.script == []
+
+
+def test_polling_gives_up_after_repeated_failures(flaky: str) -> None:
+    Flaky.script = ["drop"] * 6
+    with pytest.raises(trigger_pipeline.UserError, match="lost contact with"):
+        trigger_pipeline.wait(f"{flaky}/late-run", trigger_pipeline.KeyAuth("K"), 60, 0.01, io.StringIO())
 
 
 def test_status_names_are_normalized() -> None:

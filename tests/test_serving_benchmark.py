@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
+import pytest
 
-from benchmarks.serving import CpuMeter
+from benchmarks.serving import AbResult, CpuMeter, RunCost, render_section
+from benchmarks.serving import main as serving_main
 
 BURN = """
 import os, sys, time
@@ -57,3 +60,56 @@ def test_cpu_meter_splits_ab_server_tree_and_machine(tmp_path: Path) -> None:
     assert 0.18 <= cpu.ab_ms < 1.0  # ab's own 0.2 s (plus interpreter start-up)
     assert 0.56 <= cpu.server_ms < 2.0  # 0.3 s in the master and 0.3 s in its child
     assert cpu.busy_ms >= 0.74  # the machine did at least all of that
+
+
+def _model_result(run_ms: float, rps: float, estimator: str | None = None) -> dict:
+    def ab(label: str, rps: float, p99: float) -> dict:
+        level = AbResult(label, 8, 1000 if estimator else 5000, rps, p99 / 2, p99 * 0.9, p99, 0, 0)
+        return asdict(level)
+
+    return {
+        "baseline": ab("baseline", rps / 4, 90.0),
+        "project": ab("project", rps, 8 * 1000 / rps * 1.2),
+        "project_cost": asdict(RunCost(run_ms, run_ms / 5, run_ms / 2, run_ms)),
+        "baseline_cost": asdict(RunCost(run_ms * 3)),
+        "ceiling_rps": 2 / (run_ms / 1000),
+        "floor": None,
+        "sweep": [],
+        "plot": "benchmarks/results/x.png",
+        "workers": 2,
+        "calls": 300 if estimator else 2000,
+        "sweep_requests": 400 if estimator else 1000,
+        "estimator": estimator,
+    }
+
+
+def test_report_names_the_pipelines_estimator_and_says_when_p99_cannot_be_met() -> None:
+    report = {
+        "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
+        "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
+        "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
+        "calls": 2000, "workers": 2,
+        "models": {"raw": _model_result(1.2, 760.0), "automl": _model_result(19.0, 98.0, "extra_tree")},
+    }  # fmt: skip
+    text = render_section(report)
+    raw, automl = text.split("### Model `raw`")[1].split("### Model `automl`")
+    assert "best estimator this run: extra_tree" in automl
+    assert "median of 300 calls" in automl and "median of 2000 calls" in raw
+    assert "`ab -n 400` per point" in automl and "`ab -n 1000` per point" in raw
+    # at -c 8 with a ceiling of 105 req/s, requests take 76 ms on average whatever the server: said, for automl only
+    assert "with at most 105 req/s, 8 requests in flight take 76 ms on average" in automl
+    assert "Little's law" not in raw
+    assert "For this model both servers got `ab -c 8 -n 1000`: at the baseline's 24 req/s" in automl
+    assert "For this model" not in raw
+    assert "| throughput >= 80% of the ceiling | 93% of 105 req/s | met |" in automl
+    assert "| throughput >= 80% of the ceiling | 46% of 1667 req/s | **missed** |" in raw
+
+
+def test_unknown_model_kind_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        serving_main(["--models", "raw,nosuch", "--no-write"])
+    assert exit_.value.code == 2
+    assert (
+        "--models takes a comma-separated list of raw, lean, automl; got 'raw,nosuch'"
+        in capsys.readouterr().err
+    )

@@ -348,8 +348,9 @@ def render_section(report: dict[str, Any]) -> str:
         " is shared with other work, so these are the numbers of one run.",
         "",
         f"Both servers run side by side in the same run. The `raw` and `lean` models are {report['trees']}-tree"
-        " LightGBMs trained on the bike columns; the `automl` model is trained by the pipeline. Payload: data.json with 2 real rows (no label, no leaking columns), posted with the Bearer"
-        f" key to 127.0.0.1 by `ab -c {report['concurrency']} -n {report['requests']}`.",
+        " LightGBMs trained on the bike columns; the `automl` model is trained by the pipeline. Payload: data.json"
+        " with 2 real rows (no label, no leaking columns), posted with the Bearer key to 127.0.0.1 by"
+        f" `ab -c {report['concurrency']} -n {report['requests']}`.",
         "",
         "- baseline: what users deploy today, azureml-inference-server-http with its CLI's settings and default single"
         " worker, serving benchmarks/baseline_score.py (inference-schema `PandasParameterType`), LightGBM's"
@@ -393,8 +394,8 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         ]
     lines += [
         "",
-        f"In-process cost of one `run()` (median of {res.get('calls', report['calls'])} calls, one model thread): baseline"
-        f" {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms. Its parts, each the median of its own loop (so"
+        f"In-process cost of one `run()` (median of {res.get('calls', report['calls'])} calls, one model thread):"
+        f" baseline {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms. Its parts, each the median of its own loop (so"
         f" they need not add up to it): decode + validation {pc['decode_ms']:.2f} ms, the model's predict"
         f" {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the signature again:"
         f" {pc['mlflow_predict_ms']:.2f} ms). Ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms"
@@ -450,7 +451,8 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
             "",
         ]
     lines += [
-        f"By concurrency (`ab -n {res.get('sweep_requests', report['sweep_requests'])}` per point for the project, half that for the baseline):",
+        f"By concurrency (`ab -n {res.get('sweep_requests', report['sweep_requests'])}` per point for the project,"
+        " half that for the baseline):",
         "",
         "| server | -c | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -165,9 +165,11 @@ def get_status(url: str, auth: AuthProvider, timeout: float = 30) -> tuple[str, 
     try:
         entity = response.json()
     except ValueError:
+        entity = None
+    if not isinstance(entity, dict):
         raise TransientError(
-            f"{response.status_code} answer that is not JSON: {response.text[:100]!r}"
-        ) from None
+            f"{response.status_code} answer that is not a JSON object: {response.text[:100]!r}"
+        )
     status = entity.get("Status") or {}
     code = status.get("StatusCode") if isinstance(status, dict) else status
     return normalize_status(code), entity

@@ -4,6 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
+# The demo data: AMLOPS_DATA_DIR if set, else a shared/data folder beside the project that holds bike-no.csv
+# (then the local workspace's cache, then the public URL: pipelines/datasets.py).
+ifeq ($(AMLOPS_DATA_DIR),)
+ifneq ($(wildcard ../shared/data/bike-no.csv),)
+export AMLOPS_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
 .PHONY: setup system-deps demo test lint bench clean
 
 setup: $(VENV)/.installed

@@ -6,6 +6,7 @@ and a probe script that counts its run() calls and can fail on demand. Both are 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -33,6 +34,9 @@ PROBE_SCRIPT = """
 import json, os, time
 from pathlib import Path
 
+import flask
+from azureml_inference_server_http.api.aml_response import AMLResponse
+
 CALLS = Path(__file__).with_suffix(".calls")
 
 
@@ -43,7 +47,22 @@ def init():
 def run(raw_data):
     with open(CALLS, "a") as fh:
         fh.write("call\\n")
-    data = json.loads(raw_data)
+    try:
+        data = json.loads(raw_data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):  # an undecorated run() gets the body as text, whatever it is
+        return {"chars": len(raw_data)}
+    if data.get("overloaded"):  # run()'s own 5xx answer
+        return AMLResponse({"error": "overloaded", "retry_after": 5}, 503, json_str=True)
+    if data.get("stream"):  # a streamed answer: its second part waits until the client has the first
+        def parts():
+            yield "first;"
+            go, deadline = Path(data["stream"]), time.monotonic() + 20
+            while not go.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            yield "released" if go.exists() else "held back"
+        return flask.Response(parts(), mimetype="text/plain")
     if data.get("crash"):
         raise RuntimeError("crash requested")
     if data.get("die"):
@@ -231,6 +250,20 @@ def test_swagger_and_health_need_no_key(ws: dict[str, Any]) -> None:
     assert requests.get(info["scoring_uri"], timeout=10).status_code == 401
 
 
+def test_swagger_json_in_every_version_and_for_head_is_the_local_document(ws: dict[str, Any]) -> None:
+    uri = service_info()["swagger_uri"]
+    head = requests.head(uri, timeout=10)  # as a worker's first swagger request, this was a 500
+    assert head.status_code == 200 and head.content == b""
+    plain = requests.get(uri, timeout=10)
+    assert int(head.headers["Content-Length"]) == len(plain.content)
+    v2 = requests.get(f"{uri}?version=2", timeout=10)
+    assert v2.json() == plain.json() and v2.json()["schemes"] == ["http"]  # was the server's "https" one
+    v3 = requests.get(f"{uri}?version=3", timeout=10).json()
+    assert v3["paths"]["/score"]["post"]["requestBody"]["required"] is True
+    assert requests.get(f"{uri}?version=4", timeout=10).status_code == 404  # the server's answer
+    assert requests.post(uri, timeout=10).status_code == 405  # was the document
+
+
 def test_crash_in_run_is_500_with_request_id_and_the_service_stays_up(ws: dict[str, Any]) -> None:
     info = service_info(PROBE)
     resp = post(info["scoring_uri"], {"crash": True}, keys(PROBE)["primary"])
@@ -240,6 +273,67 @@ def test_crash_in_run_is_500_with_request_id_and_the_service_stays_up(ws: dict[s
     assert post(info["scoring_uri"], {"echo": 2}, keys(PROBE)["primary"]).json() == {"result": [2]}
     log = Path(info["server_log"]).read_text()
     assert "crash requested" in log
+
+
+def post_path(uri: str, path: str, body: bytes, key: str | None) -> tuple[int, bytes]:
+    """POST to ``path`` on the service of ``uri`` exactly as written (no client tidies the slashes)."""
+    port = int(uri.split(":")[2].split("/")[0])
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body, headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["//score", "///score", "//score?x=1"])
+def test_extra_leading_slashes_still_need_the_key_and_keep_the_limit(ws: dict[str, Any], path: str) -> None:
+    probe, before = service_info(PROBE)["scoring_uri"], probe_calls(ws)
+    assert post_path(probe, path, b'{"echo": 1}', None)[0] == 401  # was 200: the server routes it to /score
+    assert probe_calls(ws) == before
+    assert post_path(probe, path, b'{"echo": 1}', keys(PROBE)["primary"]) == (200, b'{"result": [1]}')
+    big = json.dumps({"data": [{"x": "y" * 100}] * 1000}).encode()  # over bike-test's 64 KiB
+    assert post_path(service_info()["scoring_uri"], path, big, keys()["primary"])[0] == 413
+
+
+def test_an_undecorated_run_gets_any_text_body_as_the_server_gives_it(ws: dict[str, Any]) -> None:
+    info, key = service_info(PROBE), keys(PROBE)["primary"]
+    deep = b"[" * 150 + b"]" * 150  # JSON checks are for scripts the server parses JSON for
+    resp = post(info["scoring_uri"], None, key, raw=deep)
+    assert resp.status_code == 200 and resp.json() == {"chars": 300}, resp.text
+    resp = requests.post(info["scoring_uri"], data="caf\xe9".encode("latin-1"), timeout=30,
+                         headers={"Authorization": f"Bearer {key}", "Content-Type": "text/plain"})  # fmt: skip
+    assert resp.status_code == 400 and "cannot be decoded as UTF-8" in resp.json()["message"]  # the server's
+
+
+def test_runs_own_5xx_answer_and_a_stream_pass_unchanged(ws: dict[str, Any], tmp_path: Path) -> None:
+    info, key = service_info(PROBE), keys(PROBE)["primary"]
+    resp = post(info["scoring_uri"], {"overloaded": True}, key)
+    assert resp.status_code == 503 and resp.json() == {"error": "overloaded", "retry_after": 5}
+    assert resp.headers["x-ms-run-function-failed"] == "True"
+    go = tmp_path / "go"
+    with requests.post(info["scoring_uri"], data=json.dumps({"stream": str(go)}), stream=True, timeout=30,
+                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}) as resp:  # fmt: skip
+        parts = resp.iter_content(chunk_size=None)
+        assert next(parts) == b"first;"  # before the script has written the rest
+        go.touch()
+        assert b"".join(parts) == b"released"  # buffered, the first part came only after "held back"
+
+
+def test_the_fronts_own_answers_carry_the_servers_tracing_headers(ws: dict[str, Any]) -> None:
+    info = service_info(PROBE)
+    resp = requests.post(info["scoring_uri"], data="{}", timeout=30,
+                         headers={"x-ms-client-request-id": "client-7", "Content-Type": "application/json"})  # fmt: skip
+    assert resp.status_code == 401
+    assert resp.headers["x-ms-client-request-id"] == "client-7" == resp.headers["x-ms-request-id"]
+    assert resp.headers["x-ms-server-version"].startswith("azmlinfsrv/")
+    assert resp.json()["request_id"] == resp.headers["x-request-id"]
+    got = requests.get(
+        info["scoring_uri"], headers={"Authorization": f"Bearer {keys(PROBE)['primary']}"}, timeout=30
+    )
+    assert got.status_code == 405 and got.raw.headers.getlist("Allow") == ["POST, OPTIONS"]  # once, not twice
 
 
 def test_a_run_over_the_scoring_timeout_is_answered_500_and_the_worker_serves_on(ws: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 It runs inside each gunicorn worker (no extra hop): ``/score`` needs ``Authorization: Bearer <primary or
 secondary key>`` (else 401, and the scoring script is not called), bodies over the deployment's limit get
-413 before they are read, 5xx answers carry the request id in the body too, and every request can be
-logged with status and latency (the local stand-in for Application Insights). The health route ``/``,
+413 before they are read, the server's own 5xx answers (a crash or timeout in ``run()``) carry the request id
+in the body too, and every request can be logged with status and latency (the local stand-in for
+Application Insights). The path is checked as the server routes it (``//score`` is ``/score``). The health route ``/``,
 ``/swagger.json`` (as on Azure) and the offline Swagger UI at ``/swagger-ui/`` need no key.
 
 gunicorn builds it with ``pipelines.local.key_auth:from_environment()``; the deployment folder comes from
@@ -13,6 +14,7 @@ the old one stops working) on the next request; so does a change of the service'
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hmac
 import io
@@ -38,6 +40,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_NESTING = 100  # a scoring request nests three levels
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
+_SLASHES = re.compile(r"/{2,}")
 ALLOWED_METHODS = {"/": "GET, HEAD", "/score": "POST, OPTIONS", "/swagger.json": "GET, HEAD"}
 
 
@@ -98,13 +101,16 @@ class KeyAuthMiddleware:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
         swagger_ui_dir: Path | None = None,
+        parses_json: Callable[[], bool] = lambda: True,
     ) -> None:
         self.inner = inner
+        self.parses_json = (
+            parses_json  # does the scoring script take the body as JSON (not @rawhttp, not raw)
+        )
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.log = request_log or RequestLog(None)
         self.swagger_ui = SwaggerUI(swagger_ui_dir) if swagger_ui_dir else None
-        self._swagger_json: bytes | None = None
         self.service_file: Path | None = None
         self._service_stamp: tuple[int, int, int] | None = None
 
@@ -131,7 +137,8 @@ class KeyAuthMiddleware:
         started = time.perf_counter()
         if self.service_file is not None:
             self._reload_settings()
-        path = environ.get("PATH_INFO") or "/"
+        path = routed_path(environ.get("PATH_INFO") or "/")
+        environ["PATH_INFO"] = path  # what is checked here is what the server routes ("//score" is /score)
         request_id = environ.get("HTTP_X_REQUEST_ID") or str(uuid.uuid4())
         environ["HTTP_X_REQUEST_ID"] = request_id
         key_name = None
@@ -152,17 +159,15 @@ class KeyAuthMiddleware:
             except UserError as exc:  # no key can be checked: the service's owner must make new ones
                 key_name, damaged = None, exc
             if damaged is not None:
-                body = _respond(capture, 503, f"this service's {damaged}", request_id)
+                body = _respond(capture, 503, f"this service's {damaged}", environ)
             elif key_name is None:
                 body = _respond(capture, 401, "missing or invalid key: send 'Authorization: Bearer <key>'",
-                                request_id, [("WWW-Authenticate", 'Bearer realm="score"')])  # fmt: skip
+                                environ, [("WWW-Authenticate", 'Bearer realm="score"')])  # fmt: skip
             elif environ.get("REQUEST_METHOD") not in ("POST", "OPTIONS"):  # as documented: POST only
-                body = _respond(
-                    capture, 405, "use POST", request_id, [("Allow", ALLOWED_METHODS[SCORE_PATH])]
-                )
+                body = _respond(capture, 405, "use POST", environ)  # (capture adds Allow)
             else:
-                body = self._score(environ, capture, request_id)
-        elif path == "/swagger.json" and not environ.get("QUERY_STRING"):
+                body = self._score(environ, capture)
+        elif path == "/swagger.json" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             body = self._swagger(environ, capture)
         elif self.swagger_ui is not None and (
             path == SWAGGER_UI_PATH.rstrip("/") or path.startswith(SWAGGER_UI_PATH)
@@ -184,60 +189,61 @@ class KeyAuthMiddleware:
             )
         return body
 
-    def _score(
-        self, environ: dict[str, Any], start_response: Callable[..., Any], request_id: str
-    ) -> Iterable[bytes]:
+    def _score(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         too_large = f"request body is over the limit of {self.max_body_bytes} bytes"
         length = environ.get("CONTENT_LENGTH")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
-            return _respond(start_response, 413, too_large, request_id)
+            return _respond(start_response, 413, too_large, environ)
         if environ.get("REQUEST_METHOD") == "POST":
             # read the body here (at most limit + 1 bytes when chunked) so that it can be checked
             data = environ["wsgi.input"].read(
                 int(length) if length and length.isdigit() else self.max_body_bytes + 1
             )
             if len(data) > self.max_body_bytes:
-                return _respond(start_response, 413, too_large, request_id)
-            if not _decodable(data):  # the server's json.loads raises UnicodeDecodeError -> 500
-                return _respond(
-                    start_response, 400, "request body is not valid JSON text (UTF-8)", request_id
-                )
-            if _too_deep(data):  # the server's json.loads raises RecursionError -> 500
-                return _respond(start_response, 400, "request body nests JSON too deeply: send "
-                                '{"data": [{"column": value, ...}, ...]}', request_id)  # fmt: skip
+                return _respond(start_response, 413, too_large, environ)
+            if self.parses_json() and _is_json(environ.get("CONTENT_TYPE")):  # the server will json.loads it
+                if not _decodable(data):  # json.loads raises UnicodeDecodeError there -> 500
+                    return _respond(
+                        start_response, 400, "request body is not valid JSON text (UTF-8)", environ
+                    )
+                if _too_deep(data):  # json.loads raises RecursionError there -> 500
+                    return _respond(start_response, 400, "request body nests JSON too deeply: send "
+                                    '{"data": [{"column": value, ...}, ...]}', environ)  # fmt: skip
             environ["wsgi.input"] = io.BytesIO(data)
             environ["CONTENT_LENGTH"] = str(len(data))
-        status_holder: list[tuple[str, list[tuple[str, str]]]] = []
+        held: list[tuple[str, list[tuple[str, str]]]] = []
 
         def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            status_holder.append((status, headers))
+            held.append((status, headers))
             return lambda _data: None
 
         result = self.inner(environ, hold)
-        try:
-            chunks = list(result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
-        status, headers = status_holder[-1]
-        if status.startswith("5"):
-            chunks, headers = _with_request_id(chunks, headers, request_id)
+        if held and not held[-1][0].startswith("5"):  # passed on as the server gives it (a stream stays one)
+            start_response(*held[-1])
+            return result
+        chunks = _drain(result)
+        status, headers = held[-1]
+        chunks, headers = _with_request_id(chunks, headers, environ["HTTP_X_REQUEST_ID"])
         start_response(status, headers)
         return chunks
 
     def _swagger(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """The server's swagger.json, told that this local endpoint speaks plain http."""
-        if self._swagger_json is None:
-            held: list[str] = []
-            raw = b"".join(self.inner(environ, lambda status, headers, exc_info=None: held.append(status)))
-            if not held or not held[0].startswith("200"):
-                return self.inner(environ, start_response)
-            spec = document_local_swagger(json.loads(raw))
-            self._swagger_json = json.dumps(spec).encode()
-        start_response(
-            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(self._swagger_json)))]
+        """The server's swagger.json (any version it serves), told that this local endpoint speaks plain http.
+
+        Built from the server's GET answer even for HEAD, whose answer has no document to rewrite."""
+        held: list[tuple[str, list[tuple[str, str]]]] = []
+        body = _drain(
+            self.inner({**environ, "REQUEST_METHOD": "GET"}, lambda s, h, exc_info=None: held.append((s, h)))
         )
-        return [self._swagger_json]
+        status, headers = held[-1]
+        if status.startswith("200"):
+            with contextlib.suppress(ValueError):
+                spec = json.loads(body)
+                if isinstance(spec, dict):
+                    body = json.dumps(document_local_swagger(spec)).encode()
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
 def document_local_swagger(spec: dict[str, Any]) -> dict[str, Any]:
@@ -314,20 +320,59 @@ def _respond(
     start_response: Callable[..., Any],
     code: int,
     message: str,
-    request_id: str,
+    environ: dict[str, Any],
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
+    """This front's own answer, with the request id in the body and the server's tracing headers."""
     reasons = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 413: "Payload Too Large",
                503: "Service Unavailable"}  # fmt: skip
+    request_id = environ["HTTP_X_REQUEST_ID"]
     body = json.dumps({"message": message, "request_id": request_id}).encode()
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
-        ("x-request-id", request_id),
+        *tracing_headers(environ),
         *(extra or []),
     ]
     start_response(f"{code} {reasons.get(code, 'Error')}", headers)
     return [body]
+
+
+def tracing_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The request-id headers the inference server puts on its own answers (its routes.py), for a request whose
+    ``x-request-id`` is already set: the ids echoed, ``x-ms-request-id`` kept for older clients."""
+    request_id = environ["HTTP_X_REQUEST_ID"]
+    legacy = environ.get("HTTP_X_MS_REQUEST_ID", "")
+    client = environ.get("HTTP_X_MS_CLIENT_REQUEST_ID", "") or legacy
+    headers = [("x-request-id", request_id), ("x-ms-request-id", legacy or client or request_id)]
+    if client:
+        headers.append(("x-ms-client-request-id", client))
+    if os.environ.get("HTTP_X_MS_SERVER_VERSION"):
+        headers.append(("x-ms-server-version", os.environ["HTTP_X_MS_SERVER_VERSION"]))
+    return headers
+
+
+def routed_path(path: str) -> str:
+    """The path as the server's router reads it: werkzeug drops extra leading slashes (``//score`` is
+    ``/score``) and merges repeated ones."""
+    return "/" + _SLASHES.sub("/", path.lstrip("/"))
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether the server reads a body of this Content-Type as JSON (werkzeug's ``Request.is_json``)."""
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _drain(result: Iterable[bytes]) -> bytes:
+    """A WSGI answer's whole body, closing the iterable as a server would."""
+    try:
+        return b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
 
 
 def _too_deep(data: bytes) -> bool:
@@ -356,14 +401,16 @@ def _decodable(data: bytes) -> bool:
 
 
 def _with_request_id(
-    chunks: list[bytes], headers: list[tuple[str, str]], request_id: str
+    body: bytes, headers: list[tuple[str, str]], request_id: str
 ) -> tuple[list[bytes], list[tuple[str, str]]]:
+    """A 5xx answer with the request id added to its body, if it is the server's own ``{"message": ...}``
+    (a crash or timeout in run()); what run() itself answered is passed on as it is."""
     try:
-        payload = json.loads(b"".join(chunks))
+        payload = json.loads(body)
     except ValueError:
-        return chunks, headers
-    if not isinstance(payload, dict):
-        return chunks, headers
+        return [body], headers
+    if not isinstance(payload, dict) or set(payload) != {"message"}:
+        return [body], headers
     payload["request_id"] = request_id
     body = json.dumps(payload).encode()
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [
@@ -384,9 +431,14 @@ def from_environment() -> KeyAuthMiddleware:
     service = LocalService(**json.loads((folder / "service.json").read_text()))
     os.environ.update(model_settings(service))  # read by the inference server's config at its import
     from azureml_inference_server_http.server.entry import app as inner
+    from azureml_inference_server_http.server.input_parsers import ObjectInput
+    from azureml_inference_server_http.server.routes import main_blueprint
 
     middleware = KeyAuthMiddleware(
-        inner, KeyChecker(key_store(service.name, folder)), swagger_ui_dir=swagger_ui_folder()
+        inner,
+        KeyChecker(key_store(service.name, folder)),
+        swagger_ui_dir=swagger_ui_folder(),
+        parses_json=lambda: isinstance(main_blueprint.user_script.input_parser, ObjectInput),
     )
     mark_ready(folder / "workers", f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")

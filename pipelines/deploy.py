@@ -13,6 +13,7 @@ azureml-inference-server-http under gunicorn on 127.0.0.1, behind a key check, s
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pipelines.settings import load_settings
 
 VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete")
 TARGETS = ("local", "aci", "aks")
+ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
 
 def default_target() -> str:
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scoring-timeout-ms", type=int,
         help="a run() taking longer is answered 500 'Scoring timeout' (default: the server's, as on ACI; AKS: 60000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cors-origins", default="", metavar="ORIGINS",
+        help="comma-separated origins whose browser pages may call the service, e.g. https://app.example.com"
+        " (the inference server's AML_CORS_ORIGINS)",
     )  # fmt: skip
     p.add_argument("--aks-cluster", default="", help="aks: the AKS compute target's name")
     p.add_argument("--token-auth", action="store_true", help="aks: Azure AD token auth instead of keys")
@@ -140,6 +147,7 @@ def _local(args: argparse.Namespace, name: str) -> int:
             max_body_bytes=args.max_body_bytes,
             app_insights=args.enable_app_insights,
             scoring_timeout_ms=args.scoring_timeout_ms,
+            cors_origins=args.cors_origins,
             overwrite=args.overwrite,
             timeout=args.timeout,
             progress=lambda message: print(message, file=sys.stderr),
@@ -213,6 +221,15 @@ def _local(args: argparse.Namespace, name: str) -> int:
 
 def _check_sizes(args: argparse.Namespace, target: str) -> None:
     """Deploy options checked before anything is started or any workspace is reached."""
+    if args.cors_origins:
+        origins = [o.strip() for o in args.cors_origins.split(",")]
+        for origin in origins:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise UserError(
+                    f"--cors-origins: {origin!r} is not an origin",
+                    hint="give scheme://host[:port] without a path, e.g. https://app.example.com, or *",
+                )
+        args.cors_origins = ",".join(origins)
     if args.scoring_timeout_ms is not None and args.scoring_timeout_ms < 1:
         raise UserError(
             f"--scoring-timeout-ms must be at least 1, got {args.scoring_timeout_ms}", hint="e.g. 60000"
@@ -251,7 +268,8 @@ def _azure(args: argparse.Namespace, name: str, target: str) -> int:
                                    ("max_replicas", args.max_replicas)) if v is not None}  # fmt: skip
         service = azure.deploy(workspace, model_name, version, name, target=target, aks_cluster=args.aks_cluster,
                                token_auth=args.token_auth, overwrite=args.overwrite,
-                               scoring_timeout_ms=args.scoring_timeout_ms, **sizes)  # fmt: skip
+                               scoring_timeout_ms=args.scoring_timeout_ms, cors_origins=args.cors_origins,
+                               **sizes)  # fmt: skip
         return _print_service(azure.describe(service), args.json, verb="deployed")
     if args.verb == "list":
         rows = [azure.describe(s) for s in azure.list_services(workspace)]
@@ -303,6 +321,7 @@ def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:
         ("workers", info.get("workers")),
         ("scoring timeout", f"{info['scoring_timeout_ms']} ms" if info.get("scoring_timeout_ms") else None),
         ("app insights", info.get("app_insights")),
+        ("CORS origins", info.get("cors_origins") or None),
         (
             "keys",
             f"{info['keys_file']} (print them: python -m pipelines.deploy keys --name {info['name']})"

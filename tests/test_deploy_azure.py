@@ -242,6 +242,42 @@ def test_cli_update_model_sends_the_model_and_the_same_inference_config(
     assert "nothing to update" in capsys.readouterr().err
 
 
+def test_cors_origins_reach_the_inference_server_and_a_model_update_keeps_the_services_settings(
+    fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from azureml.core import Environment
+
+    origins = ["--cors-origins", "https://app.example.com, http://localhost:3000"]
+    assert (
+        deploy_main(["--target", "aci", "--name", "svc", "--scoring-timeout-ms", "90000", *origins, "--json"])
+        == 0
+    )
+    deployed = fake_azure["deploy"]["inference_config"].environment.environment_variables
+    assert deployed["AML_CORS_ORIGINS"] == "https://app.example.com,http://localhost:3000"
+    service = fake_azure["services"]["svc"]
+    service.environment = Environment("as-deployed")  # what Azure returns for the running service
+    service.environment.environment_variables = {**deployed, "UNRELATED": "x"}
+    assert deploy_main(["update", "--target", "aci", "--name", "svc", "--model", "bike-demand:4"]) == 0
+    kwargs = next(args for verb, args in service.calls if verb == "update")
+    variables = kwargs["inference_config"].environment.environment_variables
+    assert {k: variables[k] for k in ("AML_CORS_ORIGINS", "SCORING_TIMEOUT_MS", "WORKER_TIMEOUT")} == {
+        k: deployed[k] for k in ("AML_CORS_ORIGINS", "SCORING_TIMEOUT_MS", "WORKER_TIMEOUT")
+    }  # an update used to drop them: the service lost its timeout
+    assert "UNRELATED" not in variables
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "origins", ["app.example.com", "https://app.example.com/path", "https://a.com,,https://b.com"]
+)
+def test_a_bad_cors_origin_is_refused_before_azure_is_reached(
+    fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str], origins: str
+) -> None:
+    assert deploy_main(["--target", "aci", "--name", "svc", "--cors-origins", origins]) == 2
+    assert "is not an origin" in capsys.readouterr().err
+    assert "deploy" not in fake_azure
+
+
 def test_cli_stop_is_local_only(fake_azure: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert deploy_main(["stop", "--target", "aci", "--name", "svc"]) == 2
     assert "local services" in capsys.readouterr().err

@@ -30,6 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "bike-test"
 PROBE = "probe-test"
 PROBE_TIMEOUT_MS = 1500
+PROBE_ORIGIN = "http://app.example.com"  # the probe service lets browser pages from here call it
 PROBE_SCRIPT = """
 import json, os, time
 from pathlib import Path
@@ -113,6 +114,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                         workers=1,
                         entry_script=probe,
                         scoring_timeout_ms=PROBE_TIMEOUT_MS,
+                        cors_origins=PROBE_ORIGIN,
                     ),
                 ]
                 for future in started:
@@ -334,6 +336,40 @@ def test_the_fronts_own_answers_carry_the_servers_tracing_headers(ws: dict[str, 
         info["scoring_uri"], headers={"Authorization": f"Bearer {keys(PROBE)['primary']}"}, timeout=30
     )
     assert got.status_code == 405 and got.raw.headers.getlist("Allow") == ["POST, OPTIONS"]  # once, not twice
+
+
+def test_browser_pages_from_an_allowed_origin_can_call_with_a_key(ws: dict[str, Any], monkeypatch) -> None:
+    uri, key, before = service_info(PROBE)["scoring_uri"], keys(PROBE)["primary"], probe_calls(ws)
+    assert service_info(PROBE)["cors_origins"] == PROBE_ORIGIN
+
+    def preflight(origin: str) -> requests.Response:  # what a browser sends first: never a key
+        return requests.options(uri, timeout=30, headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})  # fmt: skip
+
+    allowed = preflight(PROBE_ORIGIN)
+    assert allowed.status_code == 200, allowed.text  # was 401: no browser could call the service
+    assert allowed.headers["Access-Control-Allow-Origin"] == PROBE_ORIGIN
+    assert "authorization" in allowed.headers["Access-Control-Allow-Headers"].lower()
+    assert "Access-Control-Allow-Origin" not in preflight("http://other.example.com").headers
+    assert probe_calls(ws) == before  # run() is not called for a preflight
+    call = {"Origin": PROBE_ORIGIN, "Content-Type": "application/json"}
+    ok = requests.post(
+        uri, data='{"echo": 3}', headers={**call, "Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert ok.json() == {"result": [3]} and ok.headers["Access-Control-Allow-Origin"] == PROBE_ORIGIN
+    refused = requests.post(uri, data='{"echo": 3}', headers=call, timeout=30)  # the page can read why
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == PROBE_ORIGIN
+    assert requests.options(uri, timeout=30).status_code == 401  # not a preflight: the key is needed
+    other = service_info()["scoring_uri"]  # a service deployed without origins
+    assert (
+        "Access-Control-Allow-Origin" not in requests.post(other, data="{}", headers=call, timeout=30).headers
+    )
+    from pipelines.local import deployments
+
+    monkeypatch.setenv("AML_CORS_ORIGINS", "http://leaked.example.com")  # not the service's setting
+    assert deployments.server_env(deployments.load(PROBE))["AML_CORS_ORIGINS"] == PROBE_ORIGIN
+    assert "AML_CORS_ORIGINS" not in deployments.server_env(deployments.load(SERVICE))
 
 
 def test_a_run_over_the_scoring_timeout_is_answered_500_and_the_worker_serves_on(ws: dict[str, Any]) -> None:

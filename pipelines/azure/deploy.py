@@ -22,6 +22,8 @@ ENTRY_SCRIPT = "score.py"
 INFERENCE_ENV_FILE = PROJECT_ROOT / "environments" / "inference.yml"
 INFERENCE_ENV_NAME = "amlops-inference"
 TARGETS = ("aci", "aks")
+# the inference server's settings a service is deployed with, carried over when its model is updated
+SERVICE_VARIABLES = ("SCORING_TIMEOUT_MS", "WORKER_TIMEOUT", "AML_CORS_ORIGINS")
 
 
 def inference_config(
@@ -30,8 +32,13 @@ def inference_config(
     entry_script: str = ENTRY_SCRIPT,
     environment_file: Path = INFERENCE_ENV_FILE,
     scoring_timeout_ms: int | None = None,
+    cors_origins: str = "",
+    keep_variables: dict[str, str] | None = None,
 ) -> InferenceConfig:
     """score.py in its folder, run in the conda Environment from ``environments/inference.yml``.
+
+    ``cors_origins`` becomes the inference server's ``AML_CORS_ORIGINS`` (browsers on those origins may call
+    the service); ``keep_variables``: the service settings (SERVICE_VARIABLES) a deployed service already has.
 
     ``scoring_timeout_ms`` becomes the inference server's ``SCORING_TIMEOUT_MS`` in the container (and its
     gunicorn's ``WORKER_TIMEOUT`` is raised above it): the timeout on ACI, which has no setting of its own
@@ -43,14 +50,16 @@ def inference_config(
         )
     # score.py finds the model's name in AZUREML_MODEL_DIR (.../azureml-models/<name>/<version>), set by Azure
     env = Environment.from_conda_specification(name=INFERENCE_ENV_NAME, file_path=str(environment_file))
+    variables = {k: v for k, v in (keep_variables or {}).items() if k in SERVICE_VARIABLES}
     if scoring_timeout_ms is not None:  # read by the inference server and its gunicorn in the container
         from pipelines.local.deployments import worker_timeout
 
-        env.environment_variables = {
-            **(env.environment_variables or {}),
-            "SCORING_TIMEOUT_MS": str(scoring_timeout_ms),
-            "WORKER_TIMEOUT": str(worker_timeout(scoring_timeout_ms)),
-        }
+        variables["SCORING_TIMEOUT_MS"] = str(scoring_timeout_ms)
+        variables["WORKER_TIMEOUT"] = str(worker_timeout(scoring_timeout_ms))
+    if cors_origins:
+        variables["AML_CORS_ORIGINS"] = cors_origins
+    if variables:
+        env.environment_variables = {**(env.environment_variables or {}), **variables}
     return InferenceConfig(entry_script=entry_script, source_directory=str(source_directory), environment=env)
 
 
@@ -108,6 +117,7 @@ def deploy(
     memory_gb: float = 1,
     max_replicas: int = 3,
     scoring_timeout_ms: int | None = None,
+    cors_origins: str = "",
 ) -> Any:
     """``Model.deploy`` of a registered model as a web service; waits for the deployment and returns it."""
     if target not in TARGETS:
@@ -135,7 +145,9 @@ def deploy(
         workspace,
         service_name,
         [model],
-        inference_config=inference_config(scoring_timeout_ms=scoring_timeout_ms if target == "aci" else None),
+        inference_config=inference_config(
+            scoring_timeout_ms=scoring_timeout_ms if target == "aci" else None, cors_origins=cors_origins
+        ),
         deployment_config=config,
         deployment_target=deployment_target,
         overwrite=overwrite,
@@ -194,7 +206,10 @@ def enable_app_insights(service: Any, enabled: bool = True) -> None:
 
 
 def update_model(workspace: Any, service: Any, model_name: str, model_version: int | None) -> None:
-    """``service.update(models=[...])`` with the same InferenceConfig: the service serves another model version."""
+    """``service.update(models=[...])`` with the same InferenceConfig: the service serves another model version.
+
+    The service's own settings (its scoring timeout, CORS origins) are read from its environment and kept."""
     model = Model(workspace, name=model_name, version=model_version)
-    service.update(models=[model], inference_config=inference_config())
+    deployed = getattr(getattr(service, "environment", None), "environment_variables", None) or {}
+    service.update(models=[model], inference_config=inference_config(keep_variables=dict(deployed)))
     service.wait_for_deployment(show_output=True)

@@ -68,6 +68,7 @@ class LocalService:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     app_insights: bool = False
     scoring_timeout_ms: int | None = None  # None: the inference server's own default (as on ACI)
+    cors_origins: str = ""  # the inference server's AML_CORS_ORIGINS: browser origins allowed to call
     created: str = ""
     updated: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -163,6 +164,7 @@ def deploy(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app_insights: bool = False,
     scoring_timeout_ms: int | None = None,
+    cors_origins: str = "",
     overwrite: bool = False,
     timeout: float = 180.0,
     progress: Callable[[str], None] | None = None,
@@ -215,6 +217,7 @@ def deploy(
             max_body_bytes=max_body_bytes,
             app_insights=app_insights,
             scoring_timeout_ms=scoring_timeout_ms,
+            cors_origins=cors_origins,
             created=stamp,
             updated=stamp,
         )
@@ -572,8 +575,9 @@ def server_env(service: LocalService) -> dict[str, str]:
     from azureml_inference_server_http import __version__ as server_version
 
     threads = max(1, (os.cpu_count() or 1) // service.workers)
+    inherited = {k: v for k, v in os.environ.items() if k != "AML_CORS_ORIGINS"}  # the service's own setting
     return {
-        **os.environ,
+        **inherited,
         "PYTHONPATH": _pythonpath(),
         **model_settings(service),
         "AZUREML_ENTRY_SCRIPT": service.entry_script,
@@ -583,6 +587,7 @@ def server_env(service: LocalService) -> dict[str, str]:
         "HTTP_X_MS_SERVER_VERSION": f"azmlinfsrv/{server_version}",
         "OMP_NUM_THREADS": str(threads),
         **({"SCORING_TIMEOUT_MS": str(service.scoring_timeout_ms)} if service.scoring_timeout_ms else {}),
+        **({"AML_CORS_ORIGINS": service.cors_origins} if service.cors_origins else {}),
         **service.extra_env,
     }
 

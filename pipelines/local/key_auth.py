@@ -4,7 +4,8 @@ It runs inside each gunicorn worker (no extra hop): ``/score`` needs ``Authoriza
 secondary key>`` (else 401, and the scoring script is not called), bodies over the deployment's limit get
 413 before they are read, the server's own 5xx answers (a crash or timeout in ``run()``) carry the request id
 in the body too, and every request can be logged with status and latency (the local stand-in for
-Application Insights). The path is checked as the server routes it (``//score`` is ``/score``). The health route ``/``,
+Application Insights). The path is checked as the server routes it (``//score`` is ``/score``). A browser's
+CORS preflight, which carries no key, goes to the server, which answers it without calling ``run()``. The health route ``/``,
 ``/swagger.json`` (as on Azure) and the offline Swagger UI at ``/swagger-ui/`` need no key.
 
 gunicorn builds it with ``pipelines.local.key_auth:from_environment()``; the deployment folder comes from
@@ -101,18 +102,25 @@ class KeyAuthMiddleware:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
         swagger_ui_dir: Path | None = None,
-        parses_json: Callable[[], bool] = lambda: True,
+        script_input: Callable[[], str] = lambda: "json",
     ) -> None:
         self.inner = inner
-        self.parses_json = (
-            parses_json  # does the scoring script take the body as JSON (not @rawhttp, not raw)
-        )
+        self._script_input = script_input
+        self._input_kind: str | None = None
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.log = request_log or RequestLog(None)
         self.swagger_ui = SwaggerUI(swagger_ui_dir) if swagger_ui_dir else None
         self.service_file: Path | None = None
         self._service_stamp: tuple[int, int, int] | None = None
+
+    @property
+    def input_kind(self) -> str:
+        """How the server hands a request to run(): "json" (@input_schema: the body is parsed as JSON),
+        "text" (undecorated: the body as text) or "raw" (@rawhttp: the request itself, for any method)."""
+        if self._input_kind is None:
+            self._input_kind = self._script_input()
+        return self._input_kind
 
     def follow(self, service_file: Path) -> KeyAuthMiddleware:
         """Re-read the body limit and App Insights switch whenever ``service_file`` changes (no restart)."""
@@ -158,7 +166,10 @@ class KeyAuthMiddleware:
                 damaged = None
             except UserError as exc:  # no key can be checked: the service's owner must make new ones
                 key_name, damaged = None, exc
-            if damaged is not None:
+            if key_name is None and _preflight(environ) and self.input_kind != "raw":
+                # a CORS preflight: the server answers it (flask-cors) and does not call run()
+                body = self.inner(environ, capture)
+            elif damaged is not None:
                 body = _respond(capture, 503, f"this service's {damaged}", environ)
             elif key_name is None:
                 body = _respond(capture, 401, "missing or invalid key: send 'Authorization: Bearer <key>'",
@@ -201,7 +212,7 @@ class KeyAuthMiddleware:
             )
             if len(data) > self.max_body_bytes:
                 return _respond(start_response, 413, too_large, environ)
-            if self.parses_json() and _is_json(environ.get("CONTENT_TYPE")):  # the server will json.loads it
+            if self.input_kind == "json" and _is_json(environ.get("CONTENT_TYPE")):  # json.loads comes next
                 if not _decodable(data):  # json.loads raises UnicodeDecodeError there -> 500
                     return _respond(
                         start_response, 400, "request body is not valid JSON text (UTF-8)", environ
@@ -332,10 +343,41 @@ def _respond(
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
         *tracing_headers(environ),
+        *cors_headers(environ),
         *(extra or []),
     ]
     start_response(f"{code} {reasons.get(code, 'Error')}", headers)
     return [body]
+
+
+def script_input(parser: Any) -> str:
+    """How the inference server gives the request to run(), from its input parser: "json", "text" or "raw"."""
+    from azureml_inference_server_http.server.input_parsers import JsonStringInput, ObjectInput
+
+    if isinstance(parser, ObjectInput):
+        return "json"
+    return "text" if isinstance(parser, JsonStringInput) else "raw"
+
+
+def _preflight(environ: dict[str, Any]) -> bool:
+    """A browser's CORS preflight (which never carries the Authorization header)."""
+    return (
+        environ.get("REQUEST_METHOD") == "OPTIONS"
+        and bool(environ.get("HTTP_ORIGIN"))
+        and bool(environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
+    )
+
+
+def cors_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """What flask-cors adds to the server's answers for an allowed Origin (AML_CORS_ORIGINS), for this front's
+    own answers: a browser page may then read a 401 or 413 too."""
+    origin = environ.get("HTTP_ORIGIN")
+    allowed = [o.strip() for o in os.environ.get("AML_CORS_ORIGINS", "").split(",") if o.strip()]
+    if not origin or not allowed:
+        return []
+    if "*" in allowed:
+        return [("Access-Control-Allow-Origin", "*")]
+    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")] if origin in allowed else []
 
 
 def tracing_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
@@ -431,14 +473,13 @@ def from_environment() -> KeyAuthMiddleware:
     service = LocalService(**json.loads((folder / "service.json").read_text()))
     os.environ.update(model_settings(service))  # read by the inference server's config at its import
     from azureml_inference_server_http.server.entry import app as inner
-    from azureml_inference_server_http.server.input_parsers import ObjectInput
     from azureml_inference_server_http.server.routes import main_blueprint
 
     middleware = KeyAuthMiddleware(
         inner,
         KeyChecker(key_store(service.name, folder)),
         swagger_ui_dir=swagger_ui_folder(),
-        parses_json=lambda: isinstance(main_blueprint.user_script.input_parser, ObjectInput),
+        script_input=lambda: script_input(main_blueprint.user_script.input_parser),
     )
     mark_ready(folder / "workers", f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")

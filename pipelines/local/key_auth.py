@@ -232,9 +232,9 @@ class KeyAuthMiddleware:
         if held and not held[-1][0].startswith("5"):  # passed on as the server gives it (a stream stays one)
             start_response(*held[-1])
             return result
-        chunks = _drain(result)
+        body = _drain(result)
         status, headers = held[-1]
-        chunks, headers = _with_request_id(chunks, headers, environ["HTTP_X_REQUEST_ID"])
+        chunks, headers = _with_request_id(body, headers, environ["HTTP_X_REQUEST_ID"])
         start_response(status, headers)
         return chunks
 

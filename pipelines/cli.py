@@ -46,6 +46,13 @@ class RunCheck:
     args: argparse.Namespace
 
 
+def chosen_settings(settings: Settings, assignments: dict[str, str] | None = None) -> frozenset[str]:
+    """The settings the user chose (RunCheck.given): named in ``assignments`` or not at their default."""
+    defaults = Settings()
+    changed = {f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name)}
+    return frozenset(assignments or ()) | changed
+
+
 def exit_now(code: int) -> None:
     """Exit a pipeline command without the interpreter's slow finalization.
 
@@ -129,10 +136,7 @@ def pipeline_cli(
         assignments = parse_assignments(args.assignments)
         settings = base.with_overrides(assignments)
         if args.verb == "run":
-            defaults = Settings()
-            given = frozenset(assignments) | {
-                f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name)
-            }
+            given = chosen_settings(settings, assignments)
             return _run(build, settings, given, args, label_required, after_run, check_run)
         definition = build(settings, None)
         if args.verb == "show":
@@ -201,10 +205,10 @@ def _run_in(
         model = registry.get_model(name, version)  # UserError when it is not registered
         assignments.update(model_name=model.name, model_version=model.version)
         required = registry.model_input_columns(model.name, model.version)
-    head = precheck_data(data_path, required, role="label" if label_required else "features")
+    data_file, head = precheck_data(data_path, required, role="label" if label_required else "features")
     if check_run is not None:
         columns = [str(c) for c in head.columns]
-        check_run(RunCheck(settings, given, datasets.csv_files(data_path)[0], columns, head, args))
+        check_run(RunCheck(settings, given, data_file, columns, head, args))
     definition = build(settings, data_ref)
     plan = adapter.read_steps(definition.steps)
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
@@ -225,8 +229,9 @@ def _run_in(
     return host.run(request, to_stderr=args.json)
 
 
-def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> Any:
-    """Fail fast (before a run exists) on unreadable or empty data or missing columns; the first rows read."""
+def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> tuple[Path, Any]:
+    """Fail fast (before a run exists) on unreadable or empty data or missing columns; the (first) CSV file
+    and its first rows, as read."""
     import pandas as pd
 
     from pipelines.datasets import csv_files
@@ -254,7 +259,7 @@ def precheck_data(path: Path, required_columns: list[str], role: str = "label") 
             f"{files[0].name} lacks the column(s) {', '.join(missing)} that the model needs (it has: {columns})",
             hint="score data with the columns the model was trained on",
         )
-    return header
+    return files[0], header
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines import train
-from pipelines.cli import RunCheck
+from pipelines.cli import RunCheck, chosen_settings
 from pipelines.datasets import KNOWN
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -159,9 +158,7 @@ def test_a_step_that_refuses_its_input_ends_with_one_error_line(amlops_home: Pat
 
 
 def _check(settings: Settings, columns: list[str]) -> None:
-    given = frozenset(
-        f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(Settings(), f.name)
-    )
+    given = chosen_settings(settings)
     head = pd.DataFrame({c: [1.0] for c in columns})
     train.check_run(RunCheck(settings, given, Path("data.csv"), columns, head, argparse.Namespace()))
 

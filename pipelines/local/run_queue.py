@@ -187,10 +187,9 @@ def prepare(
         data_ref = check_dataset_ref(dataset_param or "dataset", data_ref)
     if experiment_name:
         sets["experiment_name"] = experiment_name
-    version_text = sets.pop(MODEL_VERSION, None)  # not a setting: the batch run's --model NAME:VERSION
-    model_version = (
-        int(version_text) if version_text is not None else None
-    )  # check_value made it an int's text
+    # not a setting: the batch run's --model NAME:VERSION (check_value has made it an integer's text)
+    version_text = sets.pop(MODEL_VERSION, None)
+    model_version = int(version_text) if version_text is not None else None
     frozen = Settings(**published["settings"])
     settings = frozen.with_overrides(sets)  # unknown settings and bad values raise UserError here
     args = ["--settings-json", json.dumps(published["settings"])]

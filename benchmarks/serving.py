@@ -53,6 +53,7 @@ from clients.benchmark import Level
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
 NOOP_SCRIPT = PROJECT_ROOT / "benchmarks" / "noop_score.py"
+BARE_APP = "benchmarks.bare_wsgi:app"
 SCORE_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
 RESULTS_FILE = PROJECT_ROOT / "BENCHMARKS.md"
 PLOT_FILE = PROJECT_ROOT / "benchmarks" / "results" / "serving-latency.png"
@@ -255,17 +256,43 @@ def baseline_server(env: dict[str, str], workdir: Path) -> Iterator[str]:
             proc.wait()
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+@contextlib.contextmanager
+def bare_gunicorn(workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
+    """gunicorn with ``workers`` sync workers serving benchmarks/bare_wsgi.py on 127.0.0.1: its URL and pid."""
+    port = _free_port()
+    log_path = workdir / "bare-gunicorn.log"
+    cmd = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+           "--no-control-socket", BARE_APP]  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/", proc, log_path, what="bare gunicorn")
+        yield f"http://127.0.0.1:{port}/score", proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_healthy(
+    url: str, proc: subprocess.Popen, log: Path, timeout: float = 180, what: str = "the baseline server"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the baseline server exited; see {log}")
+            raise RuntimeError(f"{what} exited; see {log}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return
         time.sleep(0.5)
-    raise RuntimeError(f"the baseline server did not start in {timeout} s; see {log}")
+    raise RuntimeError(f"{what} did not start in {timeout} s; see {log}")
 
 
 def _free_port() -> int:
@@ -450,6 +477,27 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
             f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {stack_ms:.2f}) = {bound:.0%} on this stack.",
             "",
         ]
+    if res.get("bare"):
+        bare = res["bare"]
+        bare_ms = int(m["nproc"]) * 1000 / bare["rps"]
+        bound = pc["run_ms"] / (pc["run_ms"] + bare_ms)
+        server = f" (gunicorn's processes {bare['cpu']['server_ms']:.2f} ms)" if bare.get("cpu") else ""
+        needed = pc["run_ms"] * (1 / TARGETS["ceiling_share"] - 1)
+        lines += [
+            f"gunicorn floor, same run: the same gunicorn with the same {res['workers']} sync workers serving"
+            f" benchmarks/bare_wsgi.py (no Flask, no inference server, no key check: it reads the body and answers"
+            f" two zeros) answers {bare['rps']:.0f} req/s (p99 {bare['p99_ms']:.1f} ms, {bare['non_2xx']} non-2xx),"
+            f" i.e. {bare_ms:.2f} ms of the {m['nproc']} cores per request{server} for ab, the kernel and gunicorn"
+            f" alone. Under gunicorn, whatever runs inside it, the share of the ceiling could be at most"
+            f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {bare_ms:.2f}) = {bound:.0%}"
+            + (
+                f": the {TARGETS['ceiling_share']:.0%} target needs the whole stack within {needed:.2f} ms per"
+                " request, less than gunicorn alone costs here."
+                if bound < TARGETS["ceiling_share"]
+                else "."
+            ),
+            "",
+        ]
     lines += [
         f"By concurrency (`ab -n {res.get('sweep_requests', report['sweep_requests'])}` per point for the project,"
         " half that for the baseline):",
@@ -555,6 +603,11 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
             _server_pid(),
         )
         print(f"  {floor}", flush=True)
+    print(f"[{kind}] gunicorn floor: the same gunicorn serving a bare WSGI app ...", flush=True)
+    with bare_gunicorn(service.workers, workdir) as (bare_url, bare_pid):
+        run_ab(bare_url, data, key, 500, args.concurrency, "warmup", workdir)
+        bare = run_ab(bare_url, data, key, args.requests, args.concurrency, "bare", workdir, bare_pid)
+        print(f"  {bare}", flush=True)
     plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")
     plot(sweep, workdir / plot_file.name if args.no_write else plot_file)
     return {
@@ -564,6 +617,7 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
         "baseline_cost": asdict(baseline_cost),
         "ceiling_rps": (os.cpu_count() or 1) / (project_cost.run_ms / 1000),
         "floor": asdict(floor),
+        "bare": asdict(bare),
         "sweep": [asdict(r) for r in sweep],
         "plot": str(plot_file.relative_to(PROJECT_ROOT)),
         "workers": service.workers,

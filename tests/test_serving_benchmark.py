@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks.serving import AbResult, CpuMeter, RunCost, render_section
+from benchmarks.serving import AbResult, CpuMeter, CpuPerRequest, RunCost, bare_gunicorn, render_section
 from benchmarks.serving import main as serving_main
 
 BURN = """
@@ -62,7 +62,9 @@ def test_cpu_meter_splits_ab_server_tree_and_machine(tmp_path: Path) -> None:
     assert cpu.busy_ms >= 0.74  # the machine did at least all of that
 
 
-def _model_result(run_ms: float, rps: float, estimator: str | None = None) -> dict:
+def _model_result(
+    run_ms: float, rps: float, estimator: str | None = None, bare_rps: float | None = None
+) -> dict:
     def ab(label: str, rps: float, p99: float) -> dict:
         level = AbResult(label, 8, 1000 if estimator else 5000, rps, p99 / 2, p99 * 0.9, p99, 0, 0)
         return asdict(level)
@@ -74,6 +76,11 @@ def _model_result(run_ms: float, rps: float, estimator: str | None = None) -> di
         "baseline_cost": asdict(RunCost(run_ms * 3)),
         "ceiling_rps": 2 / (run_ms / 1000),
         "floor": None,
+        "bare": (
+            asdict(AbResult("bare", 8, 5000, bare_rps, 2.0, 3.0, 4.0, 0, 0, CpuPerRequest(0.1, 0.3, 0.5)))
+            if bare_rps
+            else None
+        ),
         "sweep": [],
         "plot": "benchmarks/results/x.png",
         "workers": 2,
@@ -113,3 +120,40 @@ def test_unknown_model_kind_is_a_usage_error(capsys) -> None:
         "--models takes a comma-separated list of raw, lean, automl; got 'raw,nosuch'"
         in capsys.readouterr().err
     )
+
+
+def test_report_bounds_the_share_of_the_ceiling_by_gunicorn_alone() -> None:
+    report = {
+        "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
+        "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
+        "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
+        "calls": 2000, "workers": 2,
+        "models": {"raw": _model_result(1.2, 760.0, bare_rps=4000.0), "automl": _model_result(19.0, 98.0, "x", 4000.0)},
+    }  # fmt: skip
+    raw, automl = render_section(report).split("### Model `raw`")[1].split("### Model `automl`")
+    # 2 cores / 4000 req/s = 0.50 ms per request for ab, the kernel and gunicorn: 1.2 / 1.7 = 71% at most
+    assert "answers 4000 req/s (p99 4.0 ms, 0 non-2xx), i.e. 0.50 ms of the 2 cores per request" in raw
+    assert "(gunicorn's processes 0.30 ms)" in raw
+    assert (
+        "could be at most 1.20 / (1.20 + 0.50) = 71%: the 80% target needs the whole stack within 0.30 ms"
+        in raw
+    )
+    # a 19 ms run(): gunicorn alone allows 97%, and no "needs" sentence
+    assert "could be at most 19.00 / (19.00 + 0.50) = 97%." in automl
+    assert "target needs the whole stack" not in automl
+
+
+def test_bare_gunicorn_answers_a_post_with_two_zeros(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    with bare_gunicorn(1, tmp_path) as (url, pid):
+        assert psutil.Process(pid).is_running()
+        request = urllib.request.Request(
+            url, data=b'{"data": []}', headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+            assert json.loads(resp.read()) == {"result": [0.0, 0.0]}
+        assert url.startswith("http://127.0.0.1:")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

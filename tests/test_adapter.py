@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from pipelines import batch_score, train
 from pipelines.datasets import KNOWN
-from pipelines.local import adapter
+from pipelines.definitions import environment
+from pipelines.local import adapter, engine, runs
 from pipelines.settings import Settings
 
 
@@ -75,3 +79,108 @@ def test_dependency_cycle_is_detected() -> None:
     b = adapter.ScriptStepPlan("b", None, "b.py", [], ["x"], ["y"], False, None, None)  # type: ignore[arg-type]
     with pytest.raises(adapter.PlanError, match="cycle"):
         adapter._order(adapter.Plan(steps=[a, b]))
+
+
+def _partitioned_step(source: Path, keys: Any) -> Any:
+    """A user's own ParallelRunStep over a tabular dataset, its mini-batches made by ``partition_keys``."""
+    from azureml.core import Dataset
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.pipeline.core import PipelineParameter
+    from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep
+
+    tabular = Dataset.Tabular.from_delimited_files(
+        "https://example.invalid/data.csv", validate=False, infer_column_types=False
+    )
+    config = ParallelRunConfig(
+        source_directory=str(source),
+        entry_script="entry.py",
+        environment=environment("batch"),
+        compute_target="cpu-cluster",
+        node_count=1,
+        process_count_per_node=2,
+        partition_keys=keys,
+        error_threshold=0,
+        output_action="append_row",
+    )
+    data = DatasetConsumptionConfig("shops", PipelineParameter("shops_data", default_value=tabular))
+    return ParallelRunStep(
+        name="per-shop", parallel_run_config=config, inputs=[data], output=OutputFileDatasetConfig(name="out")
+    )
+
+
+ENTRY = """
+def init():
+    pass
+
+def run(mini_batch, mini_batch_context):
+    out = mini_batch[["id"]].copy()
+    out["shop"] = mini_batch_context.partition_key_value["shop"]
+    out["rows"] = len(mini_batch)
+    return out
+"""
+
+
+def test_partition_keys_of_a_users_parallel_run_step_run_locally(tmp_path: Path) -> None:
+    from azureml.pipeline.core import PipelineParameter
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "entry.py").write_text(ENTRY)
+    data = tmp_path / "shops.csv"
+    data.write_text("id,shop,sales\n1,north,3\n2,south,4\n3,north,5\n4,east,1\n5,north,2\n")
+    step = _partitioned_step(tmp_path / "src", PipelineParameter("keys", default_value='["shop"]'))
+    plan = adapter.read_steps([step])
+    assert plan.steps[0].options["partition_keys"] == adapter.ParamRef("keys")
+    assert plan.steps[0].options["mini_batch_size"] is None and plan.parameters["keys"] == '["shop"]'
+    request = engine.RunRequest(
+        plan, "shops", "shops-exp", dataset_paths={name: data for name in plan.datasets}
+    )
+    record = engine.run_plan(request)
+    assert record["status"] == "Completed"
+    summary = record["parallel_run"]["per-shop"]
+    assert (summary["mini_batches"], summary["items"]) == (3, 5)
+    lines = (
+        (runs.run_folder(record["run_id"]) / "outputs" / "out" / "parallel_run_step.txt")
+        .read_text()
+        .splitlines()
+    )
+    assert sorted(lines) == ["1 north 3", "2 south 1", "3 north 3", "4 east 1", "5 north 3"]
+
+
+def test_partition_keys_given_as_a_list_and_refused_with_mini_batch_size(tmp_path: Path) -> None:
+    from azureml.pipeline.steps import ParallelRunConfig
+
+    (tmp_path / "entry.py").write_text(ENTRY)
+    plan = adapter.read_steps([_partitioned_step(tmp_path, ["shop", "region"])])
+    assert plan.steps[0].options["partition_keys"] == ["shop", "region"]
+    with pytest.raises(ValueError, match="mutually exclusive"):  # the SDK's own check, before any run
+        ParallelRunConfig(
+            source_directory=str(tmp_path), entry_script="entry.py", environment=environment("batch"),
+            compute_target="cpu-cluster", node_count=1, process_count_per_node=1, mini_batch_size="1MB",
+            partition_keys=["shop"], error_threshold=0, output_action="append_row",
+        )  # fmt: skip
+
+
+def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Path) -> None:
+    """allow_reuse: a step whose script or ParallelRunConfig changed is run again, not reused."""
+    (tmp_path / "a.py").write_text("print(1)\n")
+    (tmp_path / "b.py").write_text("print(2)\n")
+    local = engine.LocalRun.__new__(engine.LocalRun)  # only the key: no run, no MLflow
+    local.params = {"size": "1MB"}
+    script_a = adapter.ScriptStepPlan("s", tmp_path, "a.py", ["--x", "1"], [], [], True, None, None)
+    script_b = adapter.ScriptStepPlan("s", tmp_path, "b.py", ["--x", "1"], [], [], True, None, None)
+    assert local._reuse_key(script_a) == local._reuse_key(script_a)
+    assert local._reuse_key(script_a) != local._reuse_key(script_b)
+
+    def prs(**options: Any) -> adapter.ParallelRunStepPlan:
+        base = {"mini_batch_size": adapter.ParamRef("size"), "output_action": "append_row"}
+        return adapter.ParallelRunStepPlan(
+            "p", tmp_path, "a.py", [], [], {}, [], {**base, **options}, True, None, None
+        )
+
+    key = local._reuse_key(prs())
+    assert key == local._reuse_key(prs())
+    assert key != local._reuse_key(prs(output_action="summary_only"))
+    assert key != local._reuse_key(prs(partition_keys=["shop"]))
+    local.params = {"size": "2MB"}  # the same plan, another value of its PipelineParameter
+    assert key != local._reuse_key(prs())

@@ -448,3 +448,68 @@ def test_a_canceled_job_kills_its_workers_and_publishes_nothing(tmp_path: Path, 
     out = tmp_path / "out"
     assert not (out / "parallel_run_step.txt").exists()
     assert not list(out.glob(".parallel-run-staging-*"))
+
+
+PARTITIONED = """
+def run(mini_batch, mini_batch_context):
+    note("run", key=mini_batch_context.partition_key_value, index=mini_batch_context.minibatch_index,
+         seasons=sorted(set(mini_batch.season.tolist())), years=sorted(set(mini_batch.yr.tolist())),
+         dataset=repr(mini_batch_context.dataset), n=len(mini_batch))
+    return mini_batch[["instant", "season", "yr"]]
+"""
+
+
+def test_partition_keys_make_one_mini_batch_per_key_value(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    first = datagen.write_csv(folder / "a.csv", 500, seed=3)
+    datagen.write_csv(folder / "b.csv", 300, seed=4)
+    rows = pd.concat([pd.read_csv(first), pd.read_csv(folder / "b.csv")])
+    result = run(tmp_path, script(tmp_path, PARTITIONED), [folder], partition_keys=("season", "yr"))
+    assert result.succeeded and result.failed_items == 0
+    groups = rows.groupby(["season", "yr"]).size()
+    assert result.mini_batches == len(groups) >= 5 and result.items == result.result_rows == len(rows)
+    calls = records(tmp_path, "run")
+    assert len(calls) == len(groups)
+    for call in calls:  # each call holds exactly one partition, named by its text in the files
+        key = call["key"]
+        assert call["seasons"] == [int(key["season"])] and call["years"] == [int(key["yr"])]
+        assert call["n"] == groups[(int(key["season"]), int(key["yr"]))]
+        assert call["dataset"] == "None"
+    assert sorted(c["index"] for c in calls) == list(range(len(groups)))
+    assert [r["source"] for r in processed(result)][0] == "season=1, yr=0"
+    lines = result.output_file.read_text().splitlines()
+    assert sorted(int(line.split(" ")[0]) for line in lines) == sorted(rows.instant)
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "parallel_run_step.txt"
+    ]  # partitions were staged and removed
+
+
+def test_a_one_argument_run_gets_partitions_too_and_a_two_argument_run_gets_a_context_without_them(
+    tmp_path: Path, data: Path
+) -> None:
+    result = run(tmp_path, script(tmp_path, ECHO), [data], partition_keys=("season",))
+    assert result.succeeded and result.mini_batches == 4
+    assert sorted(r["n"] for r in records(tmp_path, "run")) == sorted(pd.read_csv(data).season.value_counts())
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run(other, script(other, PARTITIONED), [data], mini_batch_size="40KB")
+    assert result.succeeded and result.mini_batches >= 3
+    assert {str(c["key"]) for c in records(other, "run")} == {"None"}
+
+
+def test_bad_partition_keys_are_user_errors_without_output(tmp_path: Path, data: Path) -> None:
+    entry = script(tmp_path, PARTITIONED)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.bin").write_bytes(b"x")
+    cases = [
+        ({"partition_keys": ("region",)}, [data], "not columns of the input"),
+        ({"partition_keys": ("season",), "mini_batch_size": "1MB"}, [data], "mutually exclusive"),
+        ({"partition_keys": ("season", "season")}, [data], "repeats a key"),
+        ({"partition_keys": ("",)}, [data], "must be column names"),
+        ({"partition_keys": ("season",)}, [files], "needs CSV input"),
+    ]
+    for options, inputs, match in cases:
+        with pytest.raises(UserError, match=match):
+            run(tmp_path, entry, inputs, **options)
+        assert not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ from pipelines.local.mini_batches import (
     MiniBatch,
     file_mini_batches,
     parse_mini_batch_size,
+    partitioned_mini_batches,
     read_tabular,
     tabular_mini_batches,
 )
@@ -128,3 +129,56 @@ def test_message_round_trip() -> None:
     batch = MiniBatch(id=3, kind="tabular", path="/x.csv", header_end=5, start=5, end=99)
     assert MiniBatch.from_message(batch.to_message()) == batch
     assert batch.describe() == "x.csv[5:99]"
+
+
+def test_partitions_group_rows_by_key_values_across_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b"id,shop,brand,price\r\n1,s1,x,1.50\r\n2,s2,x,2.0\r\n\r\n3,s1,y,3\r\n4,s1,x,\r\n")
+    b.write_bytes(b"id,shop,brand,price\r\n5,s2,x,5\r\n6,s1,x,6\r\n")
+    batches = partitioned_mini_batches([a, b], ["shop", "brand"], tmp_path / "parts", first_id=3)
+    # one mini-batch per (shop, brand), in order of first appearance, across both files
+    assert [b.partition for b in batches] == [
+        (("shop", "s1"), ("brand", "x")), (("shop", "s2"), ("brand", "x")), (("shop", "s1"), ("brand", "y"))
+    ]  # fmt: skip
+    assert [b.id for b in batches] == [3, 4, 5]
+    assert batches[0].describe() == "shop=s1, brand=x"
+    frames = [read_tabular(b) for b in batches]
+    assert [f.id.tolist() for f in frames] == [[1, 4, 6], [2, 5], [3]]
+    # the rows' text is copied as it is: 1.50 stays a float, the empty price is missing
+    assert frames[0].price.iloc[0] == 1.5 and pd.isna(frames[0].price.iloc[1])
+    assert MiniBatch.from_message(batches[0].to_message()) == batches[0]
+
+
+def test_partition_key_values_are_the_files_text(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("k,v\n01,a\n1,b\n,c\n01,d\n")
+    batches = partitioned_mini_batches([data], ["k"], tmp_path / "parts")
+    assert [dict(b.partition)["k"] for b in batches] == ["01", "1", ""]
+    assert [read_tabular(b).v.tolist() for b in batches] == [["a", "d"], ["b"], ["c"]]
+
+
+@pytest.mark.parametrize(
+    ("second", "match"),
+    [("shop,id\n1,2\n", "another header"), (None, "not columns of the input")],
+)
+def test_partitions_need_one_header_with_the_keys(tmp_path: Path, second: str | None, match: str) -> None:
+    first = tmp_path / "a.csv"
+    first.write_text("id,shop\n1,s1\n")
+    files = [first]
+    if second is not None:
+        (tmp_path / "b.csv").write_text(second)
+        files.append(tmp_path / "b.csv")
+    keys = ["shop"] if second is not None else ["shop", "region"]
+    with pytest.raises(UserError, match=match):
+        partitioned_mini_batches(files, keys, tmp_path / "parts")
+    assert not (tmp_path / "parts").exists()
+
+
+def test_a_row_with_the_wrong_number_of_fields_is_a_user_error(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("id,shop\n1,s1\n2,s2,extra\n")
+    with pytest.raises(UserError, match="cannot be read as CSV"):
+        partitioned_mini_batches([data], ["shop"], tmp_path / "parts")
+    data.write_text('id,shop\n1,"s\n1"\n')
+    with pytest.raises(UserError, match="quoted fields that hold line breaks are not supported"):
+        partitioned_mini_batches([data], ["shop"], tmp_path / "parts")

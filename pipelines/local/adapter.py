@@ -140,6 +140,7 @@ def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:
         "process_count_per_node": config.process_count_per_node,
         "run_invocation_timeout": config.run_invocation_timeout,
         "run_max_try": config.run_max_try,
+        "partition_keys": config.partition_keys,
         "environment_variables": dict(config.environment_variables or {}),
     }
     for key, value in options.items():  # ParallelRunConfig options may be PipelineParameters

@@ -289,6 +289,7 @@ class LocalRun:
             environment_variables=step_env,
             arguments=tuple(self._resolve_args(step.arguments)),
             input_kind=step.input_kinds[data_inputs[0]],
+            partition_keys=self._partition_keys(step.name, opts.get("partition_keys")),
         )
         report_dir = self.folder / "outputs" / f"{step.name}-report"
         try:
@@ -315,6 +316,20 @@ class LocalRun:
             f"    {step.name}: {result.result_rows} rows from {result.mini_batches} mini-batches "
             f"at {result.rows_per_second:,.0f} rows/s with {result.workers} workers"
         )
+
+    def _partition_keys(self, step_name: str, value: Any) -> tuple[str, ...]:
+        """ParallelRunConfig's partition_keys: a list, or a PipelineParameter holding its JSON."""
+        if isinstance(value, ParamRef):
+            text = self._resolve_args([value])[0]
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            if not isinstance(value, list):
+                raise StepFailed(
+                    step_name, 2, f"partition_keys must be the JSON of a list of column names, got {text!r}"
+                )
+        return tuple(value or ())
 
     def _prestart(self, index: int) -> None:
         """Start a warm interpreter for step ``index`` if it is a script step (see warm.py)."""
@@ -450,8 +465,20 @@ class LocalRun:
         ] + [
             json.dumps(
                 getattr(step, "settings", {}).__dict__ if hasattr(step, "settings") else {}, default=str
-            )
+            ),
+            json.dumps(self._config_for_key(step), default=str, sort_keys=True),
         ]
+
+    def _config_for_key(self, step: StepPlan) -> dict[str, Any]:
+        """What a step runs and how, besides its arguments: changing it means a new run, not a reused one."""
+        if isinstance(step, ScriptStepPlan):
+            return {"script_name": step.script_name}
+        if isinstance(step, ParallelRunStepPlan):
+            options = {
+                k: self.params[v.name] if isinstance(v, ParamRef) else v for k, v in step.options.items()
+            }
+            return {"entry_script": step.entry_script, "input_kinds": step.input_kinds, "options": options}
+        return {}
 
     def _reuse(self, key: str, outputs: dict[str, Path]) -> bool:
         cache = amlops_home() / "reuse" / key

@@ -6,10 +6,16 @@ cut; the worker reads its own range (plus the file's header line) with pyarrow. 
 contain line breaks are not supported (a cut may land inside one).
 
 FileDataset (any files): mini-batches are lists of ``mini_batch_size`` file paths (default 10).
+
+With ``partition_keys`` (CSV files sharing one header): one mini-batch per distinct combination of the
+key columns' values, across all the files, in order of first appearance. The parent copies each
+partition's lines, as they are in the files, into a CSV file of its own, which a worker reads like any
+other range; ``partition`` holds the key values as the files spell them.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -36,9 +42,12 @@ class MiniBatch:
     start: int = 0  # tabular: first byte of the range (a line start)
     end: int = 0  # tabular: one past the last byte of the range (a line end)
     files: tuple[str, ...] = ()  # file: the paths handed to run()
+    partition: tuple[tuple[str, str], ...] = ()  # partition_keys: (key, value) pairs of these rows
 
     def describe(self) -> str:
         """A short human-readable name of what this mini-batch holds."""
+        if self.partition:
+            return ", ".join(f"{key}={value}" for key, value in self.partition)
         if self.kind == "tabular":
             return f"{Path(self.path).name}[{self.start}:{self.end}]"
         if len(self.files) == 1:
@@ -55,6 +64,7 @@ class MiniBatch:
             "start": self.start,
             "end": self.end,
             "files": list(self.files),
+            "partition": [list(pair) for pair in self.partition],
         }
 
     @classmethod
@@ -68,6 +78,7 @@ class MiniBatch:
             start=int(msg["start"]),  # type: ignore[arg-type]
             end=int(msg["end"]),  # type: ignore[arg-type]
             files=tuple(msg["files"]),  # type: ignore[arg-type]
+            partition=tuple((str(k), str(v)) for k, v in msg.get("partition") or ()),  # type: ignore[union-attr]
         )
 
 
@@ -120,6 +131,85 @@ def file_mini_batches(files: Sequence[Path], count: int, first_id: int = 0) -> I
     for index in range(0, len(files), count):
         group = tuple(str(p) for p in files[index : index + count])
         yield MiniBatch(id=first_id + index // count, kind="file", files=group)
+
+
+def partition_header(files: Sequence[Path], keys: Sequence[str]) -> bytes:
+    """The header line the CSV files share; UserError if they differ or a key is not one of its columns."""
+    header = b""
+    for path in files:
+        with open(path, "rb") as fh:
+            line = fh.readline().rstrip(b"\r\n")
+        if header and line != header:
+            raise UserError(
+                f"{path.name} has another header than {Path(files[0]).name}: with partition_keys, the CSV files of "
+                "an input must share one header",
+                hint="give the input files the same columns in the same order",
+            )
+        header = line
+    columns = next(csv.reader([header.decode("utf-8", "replace").lstrip("\ufeff")]), [])
+    missing = [key for key in keys if key not in columns]
+    if missing:
+        raise UserError(
+            f"partition_keys {missing} are not columns of the input (columns: {', '.join(columns)})",
+            hint="name columns of the input CSV files in partition_keys",
+        )
+    return header
+
+
+def partitioned_mini_batches(
+    files: Sequence[Path], keys: Sequence[str], folder: Path, first_id: int = 0
+) -> list[MiniBatch]:
+    """One mini-batch per distinct value of the ``keys`` columns, each written to a CSV file in ``folder``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = partition_header(files, keys) + b"\n"
+    groups: dict[tuple[str, ...], list[bytes]] = {}
+    for path in files:
+        data = Path(path).read_bytes()
+        if b"\n" not in data:  # a header and no rows
+            continue
+        lines = [line for line in data[data.index(b"\n") + 1 :].split(b"\n") if line.strip(b"\r")]
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(header + b"\n".join(lines)),
+                read_options=pacsv.ReadOptions(block_size=max(1 << 20, len(data) + len(header) + 1024)),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=list(keys), column_types={key: pa.string() for key in keys}
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise UserError(
+                f"{Path(path).name} cannot be read as CSV: {str(exc).splitlines()[0]}",
+                hint="fix the file: every row needs the header's columns",
+            ) from None
+        if table.num_rows != len(lines):
+            raise UserError(
+                f"{Path(path).name}: {table.num_rows} rows in {len(lines)} lines; with partition_keys, quoted "
+                "fields that hold line breaks are not supported",
+                hint="remove line breaks inside quoted fields",
+            )
+        values = zip(*(table.column(key).to_pylist() for key in keys), strict=True)
+        for line, value in zip(lines, values, strict=True):
+            groups.setdefault(value, []).append(line)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = []
+    for index, (value, rows) in enumerate(groups.items()):
+        path = folder / f"partition-{index:06d}.csv"
+        body = b"\n".join(rows) + b"\n"
+        path.write_bytes(header + body)
+        batches.append(
+            MiniBatch(
+                id=first_id + index,
+                kind="tabular",
+                path=str(path),
+                header_end=len(header),
+                start=len(header),
+                end=len(header) + len(body),
+                partition=tuple(zip(keys, value, strict=True)),
+            )
+        )
+    return batches
 
 
 def _line_end_at_or_after(fh: io.BufferedReader, pos: int, file_size: int) -> int:

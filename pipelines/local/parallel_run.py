@@ -8,6 +8,9 @@ Semantics follow ``ParallelRunConfig`` (azureml-pipeline-steps 1.62) and DESIGN.
 - TabularDataset (CSV) mini-batches are byte ranges of about ``mini_batch_size`` (default 1MB) that
   never cross a file; FileDataset mini-batches are lists of ``mini_batch_size`` paths (default 10).
   Workers read their own mini-batches; the parent only computes the ranges.
+- ``partition_keys`` (CSV input): one mini-batch per distinct combination of the key columns' values
+  (mini_batches.py), instead of ``mini_batch_size``; a ``run(mini_batch, mini_batch_context)`` gets the
+  values as ``mini_batch_context.partition_key_value``.
 - ``run()`` returns one element per processed item; failed items = len(mini_batch) − len(result). An
   exception, exceeding ``run_invocation_timeout`` (the worker is killed and replaced) or a crashing
   worker fails the mini-batch, which is retried up to ``run_max_try`` times in all. A mini-batch counts
@@ -54,6 +57,8 @@ from pipelines.local.mini_batches import (
     MiniBatch,
     file_mini_batches,
     parse_mini_batch_size,
+    partition_header,
+    partitioned_mini_batches,
     tabular_mini_batches,
 )
 from pipelines.local.prs_worker import CONFIG_ENV
@@ -96,6 +101,7 @@ class ParallelRunOptions:
     model: str | None = None  # "name[:version]" from the local registry, for Model.get_model_path
     input_kind: str = "auto"  # "tabular" (CSV rows), "file" (paths) or "auto" (CSV -> tabular)
     headered_output: str = ""  # "", "csv" or "parquet": also write results with a header row
+    partition_keys: tuple[str, ...] = ()  # columns whose values make the mini-batches (no mini_batch_size)
 
     @property
     def append_file_name(self) -> str:
@@ -118,6 +124,19 @@ class ParallelRunOptions:
                 f"allowed_failed_percent must be between 0 and 100, got {self.allowed_failed_percent}",
                 hint="e.g. 10",
             )
+        if self.partition_keys:
+            if self.mini_batch_size not in (None, ""):
+                raise UserError(
+                    "mini_batch_size and partition_keys are mutually exclusive (as in ParallelRunConfig)",
+                    hint="drop mini_batch_size: each partition is one mini-batch",
+                )
+            if not all(isinstance(k, str) and k for k in self.partition_keys):
+                raise UserError(f"partition_keys must be column names, got {list(self.partition_keys)}",
+                                hint='e.g. ["season"]')  # fmt: skip
+            if len(set(self.partition_keys)) != len(self.partition_keys):
+                raise UserError(
+                    f"partition_keys repeats a key: {list(self.partition_keys)}", hint='e.g. ["season"]'
+                )
         if self.run_max_try < 1:
             raise UserError(f"run_max_try must be at least 1, got {self.run_max_try}", hint="e.g. 3")
         if self.run_invocation_timeout <= 0:
@@ -334,12 +353,21 @@ class _Engine:
         self.canceled = canceled or (lambda: False)
         self.source_dir, self.entry_script = _locate_entry_script(options)
         self.kind, self.files = _input_files(inputs, options.input_kind)
-        size = parse_mini_batch_size(options.mini_batch_size, self.kind)
-        batches = (
-            tabular_mini_batches(self.files, size)
-            if self.kind == "tabular"
-            else file_mini_batches(self.files, size)
-        )
+        if options.partition_keys:  # cut in _loop, into the staging folder; checked here, before any output
+            if self.kind != "tabular":
+                raise UserError(
+                    "partition_keys needs CSV input; the local engine partitions rows by column values",
+                    hint="pass CSV files, or drop partition_keys for file input",
+                )
+            partition_header(self.files, options.partition_keys)
+            batches: Any = []
+        else:
+            size = parse_mini_batch_size(options.mini_batch_size, self.kind)
+            batches = (
+                tabular_mini_batches(self.files, size)
+                if self.kind == "tabular"
+                else file_mini_batches(self.files, size)
+            )
         self.records = [_Record(batch) for batch in batches]
         self.per_node = options.process_count_per_node or _cores()
         self.n_workers = options.node_count * self.per_node
@@ -431,6 +459,11 @@ class _Engine:
         return [f"{stem}.csv", f"{stem}.parquet"]
 
     def _loop(self) -> None:
+        if self.options.partition_keys:
+            partitions = partitioned_mini_batches(
+                self.files, self.options.partition_keys, self.staging_dir / "partitions"
+            )
+            self.records = [_Record(batch) for batch in partitions]
         pending: deque[_Record] = deque(self.records)
         scheduled = 0  # mini-batches dispatched at least once
         selector = selectors.DefaultSelector()
@@ -881,6 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", help="report folder (default: beside the output, <output>-report)")
     p.add_argument("--mini-batch-size", help="bytes for CSV input (1MB, 512KB, 1024), files for file input")
     p.add_argument(
+        "--partition-keys", help="comma-separated columns: one mini-batch per distinct value (CSV input)"
+    )
+    p.add_argument(
         "--error-threshold", type=int, default=10, help="failed items allowed; -1 ignores (default 10)"
     )
     p.add_argument("--allowed-failed-count", type=int, help="failed mini-batches allowed; -1 ignores")
@@ -930,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         input_kind=args.input_kind,
         headered_output=args.headered_output or "",
+        partition_keys=tuple(k.strip() for k in args.partition_keys.split(","))
+        if args.partition_keys
+        else (),
     )
     if args.output:
         output = Path(args.output)

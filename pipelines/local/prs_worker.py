@@ -5,12 +5,17 @@ multiprocessing's ``spawn``: nothing of the parent, e.g. a loaded OpenMP runtime
 talks to the parent over two private pipes (JSON lines): tasks in, events out. The user's own
 stdout/stderr go to the worker's log files. The worker reads its mini-batch itself and writes its
 result rows to a per-mini-batch part file (temp file + rename), so no data travels through the pipes.
+
+A ``run`` that takes a second argument, ``run(mini_batch, mini_batch_context)``, gets a
+``MiniBatchContext``: ``partition_key_value`` (the mini-batch's partition_keys values, or None without
+partition_keys), ``minibatch_index`` and ``dataset`` (None: no TabularDataset exists locally).
 """
 
 from __future__ import annotations
 
 import gc
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -23,6 +28,29 @@ from pipelines.local.step_host import preload, stdin_from_devnull
 
 CONFIG_ENV = "AMLOPS_PRS_WORKER"
 EXIT_BAD_SCRIPT = 3
+
+
+class MiniBatchContext:
+    """What ``run(mini_batch, mini_batch_context)`` learns about its mini-batch."""
+
+    def __init__(self, partition_key_value: dict[str, str] | None, minibatch_index: int) -> None:
+        self.partition_key_value = partition_key_value
+        self.minibatch_index = minibatch_index
+        self.dataset = None
+
+    def __repr__(self) -> str:
+        return f"MiniBatchContext({self.partition_key_value!r}, minibatch_index={self.minibatch_index})"
+
+
+def takes_context(run: Any) -> bool:
+    """Whether ``run`` accepts a second positional argument (the mini-batch context)."""
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: call it with the mini-batch alone
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
 
 
 class _Channel:
@@ -83,11 +111,12 @@ def main() -> int:
     channel.send("ready", pid=os.getpid())
 
     staging = Path(config["staging_dir"])
+    with_context = takes_context(module.run)
     for line in tasks:
         task = json.loads(line)
         if task.get("stop"):
             break
-        _process(task, module, channel, staging, config, threads)
+        _process(task, module, channel, staging, config, threads, with_context)
     _shutdown(module)
     gc.freeze()  # a quick exit: the collector need not walk every loaded object once more
     return 0
@@ -105,7 +134,13 @@ def _import_entry_script(path: Path) -> Any:
 
 
 def _process(
-    task: dict[str, Any], module: Any, channel: _Channel, staging: Path, config: dict, threads: int
+    task: dict[str, Any],
+    module: Any,
+    channel: _Channel,
+    staging: Path,
+    config: dict,
+    threads: int,
+    with_context: bool = False,
 ) -> None:
     from pipelines.local.mini_batches import MiniBatch, read_tabular
 
@@ -116,7 +151,11 @@ def _process(
         mini_batch = read_tabular(batch, threads) if batch.kind == "tabular" else list(batch.files)
         items = len(mini_batch)
         channel.send("start", id=batch.id, items=items)
-        result = module.run(mini_batch)
+        if with_context:
+            partition = dict(batch.partition) if batch.partition else None
+            result = module.run(mini_batch, MiniBatchContext(partition, batch.id))
+        else:
+            result = module.run(mini_batch)
         results, note = _count(result)
         if config["output_action"] == "append_row" and result is not None:
             _write_part(result, staging, batch.id, config["headered_output"])

@@ -184,3 +184,65 @@ def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Pat
     assert key != local._reuse_key(prs(partition_keys=["shop"]))
     local.params = {"size": "2MB"}  # the same plan, another value of its PipelineParameter
     assert key != local._reuse_key(prs())
+
+
+SIDE_ENTRY = """
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+def init():
+    global regions
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lookup")
+    path = Path(parser.parse_known_args()[0].lookup)
+    path = next(path.glob("*.csv")) if path.is_dir() else path  # a mounted folder on Azure, a file here
+    regions = pd.read_csv(path).set_index("shop")["region"]
+
+def run(mini_batch):
+    return pd.DataFrame({"id": mini_batch["id"], "region": mini_batch["shop"].map(regions)})
+"""
+
+
+def test_a_side_input_reaches_the_entry_script_whole_and_is_not_cut_into_mini_batches(tmp_path: Path) -> None:
+    from azureml.core import Dataset
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "entry.py").write_text(SIDE_ENTRY)
+    rows, lookup = tmp_path / "shops.csv", tmp_path / "regions.csv"
+    rows.write_text("id,shop\n1,north\n2,south\n3,north\n")
+    lookup.write_text("shop,region\nnorth,N\nsouth,S\n")
+    tabular = Dataset.Tabular.from_delimited_files(
+        "https://example.invalid/shops.csv", validate=False, infer_column_types=False
+    )
+    side = DatasetConsumptionConfig(
+        "regions", Dataset.File.from_files("https://example.invalid/regions.csv", validate=False)
+    ).as_mount()
+    config = ParallelRunConfig(
+        source_directory=str(tmp_path / "src"), entry_script="entry.py", environment=environment("batch"),
+        compute_target="cpu-cluster", node_count=1, process_count_per_node=1, mini_batch_size="1MB",
+        error_threshold=0, output_action="append_row",
+    )  # fmt: skip
+    step = ParallelRunStep(
+        name="with-lookup",
+        parallel_run_config=config,
+        inputs=[DatasetConsumptionConfig("shops", tabular)],
+        side_inputs=[side],
+        output=OutputFileDatasetConfig(name="out"),
+        arguments=["--lookup", side],
+    )
+    plan = adapter.read_steps([step])
+    assert plan.steps[0].input_kinds == {"shops": "tabular"} and set(plan.steps[0].inputs) == {
+        "shops",
+        "regions",
+    }
+    bindings = {"shops": rows, "regions": lookup}
+    record = engine.run_plan(engine.RunRequest(plan, "side", "side-exp", dataset_paths=bindings))
+    assert record["status"] == "Completed", record
+    assert record["parallel_run"]["with-lookup"]["items"] == 3
+    out = runs.run_folder(record["run_id"]) / "outputs" / "out" / "parallel_run_step.txt"
+    assert out.read_text().splitlines() == ["1 N", "2 S", "3 N"]

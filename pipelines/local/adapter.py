@@ -125,10 +125,14 @@ def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:
 def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:
     inputs, outputs = _io_names(step, plan)
     config = step._parallel_run_config
+    # side inputs are among the step's inputs (so they are bound and ordered) but are not cut into mini-batches:
+    # the entry script reads them whole, from the paths in its arguments
+    side = {_data_name(item, plan) for item in step._side_inputs or []}
     kinds = {}
     for item in step._inputs:
         name = _data_name(item, plan)
-        kinds[name] = _input_kind(item)
+        if name not in side:
+            kinds[name] = _input_kind(item)
     options: dict[str, Any] = {
         "mini_batch_size": config.mini_batch_size,
         "error_threshold": config.error_threshold,

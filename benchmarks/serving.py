@@ -120,12 +120,20 @@ class CpuMeter:
 
 @dataclass
 class RunCost:
-    """In-process cost of one ``run()`` (median over many calls, ms) and its parts."""
+    """In-process cost of one ``run()`` (median wall time over many calls, ms), its parts, and its mean CPU."""
 
     run_ms: float
     decode_ms: float | None = None
     predict_ms: float | None = None
     mlflow_predict_ms: float | None = None
+    cpu_ms: float | None = None  # CPU time of the timed run() calls / calls: what throughput pays per call
+    cpu_ms_after: float | None = None  # the same, measured again after the loads (the machine's speed drifts)
+
+    @property
+    def cost_ms(self) -> float:
+        """The cost the ceiling divides the cores by: mean CPU per call (of both measurements), else the median."""
+        measured = [c for c in (self.cpu_ms, self.cpu_ms_after) if c]
+        return statistics.mean(measured) if measured else self.run_ms
 
 
 def run_ab(
@@ -175,9 +183,10 @@ def _field(text: str, pattern: str, default: str | None = None) -> str:
 def in_process_costs(
     env: dict[str, str], payload: dict[str, Any], calls: int, tag: str = ""
 ) -> tuple[RunCost, RunCost]:
-    """Median cost of one run() of the project's score.py and of the baseline script, in this process.
+    """Cost of one run() of the project's score.py and of the baseline script, in this process.
 
     ``run`` is called as the inference server calls it: with the JSON body's ``data`` as a keyword.
+    Each is the median wall time of ``calls`` calls and, for the project, their mean CPU time.
     """
     with using_env(env):
         ours = _load_script(
@@ -195,8 +204,10 @@ def in_process_costs(
         )
 
     frames, more_frames = fresh_frames(), fresh_frames()
+    run_ms, cpu_ms = _timed(lambda: ours.run(data=json.loads(body)["data"]), calls)
     project = RunCost(
-        run_ms=_median_ms(lambda: ours.run(data=json.loads(body)["data"]), calls),
+        run_ms=run_ms,
+        cpu_ms=cpu_ms,
         decode_ms=_median_ms(lambda: ours.decode(json.loads(body)["data"], ours.SCHEMA), calls),
         predict_ms=_median_ms(lambda: ours.predict(next(frames)), calls),
         mlflow_predict_ms=_median_ms(lambda: ours.model.predict(next(more_frames)), calls),
@@ -214,14 +225,29 @@ def _load_script(path: Path, name: str) -> ModuleType:
 
 
 def _median_ms(fn: Any, calls: int) -> float:
+    return _timed(fn, calls)[0]
+
+
+def _timed(fn: Any, calls: int) -> tuple[float, float]:
+    """Median wall time and mean CPU time (this process, all its threads) of ``calls`` calls, in ms."""
     for _ in range(min(200, calls)):
         fn()
     samples = []
+    cpu_start = time.process_time()
     for _ in range(calls):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+    cpu = time.process_time() - cpu_start
+    return statistics.median(samples) * 1000, cpu / calls * 1000
+
+
+def run_cpu_ms(env: dict[str, str], payload: dict[str, Any], calls: int, tag: str) -> float:
+    """Mean CPU time of one run() of the project's score.py, in this process (ms)."""
+    with using_env(env):
+        ours = _load_script(SCORE_SCRIPT, f"bench_score_{tag}")
+    body = json.dumps(payload)
+    return _timed(lambda: ours.run(data=json.loads(body)["data"]), calls)[1]
 
 
 @contextlib.contextmanager
@@ -397,6 +423,7 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
     speedup = proj["rps"] / base["rps"]
     ceiling = res["ceiling_rps"]
     share = proj["rps"] / ceiling
+    cost = RunCost(**pc).cost_ms
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -421,12 +448,18 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         ]
     lines += [
         "",
-        f"In-process cost of one `run()` (median of {res.get('calls', report['calls'])} calls, one model thread):"
-        f" baseline {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms. Its parts, each the median of its own loop (so"
-        f" they need not add up to it): decode + validation {pc['decode_ms']:.2f} ms, the model's predict"
+        f"In-process cost of one `run()` ({res.get('calls', report['calls'])} calls, one model thread), median"
+        f" wall time: baseline {bc['run_ms']:.2f} ms; project {pc['run_ms']:.2f} ms. Its parts, each the median of its"
+        f" own loop (so they need not add up to it): decode + validation {pc['decode_ms']:.2f} ms, the model's predict"
         f" {pc['predict_ms']:.2f} ms (through MLflow's `PyFuncModel.predict`, which checks the signature again:"
-        f" {pc['mlflow_predict_ms']:.2f} ms). Ceiling = {m['nproc']} cores / {pc['run_ms']:.2f} ms"
-        f" = {ceiling:.0f} req/s.",
+        f" {pc['mlflow_predict_ms']:.2f} ms)."
+        + (
+            f" What throughput pays per call is the mean CPU time: {pc['cpu_ms']:.2f} ms before the loads and"
+            f" {pc['cpu_ms_after']:.2f} ms after them (the same loop, timed again)."
+            if pc.get("cpu_ms") and pc.get("cpu_ms_after")
+            else ""
+        )
+        + f" Ceiling = {m['nproc']} cores / {cost:.2f} ms = {ceiling:.0f} req/s.",
         "",
         "| target | measured | |",
         "| --- | --- | --- |",
@@ -450,22 +483,22 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         ]
     if proj.get("cpu"):
         cpu = proj["cpu"]
-        budget = pc["run_ms"] * (1 / TARGETS["ceiling_share"] - 1)
+        budget = cost * (1 / TARGETS["ceiling_share"] - 1)
         lines += [
             f"Where the CPU went during the project's `-c {report['concurrency']}` run, per request: the deployment's"
             f" processes {cpu['server_ms']:.2f} ms, ab {cpu['ab_ms']:.2f} ms, the whole machine {cpu['busy_ms']:.2f}"
             f" ms (its {m['nproc']} cores, less idle and stolen time, give {int(m['nproc']) * 1000 / proj['rps']:.2f}"
-            f" ms per request at this rate). Of the server's {cpu['server_ms']:.2f} ms, {pc['run_ms']:.2f} ms is the"
-            f" in-process cost of `run()`, so {cpu['server_ms'] - pc['run_ms']:.2f} ms goes to gunicorn, the key"
+            f" ms per request at this rate). Of the server's {cpu['server_ms']:.2f} ms, {cost:.2f} ms is the"
+            f" in-process CPU cost of `run()`, so {cpu['server_ms'] - cost:.2f} ms goes to gunicorn, the key"
             f" check, Flask and the inference server, and to `run()` costing more between requests than in a tight"
             f" loop. {TARGETS['ceiling_share']:.0%} of the ceiling leaves {budget:.2f} ms per request for everything"
-            f" that is not `run()`; this run spent {cpu['busy_ms'] - pc['run_ms']:.2f} ms.",
+            f" that is not `run()`; this run spent {cpu['busy_ms'] - cost:.2f} ms.",
             "",
         ]
     if res.get("floor"):
         floor = res["floor"]
         stack_ms = int(m["nproc"]) * 1000 / floor["rps"]
-        bound = pc["run_ms"] / (pc["run_ms"] + stack_ms)
+        bound = cost / (cost + stack_ms)
         server = (
             f" (the deployment's processes {floor['cpu']['server_ms']:.2f} ms)" if floor.get("cpu") else ""
         )
@@ -474,22 +507,22 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
             f" answers {floor['rps']:.0f} req/s (p99 {floor['p99_ms']:.1f} ms, {floor['non_2xx']} non-2xx), i.e."
             f" {stack_ms:.2f} ms of the {m['nproc']} cores per request{server} for ab, the kernel, gunicorn, the key"
             f" check and the inference server. Were costs simply additive, the share of the ceiling could be at most"
-            f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {stack_ms:.2f}) = {bound:.0%} on this stack.",
+            f" {cost:.2f} / ({cost:.2f} + {stack_ms:.2f}) = {bound:.0%} on this stack.",
             "",
         ]
     if res.get("bare"):
         bare = res["bare"]
         bare_ms = int(m["nproc"]) * 1000 / bare["rps"]
-        bound = pc["run_ms"] / (pc["run_ms"] + bare_ms)
+        bound = cost / (cost + bare_ms)
         server = f" (gunicorn's processes {bare['cpu']['server_ms']:.2f} ms)" if bare.get("cpu") else ""
-        needed = pc["run_ms"] * (1 / TARGETS["ceiling_share"] - 1)
+        needed = cost * (1 / TARGETS["ceiling_share"] - 1)
         lines += [
             f"gunicorn floor, same run: the same gunicorn with the same {res['workers']} sync workers serving"
             f" benchmarks/bare_wsgi.py (no Flask, no inference server, no key check: it reads the body and answers"
             f" two zeros) answers {bare['rps']:.0f} req/s (p99 {bare['p99_ms']:.1f} ms, {bare['non_2xx']} non-2xx),"
             f" i.e. {bare_ms:.2f} ms of the {m['nproc']} cores per request{server} for ab, the kernel and gunicorn"
             f" alone. Under gunicorn, whatever runs inside it, the share of the ceiling could be at most"
-            f" {pc['run_ms']:.2f} / ({pc['run_ms']:.2f} + {bare_ms:.2f}) = {bound:.0%}"
+            f" {cost:.2f} / ({cost:.2f} + {bare_ms:.2f}) = {bound:.0%}"
             + (
                 f": the {TARGETS['ceiling_share']:.0%} target needs the whole stack within {needed:.2f} ms per"
                 " request, less than gunicorn alone costs here."
@@ -608,6 +641,11 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
         run_ab(bare_url, data, key, 500, args.concurrency, "warmup", workdir)
         bare = run_ab(bare_url, data, key, args.requests, args.concurrency, "bare", workdir, bare_pid)
         print(f"  {bare}", flush=True)
+    project_cost.cpu_ms_after = run_cpu_ms(env, payload, calls, f"{kind}_after")
+    print(
+        f"[{kind}] run() again after the loads: {project_cost.cpu_ms_after:.2f} ms of CPU per call",
+        flush=True,
+    )
     plot_file = PLOT_FILE.with_name(f"{PLOT_FILE.stem}-{kind}.png")
     plot(sweep, workdir / plot_file.name if args.no_write else plot_file)
     return {
@@ -615,7 +653,7 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
         "project": asdict(proj),
         "project_cost": asdict(project_cost),
         "baseline_cost": asdict(baseline_cost),
-        "ceiling_rps": (os.cpu_count() or 1) / (project_cost.run_ms / 1000),
+        "ceiling_rps": (os.cpu_count() or 1) / (project_cost.cost_ms / 1000),
         "floor": asdict(floor),
         "bare": asdict(bare),
         "sweep": [asdict(r) for r in sweep],

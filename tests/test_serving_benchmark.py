@@ -11,7 +11,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks.serving import AbResult, CpuMeter, CpuPerRequest, RunCost, bare_gunicorn, render_section
+from benchmarks.serving import (
+    AbResult,
+    CpuMeter,
+    CpuPerRequest,
+    RunCost,
+    _timed,
+    bare_gunicorn,
+    render_section,
+)
 from benchmarks.serving import main as serving_main
 
 BURN = """
@@ -101,7 +109,7 @@ def test_report_names_the_pipelines_estimator_and_says_when_p99_cannot_be_met() 
     text = render_section(report)
     raw, automl = text.split("### Model `raw`")[1].split("### Model `automl`")
     assert "best estimator this run: extra_tree" in automl
-    assert "median of 300 calls" in automl and "median of 2000 calls" in raw
+    assert "(300 calls, one model thread)" in automl and "(2000 calls, one model thread)" in raw
     assert "`ab -n 400` per point" in automl and "`ab -n 1000` per point" in raw
     # at -c 8 with a ceiling of 105 req/s, requests take 76 ms on average whatever the server: said, for automl only
     assert "with at most 105 req/s, 8 requests in flight take 76 ms on average" in automl
@@ -157,3 +165,34 @@ def test_bare_gunicorn_answers_a_post_with_two_zeros(tmp_path: Path) -> None:
             assert json.loads(resp.read()) == {"result": [0.0, 0.0]}
         assert url.startswith("http://127.0.0.1:")
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_run_cost_is_the_mean_cpu_of_the_calls_not_their_wall_time() -> None:
+    def burn() -> None:  # 3 ms of CPU
+        start = time.process_time()
+        while time.process_time() - start < 0.003:
+            pass
+
+    wall, cpu = _timed(lambda: time.sleep(0.003), 20)
+    assert wall >= 3.0 and cpu < 1.0  # sleeping costs no CPU
+    wall, cpu = _timed(burn, 20)
+    assert 2.9 <= cpu < 6.0
+    # the ceiling divides by the mean CPU of both measurements, else by the median wall time
+    assert RunCost(1.0, cpu_ms=2.0, cpu_ms_after=3.0).cost_ms == 2.5
+    assert RunCost(1.0, cpu_ms=2.0).cost_ms == 2.0 and RunCost(1.0).cost_ms == 1.0
+
+
+def test_report_shows_both_cpu_measurements_and_divides_by_their_mean() -> None:
+    result = _model_result(1.0, 700.0)
+    result["project_cost"].update(cpu_ms=1.1, cpu_ms_after=1.3)
+    result["ceiling_rps"] = 2 / 0.0012
+    report = {
+        "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
+        "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
+        "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
+        "calls": 2000, "workers": 2, "models": {"raw": result},
+    }  # fmt: skip
+    text = render_section(report)
+    assert "mean CPU time: 1.10 ms before the loads and 1.30 ms after them" in text
+    assert "Ceiling = 2 cores / 1.20 ms = 1667 req/s." in text
+    assert "| throughput >= 80% of the ceiling | 42% of 1667 req/s | **missed** |" in text

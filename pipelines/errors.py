@@ -27,18 +27,24 @@ class UserError(Exception):
 
 
 def cli_main(func: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
-    """Wrap a CLI ``main(argv)``: UserError -> one line on stderr + exit 2 (traceback only with --debug)."""
+    """Wrap a CLI ``main(argv)``: UserError -> one line on stderr + exit 2 (traceback only with --debug).
+
+    ``--debug`` and ``--json`` are the command's own only before a ``--``: what follows it belongs to a
+    script the command runs, and is passed on unchanged.
+    """
 
     @functools.wraps(func)
     def wrapper(argv: list[str] | None = None) -> int:
-        args = sys.argv[1:] if argv is None else argv
-        debug = "--debug" in args or os.environ.get("AMLOPS_DEBUG") == "1"
+        args = list(sys.argv[1:] if argv is None else argv)
+        cut = args.index("--") if "--" in args else len(args)
+        own, rest = args[:cut], args[cut:]
+        debug = "--debug" in own or os.environ.get("AMLOPS_DEBUG") == "1"
         try:
-            return func([a for a in args if a != "--debug"]) or 0
+            return func([a for a in own if a != "--debug"] + rest) or 0
         except UserError as exc:
             if debug:
                 raise
-            if "--json" in args:
+            if "--json" in own:
                 print(json.dumps({"error": exc.message, "hint": exc.hint}))
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -513,3 +513,165 @@ def test_bad_partition_keys_are_user_errors_without_output(tmp_path: Path, data:
         with pytest.raises(UserError, match=match):
             run(tmp_path, entry, inputs, **options)
         assert not (tmp_path / "out").exists()
+
+
+def test_stray_and_hidden_files_do_not_change_what_a_folder_is(tmp_path: Path, data: Path) -> None:
+    folder = tmp_path / "spark"
+    folder.mkdir()
+    (folder / "part-0.csv").write_bytes(data.read_bytes())
+    (folder / "_SUCCESS").write_bytes(b"")  # as Spark writes it
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "part-0-checkpoint.csv").write_bytes(data.read_bytes())
+    result = run(tmp_path, script(tmp_path, ECHO), [folder])
+    assert result.succeeded and result.items == 2000  # the one CSV, read as tabular input, once
+    (folder / "README.md").write_text("scores")
+    with pytest.raises(UserError, match=r"mixes CSV files with other files \(README.md\)"):
+        run(tmp_path, script(tmp_path, ECHO), [folder])
+
+
+def test_outputs_may_not_be_written_where_the_input_is_read(tmp_path: Path, data: Path) -> None:
+    entry = script(tmp_path, ECHO)
+    opts = ParallelRunOptions(entry_script=str(entry), process_count_per_node=1)
+    with pytest.raises(UserError, match="inside the input folder"):
+        run_parallel(opts, [data.parent], data.parent / "out", progress=False)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        run_parallel(opts, [data], tmp_path / "a-file", progress=False)
+    assert sorted(p.name for p in data.parent.iterdir()) == ["bike.csv"]
+
+
+def test_headered_output_survives_columns_that_change_type_or_do_not_fit_a_table(
+    tmp_path: Path, data: Path
+) -> None:
+    drifting = """
+    def run(mini_batch):
+        out = mini_batch[["instant"]].copy()
+        out["station"] = out.instant if out.instant.iloc[0] == 1 else "S" + out.instant.astype(str)
+        out["mixed"] = [1 if i % 2 else "one" for i in range(len(out))]  # an object column of numbers and text
+        return out
+    """
+    result = run(
+        tmp_path, script(tmp_path, drifting), [data], mini_batch_size="40KB", headered_output="parquet"
+    )
+    assert result.succeeded and result.failed_items == 0 and not result.headered_error
+    frame = pd.read_parquet(result.headered_file)
+    assert (
+        len(frame) == 2000 and frame.station.tolist()[:2] == ["1", "2"] and frame.station.iloc[-1] == "S2000"
+    )
+    assert frame.mixed.tolist()[:2] == ["one", "1"]
+    duplicated = """
+    def run(mini_batch):
+        return mini_batch[["instant", "temp"]].set_axis(["p", "p"], axis=1)
+    """
+    other = tmp_path / "dup"
+    other.mkdir()
+    result = run(other, script(other, duplicated), [data], mini_batch_size="40KB", headered_output="csv")
+    assert result.succeeded and result.failed_items == 0 and result.headered_file is None
+    assert "Duplicate column names" in result.headered_error
+    assert len(result.output_file.read_text().splitlines()) == 2000  # the append_row output is whole
+    assert not (other / "out" / "parallel_run_step.csv").exists()
+
+
+def test_option_combinations_the_engine_cannot_honour_are_refused(tmp_path: Path, data: Path) -> None:
+    entry = script(tmp_path, ECHO)
+    with pytest.raises(UserError, match="also the headered csv file's name"):
+        run(tmp_path, entry, [data], append_row_file_name="predictions.csv", headered_output="csv")
+    with pytest.raises(UserError, match="run_invocation_timeout must be positive"):
+        run(tmp_path, entry, [data], run_invocation_timeout=float("nan"))
+    with pytest.raises(UserError, match="not a valid file name"):
+        run(tmp_path, entry, [data], append_row_file_name="..")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_parameter_with_a_default_keeps_it(tmp_path: Path, data: Path) -> None:
+    body = """
+    def run(mini_batch, scale=2.0):
+        note("run", scale=scale)
+        return mini_batch[["instant"]]
+    """
+    result = run(tmp_path, script(tmp_path, body), [data], mini_batch_size="40KB")
+    assert result.succeeded and {r["scale"] for r in records(tmp_path, "run")} == {2.0}
+
+
+def test_an_abort_for_failed_items_names_the_mini_batches_and_why(tmp_path: Path, data: Path) -> None:
+    body = """
+    def run(mini_batch):
+        return mini_batch[["instant"]].iloc[:-1] if mini_batch.instant.iloc[0] == 1 else None
+    """
+    entry = script(tmp_path, body)
+    result = run(tmp_path, entry, [data], mini_batch_size="40KB", error_threshold=5, process_count_per_node=1)
+    assert not result.succeeded
+    summary = failure_summary(result)
+    assert "items failed: run() returned None" in summary
+    assert "1 of " in summary and "items failed: run() returned fewer results than items" in summary
+    errors = (result.report_dir / "logs" / "job_error.txt").read_text()
+    assert "bike.csv[" in errors and "run() returned None" in errors
+
+
+def test_the_cli_passes_arguments_after_the_double_dash_unchanged_and_stops_its_workers_on_sigterm(
+    tmp_path: Path, data: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from pipelines.local.parallel_run import main
+
+    body = """
+    def run(mini_batch):
+        note("run", pid=os.getpid(), argv=sys.argv[1:])
+        if "--hang" in sys.argv:
+            time.sleep(60)
+        return mini_batch[["instant"]]
+    """
+    entry = script(tmp_path, body)
+    (tmp_path / "rec").mkdir()
+    args = [
+        str(entry),
+        "--input",
+        str(data),
+        "--output",
+        str(tmp_path / "out"),
+        "--process-count-per-node",
+        "1",
+    ]
+    assert main([*args, "--", "--record", str(tmp_path / "rec"), "--debug", "--json"]) == 0
+    assert records(tmp_path, "run")[0]["argv"] == ["--record", str(tmp_path / "rec"), "--debug", "--json"]
+
+    hang = [*args, "--output", str(tmp_path / "out2"), "--", "--record", str(tmp_path / "rec"), "--hang"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.local.parallel_run", *hang], stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while len(records(tmp_path, "run")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = records(tmp_path, "run")[-1]["pid"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    assert b"interrupted" in proc.stderr.read()
+    time.sleep(0.5)
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    assert not (tmp_path / "out2" / "parallel_run_step.txt").exists()
+
+
+def test_partition_input_is_checked_before_an_earlier_output_is_touched(tmp_path: Path, data: Path) -> None:
+    entry = script(tmp_path, ECHO)
+    assert run(tmp_path, entry, [data], partition_keys=("season",)).succeeded
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("instant,season\n1,1\n2,1,extra\n")
+    with pytest.raises(UserError, match="cannot be read as CSV"):
+        run(tmp_path, entry, [ragged], partition_keys=("season",))
+    assert len((tmp_path / "out" / "parallel_run_step.txt").read_text().splitlines()) == 2000
+    # a UTF-8 BOM on one file's header and an empty file are no header mismatch
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(b"\xef\xbb\xbfinstant,season\n1,1\n")
+    (folder / "b.csv").write_bytes(b"instant,season\n2,2\n3,1\n")
+    (folder / "c.csv").write_bytes(b"")
+    body = """
+    def run(mini_batch):
+        return mini_batch[["instant", "season"]]
+    """
+    result = run(tmp_path, script(tmp_path, body, name="pairs.py"), [folder], partition_keys=("season",))
+    assert result.succeeded and result.mini_batches == 2
+    assert sorted(result.output_file.read_text().splitlines()) == ["1 1", "2 2", "3 1"]

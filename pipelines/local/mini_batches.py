@@ -134,11 +134,13 @@ def file_mini_batches(files: Sequence[Path], count: int, first_id: int = 0) -> I
 
 
 def partition_header(files: Sequence[Path], keys: Sequence[str]) -> bytes:
-    """The header line the CSV files share; UserError if they differ or a key is not one of its columns."""
+    """The header line the CSV files share (empty files aside); UserError if they differ or lack a key."""
     header = b""
     for path in files:
         with open(path, "rb") as fh:
-            line = fh.readline().rstrip(b"\r\n")
+            line = fh.readline().rstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM aside
+        if not line:  # an empty file: no rows, as without partition_keys
+            continue
         if header and line != header:
             raise UserError(
                 f"{path.name} has another header than {Path(files[0]).name}: with partition_keys, the CSV files of "
@@ -146,7 +148,7 @@ def partition_header(files: Sequence[Path], keys: Sequence[str]) -> bytes:
                 hint="give the input files the same columns in the same order",
             )
         header = line
-    columns = next(csv.reader([header.decode("utf-8", "replace").lstrip("\ufeff")]), [])
+    columns = next(csv.reader([header.decode("utf-8", "replace")]), [])
     missing = [key for key in keys if key not in columns]
     if missing:
         raise UserError(
@@ -156,10 +158,17 @@ def partition_header(files: Sequence[Path], keys: Sequence[str]) -> bytes:
     return header
 
 
-def partitioned_mini_batches(
-    files: Sequence[Path], keys: Sequence[str], folder: Path, first_id: int = 0
-) -> list[MiniBatch]:
-    """One mini-batch per distinct value of the ``keys`` columns, each written to a CSV file in ``folder``."""
+@dataclass
+class Partitions:
+    """The rows of CSV files grouped by the values of key columns: each group's lines, as in the files."""
+
+    keys: tuple[str, ...]
+    header: bytes  # the shared header line, with its newline
+    groups: dict[tuple[str, ...], list[bytes]]
+
+
+def read_partitions(files: Sequence[Path], keys: Sequence[str]) -> Partitions:
+    """Group the rows of ``files`` by the text of their ``keys`` columns, in order of first appearance."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -167,7 +176,7 @@ def partitioned_mini_batches(
     groups: dict[tuple[str, ...], list[bytes]] = {}
     for path in files:
         data = Path(path).read_bytes()
-        if b"\n" not in data:  # a header and no rows
+        if b"\n" not in data:  # empty, or a header and no rows
             continue
         lines = [line for line in data[data.index(b"\n") + 1 :].split(b"\n") if line.strip(b"\r")]
         try:
@@ -192,9 +201,15 @@ def partitioned_mini_batches(
         values = zip(*(table.column(key).to_pylist() for key in keys), strict=True)
         for line, value in zip(lines, values, strict=True):
             groups.setdefault(value, []).append(line)
+    return Partitions(tuple(keys), header, groups)
+
+
+def write_partitions(partitions: Partitions, folder: Path, first_id: int = 0) -> list[MiniBatch]:
+    """One mini-batch per group, each written to a CSV file of its own in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    header = partitions.header
     batches = []
-    for index, (value, rows) in enumerate(groups.items()):
+    for index, (value, rows) in enumerate(partitions.groups.items()):
         path = folder / f"partition-{index:06d}.csv"
         body = b"\n".join(rows) + b"\n"
         path.write_bytes(header + body)
@@ -206,10 +221,17 @@ def partitioned_mini_batches(
                 header_end=len(header),
                 start=len(header),
                 end=len(header) + len(body),
-                partition=tuple(zip(keys, value, strict=True)),
+                partition=tuple(zip(partitions.keys, value, strict=True)),
             )
         )
     return batches
+
+
+def partitioned_mini_batches(
+    files: Sequence[Path], keys: Sequence[str], folder: Path, first_id: int = 0
+) -> list[MiniBatch]:
+    """One mini-batch per distinct value of the ``keys`` columns, each written to a CSV file in ``folder``."""
+    return write_partitions(read_partitions(files, keys), folder, first_id)
 
 
 def _line_end_at_or_after(fh: io.BufferedReader, pos: int, file_size: int) -> int:

@@ -1,6 +1,6 @@
 """The local ParallelRunStep engine: run an SDK v1 entry script (``init()``/``run(mini_batch)``) on this machine.
 
-Semantics follow ``ParallelRunConfig`` (azureml-pipeline-steps 1.62) and DESIGN.md §4:
+Semantics follow ``ParallelRunConfig``'s docstrings (azureml-pipeline-steps 1.62):
 
 - ``node_count × process_count_per_node`` worker processes, each a fresh interpreter (fork+exec, like
   multiprocessing's ``spawn``), with ``OMP_NUM_THREADS`` & co. set so that workers × threads ≤ cores;
@@ -55,11 +55,12 @@ from typing import Any
 from pipelines.errors import UserError, cli_main, print_json
 from pipelines.local.mini_batches import (
     MiniBatch,
+    Partitions,
     file_mini_batches,
     parse_mini_batch_size,
-    partition_header,
-    partitioned_mini_batches,
+    read_partitions,
     tabular_mini_batches,
+    write_partitions,
 )
 from pipelines.local.prs_worker import CONFIG_ENV
 
@@ -139,13 +140,13 @@ class ParallelRunOptions:
                 )
         if self.run_max_try < 1:
             raise UserError(f"run_max_try must be at least 1, got {self.run_max_try}", hint="e.g. 3")
-        if self.run_invocation_timeout <= 0:
+        if not self.run_invocation_timeout > 0:  # NaN too
             raise UserError("run_invocation_timeout must be positive", hint="seconds, e.g. 60")
         if self.node_count < 1 or (
             self.process_count_per_node is not None and self.process_count_per_node < 1
         ):
             raise UserError("node_count and process_count_per_node must be at least 1", hint="e.g. 1 and 2")
-        if _BAD_FILE_NAME & set(self.append_file_name):
+        if _BAD_FILE_NAME & set(self.append_file_name) or self.append_file_name.strip(".") == "":
             raise UserError(
                 f"append_row_file_name {self.append_file_name!r} is not a valid file name",
                 hint="use a plain name such as predictions.txt",
@@ -155,6 +156,13 @@ class ParallelRunOptions:
         if self.headered_output not in HEADERED_FORMATS:
             raise UserError(
                 f"headered_output {self.headered_output!r} is not supported", hint="use csv or parquet"
+            )
+        headered = f"{Path(self.append_file_name).stem}.{self.headered_output}"
+        if self.headered_output and self.output_action == "append_row" and headered == self.append_file_name:
+            raise UserError(
+                f"append_row_file_name {self.append_file_name!r} is also the headered {self.headered_output} file's"
+                " name",
+                hint=f"name the append_row file e.g. {Path(self.append_file_name).stem}.txt",
             )
 
 
@@ -189,6 +197,7 @@ class JobResult:
     headered_file: Path | None
     report_dir: Path
     failures: tuple[MiniBatchFailure, ...] = ()
+    headered_error: str = ""  # why the headered file was not written (the append_row output still was)
 
     @property
     def status(self) -> str:
@@ -216,6 +225,28 @@ class _Record:
     worker: str = ""
     errors: list[str] = field(default_factory=list)
     note: str = ""
+
+
+class _HeaderedError(Exception):
+    """The headered file cannot be written (the results' columns do not fit one table)."""
+
+
+def _unified_schema(schemas: list[Any]) -> Any:
+    """One schema for all the parts: types promoted where they can be, text where the parts disagree."""
+    import pyarrow as pa
+
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # e.g. int64 in early mini-batches, text in later ones
+        names = list(dict.fromkeys(name for schema in schemas for name in schema.names))
+        fields = []
+        for name in names:
+            own = [pa.schema([schema.field(name)]) for schema in schemas if name in schema.names]
+            try:
+                fields.append(pa.unify_schemas(own, promote_options="permissive").field(name))
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                fields.append(pa.field(name, pa.string()))
+        return pa.schema(fields)
 
 
 class _Abort(Exception):
@@ -353,13 +384,14 @@ class _Engine:
         self.canceled = canceled or (lambda: False)
         self.source_dir, self.entry_script = _locate_entry_script(options)
         self.kind, self.files = _input_files(inputs, options.input_kind)
-        if options.partition_keys:  # cut in _loop, into the staging folder; checked here, before any output
+        self.partitions: Partitions | None = None
+        if options.partition_keys:  # read and checked here, before any output; written in _loop (staging)
             if self.kind != "tabular":
                 raise UserError(
                     "partition_keys needs CSV input; the local engine partitions rows by column values",
                     hint="pass CSV files, or drop partition_keys for file input",
                 )
-            partition_header(self.files, options.partition_keys)
+            self.partitions = read_partitions(self.files, options.partition_keys)
             batches: Any = []
         else:
             size = parse_mini_batch_size(options.mini_batch_size, self.kind)
@@ -378,6 +410,7 @@ class _Engine:
         # resolved, which takes seconds of MLflow; the workers import their libraries meanwhile
         self.model_env: dict[str, str] | None = None if options.model else {}
         self.staging_dir = output_dir / f".parallel-run-staging-{uuid.uuid4().hex[:8]}"
+        self.headered_error = ""
         self.failed_items = 0
         self.failed_batches = 0
         self.items_done = 0
@@ -459,11 +492,10 @@ class _Engine:
         return [f"{stem}.csv", f"{stem}.parquet"]
 
     def _loop(self) -> None:
-        if self.options.partition_keys:
-            partitions = partitioned_mini_batches(
-                self.files, self.options.partition_keys, self.staging_dir / "partitions"
-            )
-            self.records = [_Record(batch) for batch in partitions]
+        if self.partitions is not None:
+            batches = write_partitions(self.partitions, self.staging_dir / "partitions")
+            self.partitions = None  # the rows are in the files now
+            self.records = [_Record(batch) for batch in batches]
         pending: deque[_Record] = deque(self.records)
         scheduled = 0  # mini-batches dispatched at least once
         selector = selectors.DefaultSelector()
@@ -660,7 +692,11 @@ class _Engine:
                         shutil.copyfileobj(src, out, 1 << 20)
         headered = None
         if self.options.headered_output:
-            headered = self._publish_headered(done)
+            try:
+                headered = self._publish_headered(done)
+            except _HeaderedError as exc:
+                self.headered_error = str(exc)
+                self._say(f"warning: {self.headered_error}; {target.name} is complete")
         os.replace(tmp, target)
         return target, headered
 
@@ -669,21 +705,27 @@ class _Engine:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        parts = [self.staging_dir / f"mb-{r.batch.id:08d}.parquet" for r in done]
-        parts = [p for p in parts if p.exists()]
-        schemas = [pq.read_schema(p) for p in parts]
-        schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
         stem = Path(self.options.append_file_name).stem
         target = self.output_dir / f"{stem}.{self.options.headered_output}"
-        tmp = self.staging_dir / f".{target.name}.tmp"
-        if self.options.headered_output == "parquet":
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part).cast(schema))
-        else:
-            with open(tmp, "wb") as out, pacsv.CSVWriter(out, schema) as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part).cast(schema))
+        failed = sorted(self.staging_dir.glob("mb-*.parquet.error"))
+        if failed:
+            raise _HeaderedError(f"{target.name} was not written: {failed[0].read_text().strip()}")
+        parts = [self.staging_dir / f"mb-{r.batch.id:08d}.parquet" for r in done]
+        parts = [p for p in parts if p.exists()]
+        tmp = self.staging_dir / f".headered-{target.name}.tmp"  # never the append_row file's temp name
+        try:
+            schema = _unified_schema([pq.read_schema(p) for p in parts])
+            if self.options.headered_output == "parquet":
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for part in parts:
+                        writer.write_table(pq.read_table(part).cast(schema))
+            else:
+                with open(tmp, "wb") as out, pacsv.CSVWriter(out, schema) as writer:
+                    for part in parts:
+                        writer.write_table(pq.read_table(part).cast(schema))
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise _HeaderedError(f"{target.name} was not written: {str(exc).splitlines()[0]}") from None
         os.replace(tmp, target)
         return target
 
@@ -699,6 +741,12 @@ class _Engine:
             )
             for r in failed
             if r.errors
+        ) + tuple(  # succeeded, but with failed items: the error_threshold counts those
+            MiniBatchFailure(
+                id=r.batch.id, source=r.batch.describe(), tries=r.tries, items=r.items, error=_partial(r)
+            )
+            for r in self.records
+            if r.status == "succeeded" and r.items > r.results
         )
         total_items = sum(max(r.items, 0) for r in self.records)
         if abort_reason:
@@ -725,6 +773,7 @@ class _Engine:
             headered_file=headered_file,
             report_dir=self.report_dir,
             failures=failures,
+            headered_error=self.headered_error,
         )
 
     def _write_report(self, result: JobResult) -> None:
@@ -744,6 +793,8 @@ class _Engine:
             if r.errors:
                 error_lines.append(f"mini-batch {r.batch.id} ({r.batch.describe()}), status {r.status}:")
                 error_lines += [f"  try {i}: {e}" for i, e in enumerate(r.errors, 1)]
+            elif r.status == "succeeded" and r.items > r.results:
+                error_lines.append(f"mini-batch {r.batch.id} ({r.batch.describe()}): {_partial(r)}")
         if error_lines:
             _write_text(logs / "job_error.txt", "\n".join(error_lines) + "\n")
         with open(logs / "processed_mini-batches.csv", "w", newline="", encoding="utf-8") as fh:
@@ -804,6 +855,7 @@ def run_parallel(
     out = Path(output_dir).resolve()
     report = Path(report_dir).resolve() if report_dir else out.with_name(out.name + "-report")
     paths = [Path(p).expanduser() for p in inputs]
+    _check_output_folders(out, report, paths)
     engine = _Engine(options, paths, out, report, progress, canceled)
     return engine.run()
 
@@ -843,7 +895,7 @@ def _input_files(inputs: list[Path], kind: str) -> tuple[str, list[Path]]:
         if not path.exists():
             raise UserError(f"input {path} does not exist", hint="pass an existing CSV file or folder")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
             if not found:
                 raise UserError(f"input folder {path} holds no files", hint="pass a folder with data files")
             files += found
@@ -851,7 +903,14 @@ def _input_files(inputs: list[Path], kind: str) -> tuple[str, list[Path]]:
             files.append(path)
     files = [f.resolve() for f in files]
     if kind == "auto":
-        kind = "tabular" if all(f.suffix.lower() == ".csv" for f in files) else "file"
+        csvs = [f for f in files if f.suffix.lower() == ".csv"]
+        if csvs and len(csvs) != len(files):  # the kind must not depend on a stray file
+            others = [f.name for f in files if f.suffix.lower() != ".csv"]
+            raise UserError(
+                f"the input mixes CSV files with other files ({', '.join(others[:3])})",
+                hint="pass --input-kind tabular with only CSV files, or --input-kind file to pass every path to run()",
+            )
+        kind = "tabular" if csvs else "file"
     elif kind == "tabular":
         not_csv = [f.name for f in files if f.suffix.lower() != ".csv"]
         if not_csv:
@@ -860,6 +919,26 @@ def _input_files(inputs: list[Path], kind: str) -> tuple[str, list[Path]]:
                 hint="use --input-kind file to pass file paths to run()",
             )
     return kind, files
+
+
+def _hidden(relative: Path) -> bool:
+    """Whether a file in an input folder is hidden: a part of its path starts with "." or "_" (as Hadoop and
+    Spark mark their own files, e.g. ``_SUCCESS``, ``.ipynb_checkpoints/``)."""
+    return any(part.startswith((".", "_")) for part in relative.parts)
+
+
+def _check_output_folders(output: Path, report: Path, inputs: list[Path]) -> None:
+    """The output and report folders must be folders (or not exist yet), and not where an input is read."""
+    for folder, flag in ((output, "--output"), (report, "--report-dir")):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file, not a folder", hint=f"pass another {flag}")
+        for source in (p.resolve() for p in inputs):
+            if source.is_dir() and (folder == source or source in folder.parents):
+                if not _hidden(folder.relative_to(source)):  # a hidden folder is not read as input
+                    raise UserError(
+                        f"{folder} is inside the input folder {source}",
+                        hint=f"pass a {flag} outside the input: a later run would read the results as input",
+                    )
 
 
 def _preload_modules(entry_script: Path) -> list[str]:
@@ -891,6 +970,16 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _partial(record: _Record) -> str:
+    """Why a mini-batch that ran has failed items."""
+    reason = record.note or "run() returned fewer results than items"
+    return f"{record.items - record.results} of {record.items} items failed: {reason}"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _default_run_dir() -> Path:
@@ -948,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
         cut = args_list.index("--")
         args_list, entry_args = args_list[:cut], args_list[cut + 1 :]
     args = build_parser().parse_args(args_list)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # stopped: kill the workers as Ctrl-C does
+        signal.signal(signum, _interrupt)
     options = ParallelRunOptions(
         entry_script=args.entry_script,
         source_directory=args.source_dir,

@@ -43,14 +43,18 @@ class MiniBatchContext:
 
 
 def takes_context(run: Any) -> bool:
-    """Whether ``run`` accepts a second positional argument (the mini-batch context)."""
+    """Whether ``run`` needs a second positional argument (the mini-batch context).
+
+    A second parameter with a default value (``run(mini_batch, scale=2.0)``) keeps its default.
+    """
     try:
-        params = inspect.signature(run).parameters.values()
+        params = list(inspect.signature(run).parameters.values())
     except (TypeError, ValueError):  # a builtin or C callable: call it with the mini-batch alone
         return False
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return True
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2:
+        return positional[1].default is inspect.Parameter.empty
+    return len(positional) == 1 and any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 class _Channel:
@@ -248,12 +252,41 @@ def _needs_pandas(column: Any) -> bool:
 
 
 def _write_parquet_part(frame: Any, path: Path) -> None:
+    """The mini-batch's rows with their header, for the headered file; what cannot be one table is noted
+    beside it (``.error``) instead of failing a run() that succeeded: the append_row output is unaffected."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    try:
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):  # e.g. an object column mixing numbers and text
+            table = pa.Table.from_pandas(_objects_as_text(frame), preserve_index=False)
+        pq.write_table(table, tmp)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        path.with_name(path.name + ".error").write_text(f"mini-batch {path.stem}: {_one_line(exc)}\n")
+        return
     os.replace(tmp, path)
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _objects_as_text(frame: Any) -> Any:
+    """``frame`` with its object columns as text (missing values kept missing)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for i, dtype in enumerate(out.dtypes):
+        if pd.api.types.is_object_dtype(dtype):
+            column = out.iloc[:, i]
+            out.isetitem(i, column.map(lambda v: v if _missing(v) else str(v)))
+    return out
 
 
 def _shutdown(module: Any) -> None:

@@ -171,6 +171,21 @@ def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Pat
     script_b = adapter.ScriptStepPlan("s", tmp_path, "b.py", ["--x", "1"], [], [], True, None, None)
     assert local._reuse_key(script_a) == local._reuse_key(script_a)
     assert local._reuse_key(script_a) != local._reuse_key(script_b)
+    # the snapshot is the source directory less what its .gitignore (or .amlignore) excludes, as on Azure
+    key = local._reuse_key(script_a)
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    key = local._reuse_key(script_a)
+    (tmp_path / "debug.log").write_text("noise")
+    assert local._reuse_key(script_a) == key
+    (tmp_path / ".amlignore").write_text("notes/\n")  # .amlignore, when present, is read instead
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    assert local._reuse_key(script_a) != key  # debug.log counts again
+    key = local._reuse_key(script_a)
+    (tmp_path / "notes" / "more.txt").write_text("y")
+    assert local._reuse_key(script_a) == key
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    assert local._reuse_key(script_a) != key
 
     def prs(**options: Any) -> adapter.ParallelRunStepPlan:
         base = {"mini_batch_size": adapter.ParamRef("size"), "output_action": "append_row"}
@@ -246,3 +261,86 @@ def test_a_side_input_reaches_the_entry_script_whole_and_is_not_cut_into_mini_ba
     assert record["parallel_run"]["with-lookup"]["items"] == 3
     out = runs.run_folder(record["run_id"]) / "outputs" / "out" / "parallel_run_step.txt"
     assert out.read_text().splitlines() == ["1 N", "2 S", "3 N"]
+
+
+def _script_steps(source: Path, *names: str, **kwargs: Any) -> list[Any]:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (source / "step.py").write_text(
+        "import os, sys\nfrom pathlib import Path\n"
+        "log = Path(os.environ['ORDER_LOG'])\nlog.write_text(log.read_text() + sys.argv[1] + '\\n' if log.exists() else sys.argv[1] + '\\n')\n"
+    )
+    return [
+        PythonScriptStep(
+            name=name,
+            script_name="step.py",
+            source_directory=str(source),
+            arguments=[name],
+            compute_target="cpu-cluster",
+            allow_reuse=False,
+            **kwargs,
+        )  # fmt: skip
+        for name in names
+    ]
+
+
+def test_run_after_and_step_sequences_order_the_steps_as_on_azure(tmp_path: Path) -> None:
+    from azureml.pipeline.core import StepSequence
+
+    a, b, c = _script_steps(tmp_path, "a", "b", "c")
+    assert [s.name for s in adapter.read_steps([a, b, c]).steps] == ["a", "b", "c"]  # listed order kept
+    a, b, c = _script_steps(tmp_path, "a", "b", "c")
+    a.run_after(c)
+    assert [s.name for s in adapter.read_steps([a, b, c]).steps] == ["b", "c", "a"]
+    a, b, c, d = _script_steps(tmp_path, "a", "b", "c", "d")
+    assert [s.name for s in adapter.read_steps(StepSequence(steps=[d, [b, a], c])).steps] == [
+        "d",
+        "b",
+        "a",
+        "c",
+    ]
+    a, b = _script_steps(tmp_path, "a", "b")
+    a.run_after(b)
+    b.run_after(a)
+    with pytest.raises(adapter.PlanError, match="form a cycle"):
+        adapter.read_steps([a, b])
+    a, b, outside = _script_steps(tmp_path, "a", "b", "outside")
+    b.run_after(outside)
+    with pytest.raises(adapter.PlanError, match="runs after 'outside', which is not in the pipeline"):
+        adapter.read_steps([a, b])
+
+
+def test_pipeline_data_bindings_reach_the_script_as_paths_and_a_step_without_outputs_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azureml.pipeline.core import PipelineData
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (tmp_path / "produce.py").write_text(
+        "import sys\nfrom pathlib import Path\nPath(sys.argv[1]).mkdir(parents=True, exist_ok=True)\n"
+        "(Path(sys.argv[1]) / 'x.txt').write_text('hello')\n"
+    )
+    (tmp_path / "consume.py").write_text(
+        "import sys\nfrom pathlib import Path\nprint('read', (Path(sys.argv[1]) / 'x.txt').read_text())\n"
+    )
+    (tmp_path / "notify.py").write_text("print('done')\n")
+    middle = PipelineData("middle")
+    produce = PythonScriptStep(name="produce", script_name="produce.py", source_directory=str(tmp_path),
+                               arguments=[middle], outputs=[middle], compute_target="c", allow_reuse=False)  # fmt: skip
+    binding = middle.as_input("middle_in")
+    consume = PythonScriptStep(name="consume", script_name="consume.py", source_directory=str(tmp_path),
+                               arguments=[binding], inputs=[binding], compute_target="c", allow_reuse=False)  # fmt: skip
+    notify = PythonScriptStep(
+        name="notify", script_name="notify.py", source_directory=str(tmp_path), compute_target="c"
+    )  # fmt: skip  (the SDK's default: allow_reuse=True)
+    notify.run_after(consume)
+    plan = adapter.read_steps([notify, consume, produce])
+    assert [s.name for s in plan.steps] == ["produce", "consume", "notify"]
+    assert plan.steps[1].arguments == [adapter.DataRef("middle")]
+    first = engine.run_plan(engine.RunRequest(plan, "binding", "binding-exp"))
+    assert first["status"] == "Completed", first["error"]
+    log = runs.run_folder(first["run_id"]) / "logs" / "consume.log"
+    assert "read hello" in log.read_text()
+    second = engine.run_plan(engine.RunRequest(plan, "binding", "binding-exp"))
+    assert second["status"] == "Completed", second["error"]
+    assert [s.get("reused") for s in second["steps"]] == [None, None, True]

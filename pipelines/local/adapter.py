@@ -37,12 +37,18 @@ from pipelines.local.plan import (  # noqa: F401 - the plan types are part of th
 ADAPTED_SDK_VERSION = "1.62.0"
 
 
-def read_steps(steps: list[Any]) -> Plan:
-    """Turn SDK step objects into a Plan, ordered by their data dependencies."""
+def read_steps(steps: Any) -> Plan:
+    """Turn SDK step objects into a Plan, ordered by their data dependencies and ``run_after``.
+
+    ``steps`` is what ``Pipeline(workspace, steps)`` takes: a list of steps (nested lists run in parallel)
+    or a ``StepSequence`` (each element after the one before it). Steps without any dependency keep the
+    order they are listed in.
+    """
     from azureml.pipeline.steps import AutoMLStep, ParallelRunStep, PythonScriptStep
 
+    sdk_steps, after_pairs = _flatten(steps)
     plan = Plan(steps=[])
-    for step in steps:
+    for step in sdk_steps:
         if isinstance(step, ParallelRunStep):
             plan.steps.append(_read_parallel_run_step(step, plan))
         elif isinstance(step, AutoMLStep):
@@ -53,8 +59,41 @@ def read_steps(steps: list[Any]) -> Plan:
             raise PlanError(
                 f"step {getattr(step, 'name', step)!r}: {type(step).__name__} is not supported locally"
             )
-    plan.steps = _order(plan)
+    index = {id(step): i for i, step in enumerate(sdk_steps)}
+    after: dict[int, set[int]] = {}
+    for step in sdk_steps:
+        for before in getattr(step, "run_after_steps", None) or []:
+            after_pairs.append((before, step))
+    for before, later in after_pairs:
+        if id(before) not in index:
+            raise PlanError(
+                f"step {later.name!r} runs after {getattr(before, 'name', before)!r}, which is not in the pipeline's"
+                " steps"
+            )
+        after.setdefault(index[id(later)], set()).add(index[id(before)])
+    plan.steps = _order(plan, after)
     return plan
+
+
+def _flatten(steps: Any) -> tuple[list[Any], list[tuple[Any, Any]]]:
+    """The steps of a list / StepSequence (nested too), and the (before, after) pairs a StepSequence makes."""
+    from azureml.pipeline.core import StepSequence
+
+    pairs: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> list[Any]:
+        if isinstance(node, StepSequence):
+            groups = [walk(element) for element in node._steps]
+            for earlier, later in zip(groups, groups[1:], strict=False):
+                pairs.extend((a, b) for a in earlier for b in later)
+            return [step for group in groups for step in group]
+        if isinstance(node, list | tuple):
+            return [step for element in node for step in walk(element)]
+        return [node]
+
+    found = walk(steps)
+    unique = list({id(step): step for step in found}.values())
+    return unique, pairs
 
 
 def _read_script_step(step: Any, plan: Plan) -> ScriptStepPlan:
@@ -238,6 +277,8 @@ def _arguments(step: Any, plan: Plan, raw: list[Any] | None = None) -> list[Arg]
             out.append(DataRef(_data_name(arg, plan)))
         elif isinstance(arg, str) and arg in by_name:
             out.append(by_name[arg])
+        elif getattr(arg, "bind_object", None) is not None:  # PipelineData.as_input() / as_download() / ...
+            out.append(DataRef(_data_name(arg, plan)))
         else:
             out.append(str(arg))
     return out
@@ -258,24 +299,29 @@ def _environment_name(runconfig: Any) -> str | None:
     return getattr(env, "name", None)
 
 
-def _order(plan: Plan) -> list[StepPlan]:
-    producers = plan.producers()
-    remaining = list(plan.steps)
-    ordered: list[StepPlan] = []
-    done: set[str] = set()
+def _order(plan: Plan, after: dict[int, set[int]] | None = None) -> list[StepPlan]:
+    """The steps in an order that runs each after the steps producing its inputs and those in ``after``
+    (indexes into ``plan.steps``); among the steps that may run next, the first listed runs first."""
+    producer_of = {out: i for i, step in enumerate(plan.steps) for out in step.outputs}
+    needs = {
+        i: {producer_of[name] for name in step.inputs if name in producer_of} | (after or {}).get(i, set())
+        for i, step in enumerate(plan.steps)
+    }
+    remaining = list(range(len(plan.steps)))
+    done: set[int] = set()
+    picked: list[int] = []
     while remaining:
-        ready = [
-            s for s in remaining if all(producers.get(i) in done or i not in producers for i in s.inputs)
-        ]
-        if not ready:
+        ready = next((i for i in remaining if needs[i] <= done), None)
+        if ready is None:
             raise PlanError(
-                "the steps' data dependencies form a cycle: " + ", ".join(s.name for s in remaining)
+                "the steps' dependencies (data and run_after) form a cycle: "
+                + ", ".join(plan.steps[i].name for i in remaining)
             )
-        for step in ready:
-            ordered.append(step)
-            done.add(step.name)
-            remaining.remove(step)
-    missing = [i for s in ordered for i in s.inputs if i not in producers and i not in plan.datasets]
+        done.add(ready)
+        picked.append(ready)
+        remaining.remove(ready)
+    ordered = [plan.steps[i] for i in picked]
+    missing = [i for s in ordered for i in s.inputs if i not in producer_of and i not in plan.datasets]
     if missing:
         raise PlanError("no step produces " + ", ".join(sorted(set(missing))))
     return ordered

@@ -151,6 +151,7 @@ class LocalRun:
         self._save()
         previous = signal.signal(signal.SIGTERM, self._on_term) if in_main_thread() else None
         final_status = "Failed"
+        step = None
         try:
             for index, step in enumerate(self.plan.steps):
                 self._run_step(index, step, client, experiment_id, parent.info.run_id)
@@ -159,6 +160,12 @@ class LocalRun:
             self.record["error"] = {"step": exc.step, "message": exc.message, "exit_code": exc.exit_code}
         except KeyboardInterrupt:
             self._canceled = True
+        except Exception as exc:  # the engine's own failure: the record says what it was, then it propagates
+            self.record["error"] = {
+                "step": getattr(step, "name", None),
+                "message": f"{type(exc).__name__}: {exc}",
+            }
+            raise
         finally:
             if self._canceled:
                 final_status = "Canceled"
@@ -215,7 +222,12 @@ class LocalRun:
             for folder in outputs.values():  # no half-written outputs
                 shutil.rmtree(folder, ignore_errors=True)
             status = "Canceled" if isinstance(exc, KeyboardInterrupt) or self._canceled else "Failed"
-            info.update(status=status, ended=runs.now(), seconds=round(time.monotonic() - started, 2))
+            info.update(
+                status=status,
+                ended=runs.now(),
+                seconds=round(time.monotonic() - started, 2),
+                log=str(log_path),
+            )
             client.set_terminated(child.info.run_id, status=_mlflow_status(status))
             self._save()
             if isinstance(exc, StepFailed):
@@ -443,10 +455,9 @@ class LocalRun:
         digest.update(json.dumps([step.kind, step.name], default=str).encode())
         source = getattr(step, "source_directory", None)
         if source is not None:
-            for path in sorted(Path(source).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    digest.update(str(path.relative_to(source)).encode())
-                    digest.update(path.read_bytes())
+            for path in _snapshot_files(Path(source)):
+                digest.update(str(path.relative_to(source)).encode())
+                digest.update(path.read_bytes())
         digest.update(json.dumps(self._resolve_args_for_key(step), default=str).encode())
         for name in step.inputs:
             digest.update(name.encode())
@@ -491,14 +502,20 @@ class LocalRun:
         return True
 
     def _store_reuse(self, key: str, outputs: dict[str, Path]) -> None:
+        """Keep a step's outputs for later identical runs: built in a folder of this run's own, then renamed,
+        so two runs storing the same key at once cannot mix their files (the later rename wins)."""
         cache = amlops_home() / "reuse" / key
-        tmp = cache.with_name(key + ".partial")
+        tmp = cache.with_name(f"{key}.partial-{self.run_id}")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)  # a step without outputs is reused too: the key alone says it ran
         for name, folder in outputs.items():
             shutil.copytree(folder, tmp / name)
         (tmp / "complete").write_text(runs.now())
         shutil.rmtree(cache, ignore_errors=True)
-        os.replace(tmp, cache)
+        try:
+            os.replace(tmp, cache)
+        except OSError:  # another run stored the same outputs in the meantime: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -525,6 +542,23 @@ def run_plan(
     if on_start is not None:
         on_start(local.run_id)
     return local.execute()
+
+
+def _snapshot_files(source: Path) -> list[Path]:
+    """The files of a step's source directory that make its snapshot, as Azure hashes it for ``allow_reuse``:
+    all but those its ``.amlignore`` (else ``.gitignore``) excludes, read with the SDK's own rules. Compiled
+    files and the local workspace (when it lies inside the source directory) are not part of it either."""
+    from azureml._project.ignore_file import get_project_ignore_file
+
+    ignore = get_project_ignore_file(str(source))
+    home = amlops_home().resolve()
+    files = []
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or home in path.resolve().parents:
+            continue
+        if not ignore.is_file_excluded(str(path.relative_to(source))):
+            files.append(path)
+    return files
 
 
 def _content_hash(path: Path) -> str:

@@ -344,3 +344,34 @@ def test_pipeline_data_bindings_reach_the_script_as_paths_and_a_step_without_out
     second = engine.run_plan(engine.RunRequest(plan, "binding", "binding-exp"))
     assert second["status"] == "Completed", second["error"]
     assert [s.get("reused") for s in second["steps"]] == [None, None, True]
+
+
+def test_a_downloaded_dataset_is_the_steps_own_copy(tmp_path: Path) -> None:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    from pipelines.definitions import dataset_input
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tidy.py").write_text(
+        "import sys\nfrom pathlib import Path\nfolder = Path(sys.argv[1])\n"
+        "print('got', sorted(p.name for p in folder.iterdir()))\n"
+        "for p in folder.glob('*.tmp'):\n    p.unlink()\n(folder / 'extracted.csv').write_text('x')\n"
+    )
+    data = tmp_path / "user-data"
+    data.mkdir()
+    (data / "raw.csv").write_text("a\n1\n")
+    (data / "notes.tmp").write_text("keep me")
+    raw = dataset_input("raw_data", "https://example.invalid/raw.csv", "raw_param")
+    step = PythonScriptStep(name="tidy", script_name="tidy.py", source_directory=str(tmp_path / "src"),
+                            arguments=[raw], compute_target="c", allow_reuse=False)  # fmt: skip
+    plan = adapter.read_steps([step])
+    assert plan.datasets["raw_data"].mode == "download"
+    record = engine.run_plan(engine.RunRequest(plan, "tidy", "tidy-exp", dataset_paths={"raw_data": data}))
+    assert record["status"] == "Completed", record["error"]
+    folder = runs.run_folder(record["run_id"])
+    assert "got ['notes.tmp', 'raw.csv']" in (folder / "logs" / "tidy.log").read_text()
+    assert sorted(p.name for p in data.iterdir()) == [
+        "notes.tmp",
+        "raw.csv",
+    ]  # the user's folder is untouched
+    assert not (folder / "inputs" / "tidy").exists()  # the copy is gone with the step

@@ -246,9 +246,13 @@ class LocalRun:
     def _dispatch(self, step: StepPlan, outputs: dict[str, Path], log_path: Path, mlflow_run_id: str) -> None:
         env = self._step_env(mlflow_run_id)
         if isinstance(step, ScriptStepPlan):
-            argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments)]
-            host = self._hosts.pop(step.name, None)
-            self._subprocess(step.name, argv, step.source_directory, env, log_path, host)
+            copies = self._downloaded_inputs(step)
+            try:
+                argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments, copies)]
+                host = self._hosts.pop(step.name, None)
+                self._subprocess(step.name, argv, step.source_directory, env, log_path, host)
+            finally:
+                shutil.rmtree(self.folder / "inputs" / step.name, ignore_errors=True)
         elif isinstance(step, AutoMLStepPlan):
             settings = json.dumps(step.settings.__dict__, default=str)
             argv = [
@@ -419,19 +423,37 @@ class LocalRun:
             bound[name] = datasets.resolve(source.paths[0])
         return bound
 
+    def _downloaded_inputs(self, step: ScriptStepPlan) -> dict[str, Path]:
+        """Private copies of the step's ``as_download()`` dataset inputs, as Azure downloads one for each step:
+        a script that tidies its input folder does not touch the user's data or another step's view of it."""
+        copies: dict[str, Path] = {}
+        for name in step.inputs:
+            source = self.plan.datasets.get(name)
+            if source is None or source.mode != "download":
+                continue
+            original = self._path_of(name)
+            target = self.folder / "inputs" / step.name / name / original.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if original.is_dir():
+                shutil.copytree(original, target)
+            else:
+                shutil.copy2(original, target)
+            copies[name] = target
+        return copies
+
     def _path_of(self, name: str) -> Path:
         if name in self.data_paths:
             return self.data_paths[name]
         return self.folder / "outputs" / name
 
-    def _resolve_args(self, arguments: list[Any]) -> list[str]:
+    def _resolve_args(self, arguments: list[Any], paths: dict[str, Path] | None = None) -> list[str]:
         out = []
         for arg in arguments:
             if isinstance(arg, ParamRef):
                 value = self.params[arg.name]
                 out.append(str(value).lower() if isinstance(value, bool) else str(value))
             elif isinstance(arg, DataRef):
-                out.append(str(self._path_of(arg.name)))
+                out.append(str((paths or {}).get(arg.name) or self._path_of(arg.name)))
             else:
                 out.append(str(arg))
         return out

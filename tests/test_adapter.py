@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,7 @@ def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Pat
 
 SIDE_ENTRY = """
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -375,3 +377,36 @@ def test_a_downloaded_dataset_is_the_steps_own_copy(tmp_path: Path) -> None:
         "raw.csv",
     ]  # the user's folder is untouched
     assert not (folder / "inputs" / "tidy").exists()  # the copy is gone with the step
+
+
+def test_a_script_step_gets_the_environment_variables_azure_sets(tmp_path: Path) -> None:
+    from azureml.core.runconfig import RunConfiguration
+    from azureml.pipeline.core import PipelineData, PipelineParameter
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "show.py").write_text(
+        "import json, os\nfrom pathlib import Path\n"
+        "names = ['MY_SETTING', 'AML_PARAMETER_alpha', 'AML_PARAMETER_mode', 'AZUREML_DATAREFERENCE_scores']\n"
+        "print('ENV', json.dumps({n: os.environ.get(n) for n in names}))\n"
+        "Path(os.environ['AZUREML_DATAREFERENCE_scores']).mkdir(parents=True, exist_ok=True)\n"
+    )
+    config = RunConfiguration()
+    config.environment_variables = {"MY_SETTING": "on"}
+    scores = PipelineData("scores")
+    step = PythonScriptStep(
+        name="show", script_name="show.py", source_directory=str(tmp_path / "src"), outputs=[scores],
+        params={"alpha": PipelineParameter("alpha", default_value=0.5), "mode": "fast"},
+        runconfig=config, compute_target="c", allow_reuse=False,
+    )  # fmt: skip
+    plan = adapter.read_steps([step])
+    assert plan.parameters == {"alpha": 0.5}  # params= registers its PipelineParameters, as on Azure
+    request = engine.RunRequest(plan, "env", "env-exp", parameter_assignments={"alpha": 0.75})
+    record = engine.run_plan(request)
+    assert record["status"] == "Completed", record["error"]
+    folder = runs.run_folder(record["run_id"])
+    line = next(x for x in (folder / "logs" / "show.log").read_text().splitlines() if x.startswith("ENV "))
+    assert json.loads(line[4:]) == {
+        "MY_SETTING": "on", "AML_PARAMETER_alpha": "0.75", "AML_PARAMETER_mode": "fast",
+        "AZUREML_DATAREFERENCE_scores": str(folder / "outputs" / "scores"),
+    }  # fmt: skip

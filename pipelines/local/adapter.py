@@ -108,7 +108,29 @@ def _read_script_step(step: Any, plan: Plan) -> ScriptStepPlan:
         allow_reuse=bool(step._allow_reuse),
         compute_target=_compute_name(step._compute_target),
         environment=_environment_name(step._runconfig),
+        variables=_script_variables(step, plan),
     )
+
+
+def _script_variables(step: Any, plan: Plan) -> dict[str, Arg]:
+    """The environment variables Azure gives a PythonScriptStep's process."""
+    from azureml.pipeline.core.graph import ParamDef
+
+    variables: dict[str, Arg] = {}
+    runconfig = getattr(step, "_runconfig", None)
+    for name, value in (getattr(runconfig, "environment_variables", None) or {}).items():
+        variables[str(name)] = str(value)
+    for name, value in (getattr(step, "_params", None) or {}).items():
+        if isinstance(value, PipelineParameter):
+            plan.parameters.setdefault(value.name, value.default_value)
+            variables[ParamDef._param_name_to_env_variable(name)] = ParamRef(value.name)
+        else:
+            variables[ParamDef._param_name_to_env_variable(name)] = str(value)
+    for item in list(step._inputs) + list(step._outputs):
+        data = getattr(item, "bind_object", None) or item
+        if isinstance(data, PipelineData):
+            variables[data.get_env_variable_name().lstrip("$")] = DataRef(data.name)
+    return variables
 
 
 def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:

@@ -247,6 +247,10 @@ class LocalRun:
         env = self._step_env(mlflow_run_id)
         if isinstance(step, ScriptStepPlan):
             copies = self._downloaded_inputs(step)
+            names = list(step.variables)
+            env.update(
+                zip(names, self._resolve_args([step.variables[n] for n in names], copies), strict=True)
+            )
             try:
                 argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments, copies)]
                 host = self._hosts.pop(step.name, None)
@@ -487,7 +491,15 @@ class LocalRun:
         return digest.hexdigest()
 
     def _resolve_args_for_key(self, step: StepPlan) -> list[str]:
-        args = getattr(step, "arguments", [])
+        return self._resolve_args_for_key_values(getattr(step, "arguments", [])) + [
+            json.dumps(
+                getattr(step, "settings", {}).__dict__ if hasattr(step, "settings") else {}, default=str
+            ),
+            json.dumps(self._config_for_key(step), default=str, sort_keys=True),
+        ]
+
+    def _resolve_args_for_key_values(self, args: list[Any]) -> list[str]:
+        """Arguments as the reuse key sees them: data by name (its content is hashed apart), parameters by value."""
         return [
             f"data:{a.name}"
             if isinstance(a, DataRef)
@@ -495,17 +507,14 @@ class LocalRun:
             if isinstance(a, ParamRef)
             else a
             for a in args
-        ] + [
-            json.dumps(
-                getattr(step, "settings", {}).__dict__ if hasattr(step, "settings") else {}, default=str
-            ),
-            json.dumps(self._config_for_key(step), default=str, sort_keys=True),
         ]
 
     def _config_for_key(self, step: StepPlan) -> dict[str, Any]:
         """What a step runs and how, besides its arguments: changing it means a new run, not a reused one."""
         if isinstance(step, ScriptStepPlan):
-            return {"script_name": step.script_name}
+            names = sorted(step.variables)
+            values = self._resolve_args_for_key_values([step.variables[n] for n in names])
+            return {"script_name": step.script_name, "variables": dict(zip(names, values, strict=True))}
         if isinstance(step, ParallelRunStepPlan):
             options = {
                 k: self.params[v.name] if isinstance(v, ParamRef) else v for k, v in step.options.items()

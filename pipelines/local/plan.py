@@ -50,6 +50,9 @@ class ScriptStepPlan:
     compute_target: str | None
     environment: str | None
     kind: str = "script"
+    # environment variables as Azure sets them: the runconfig's, params= as AML_PARAMETER_<name>, and
+    # AZUREML_DATAREFERENCE_<name> for PipelineData (values may be ParamRef / DataRef)
+    variables: dict[str, Arg] = field(default_factory=dict)
 
 
 @dataclass

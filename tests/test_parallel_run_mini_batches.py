@@ -13,9 +13,10 @@ from pipelines.local.mini_batches import (
     MiniBatch,
     file_mini_batches,
     parse_mini_batch_size,
-    partitioned_mini_batches,
+    read_partitions,
     read_tabular,
     tabular_mini_batches,
+    write_partitions,
 )
 
 
@@ -129,6 +130,12 @@ def test_message_round_trip() -> None:
     batch = MiniBatch(id=3, kind="tabular", path="/x.csv", header_end=5, start=5, end=99)
     assert MiniBatch.from_message(batch.to_message()) == batch
     assert batch.describe() == "x.csv[5:99]"
+
+
+def partitioned_mini_batches(
+    files: list[Path], keys: list[str], folder: Path, first_id: int = 0
+) -> list[MiniBatch]:
+    return write_partitions(read_partitions(files, keys), folder, first_id)
 
 
 def test_partitions_group_rows_by_key_values_across_files(tmp_path: Path) -> None:

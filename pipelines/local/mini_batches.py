@@ -227,13 +227,6 @@ def write_partitions(partitions: Partitions, folder: Path, first_id: int = 0) ->
     return batches
 
 
-def partitioned_mini_batches(
-    files: Sequence[Path], keys: Sequence[str], folder: Path, first_id: int = 0
-) -> list[MiniBatch]:
-    """One mini-batch per distinct value of the ``keys`` columns, each written to a CSV file in ``folder``."""
-    return write_partitions(read_partitions(files, keys), folder, first_id)
-
-
 def _line_end_at_or_after(fh: io.BufferedReader, pos: int, file_size: int) -> int:
     """The offset just after the first newline at or after ``pos`` (or the file size)."""
     fh.seek(pos)

@@ -410,3 +410,44 @@ def test_a_script_step_gets_the_environment_variables_azure_sets(tmp_path: Path)
         "MY_SETTING": "on", "AML_PARAMETER_alpha": "0.75", "AML_PARAMETER_mode": "fast",
         "AZUREML_DATAREFERENCE_scores": str(folder / "outputs" / "scores"),
     }  # fmt: skip
+
+
+def test_outputs_uploaded_from_the_scripts_own_path_reach_the_next_step(tmp_path: Path) -> None:
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.pipeline.core import PipelineData
+    from azureml.pipeline.steps import PythonScriptStep
+
+    src = tmp_path / "src"
+    src.mkdir()
+    kept = tmp_path / "scratch"  # an absolute source: copied, never removed
+    (src / "write.py").write_text(
+        "import sys\nfrom pathlib import Path\nPath('model_out').mkdir()\nPath('model_out/m.txt').write_text('m')\n"
+        "Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)\n(Path(sys.argv[1]) / 'r.txt').write_text('r')\n"
+    )
+    (src / "read.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "print('SEES', sorted(p.name for p in Path(sys.argv[1]).iterdir()), sorted(p.name for p in Path(sys.argv[2]).iterdir()))\n"
+    )
+    model = PipelineData("model", output_mode="upload", output_path_on_compute="model_out")
+    report = OutputFileDatasetConfig(name="report", source=str(kept))
+    write = PythonScriptStep(name="write", script_name="write.py", source_directory=str(src), arguments=[str(kept)],
+                             outputs=[model, report], compute_target="c", allow_reuse=False)  # fmt: skip
+    read = PythonScriptStep(name="read", script_name="read.py", source_directory=str(src),
+                            arguments=[model, report.as_input("report_in")], inputs=[model],
+                            compute_target="c", allow_reuse=False)  # fmt: skip
+    plan = adapter.read_steps([write, read])
+    assert plan.steps[0].upload_sources == {"model": "model_out", "report": str(kept)}
+    record = engine.run_plan(engine.RunRequest(plan, "upload", "upload-exp"))
+    assert record["status"] == "Completed", record["error"]
+    log = (runs.run_folder(record["run_id"]) / "logs" / "read.log").read_text()
+    assert "SEES ['m.txt'] ['r.txt']" in log
+    assert not (src / "model_out").exists()  # the working copy left the source directory
+    assert (kept / "r.txt").read_text() == "r"  # the absolute path is the user's: left as it was
+
+    (src / "write.py").write_text("print('forgot to write')\n")
+    record = engine.run_plan(engine.RunRequest(adapter.read_steps([write, read]), "upload", "upload-exp"))
+    assert record["status"] == "Failed"
+    assert (
+        record["error"]["message"]
+        == "output 'model' is uploaded from model_out, where the script wrote nothing"
+    )

@@ -109,7 +109,20 @@ def _read_script_step(step: Any, plan: Plan) -> ScriptStepPlan:
         compute_target=_compute_name(step._compute_target),
         environment=_environment_name(step._runconfig),
         variables=_script_variables(step, plan),
+        upload_sources=_upload_sources(step),
     )
+
+
+def _upload_sources(step: Any) -> dict[str, str]:
+    """Outputs uploaded from a path the script writes to, rather than the path it is given."""
+    sources = {}
+    for item in step._outputs:
+        data = getattr(item, "bind_object", None) or item
+        if isinstance(data, PipelineData) and data._output_mode == "upload" and data._output_path_on_compute:
+            sources[data.name] = str(data._output_path_on_compute)
+        elif isinstance(data, OutputFileDatasetConfig) and data.source:
+            sources[data.name] = str(data.source)
+    return sources
 
 
 def _script_variables(step: Any, plan: Plan) -> dict[str, Arg]:

@@ -255,8 +255,12 @@ class LocalRun:
                 argv = [sys.executable, step.script_name, *self._resolve_args(step.arguments, copies)]
                 host = self._hosts.pop(step.name, None)
                 self._subprocess(step.name, argv, step.source_directory, env, log_path, host)
+                self._upload(step, outputs)
             finally:
                 shutil.rmtree(self.folder / "inputs" / step.name, ignore_errors=True)
+                for source in step.upload_sources.values():  # working files in the source directory go
+                    if not Path(source).is_absolute():
+                        _remove(step.source_directory / source)
         elif isinstance(step, AutoMLStepPlan):
             settings = json.dumps(step.settings.__dict__, default=str)
             argv = [
@@ -427,6 +431,24 @@ class LocalRun:
             bound[name] = datasets.resolve(source.paths[0])
         return bound
 
+    def _upload(self, step: ScriptStepPlan, outputs: dict[str, Path]) -> None:
+        """Take what the script wrote at its outputs' own paths (``output_path_on_compute``, ``source``) into
+        the outputs, as Azure uploads them when the script ends: moved from the working directory (a relative
+        path), copied from an absolute path (on this machine it may hold the user's own files)."""
+        for name, source in step.upload_sources.items():
+            written = step.source_directory / source  # a relative path is in the working directory
+            if not written.exists():
+                raise StepFailed(
+                    step.name, 1, f"output {name!r} is uploaded from {source}, where the script wrote nothing"
+                )
+            keep = Path(source).is_absolute()
+            for child in written.iterdir() if written.is_dir() else [written]:
+                if keep:
+                    copy = shutil.copytree if child.is_dir() else shutil.copy2
+                    copy(child, outputs[name] / child.name)
+                else:
+                    shutil.move(str(child), outputs[name] / child.name)
+
     def _downloaded_inputs(self, step: ScriptStepPlan) -> dict[str, Path]:
         """Private copies of the step's ``as_download()`` dataset inputs, as Azure downloads one for each step:
         a script that tidies its input folder does not touch the user's data or another step's view of it."""
@@ -573,6 +595,13 @@ def run_plan(
     if on_start is not None:
         on_start(local.run_id)
     return local.execute()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _snapshot_files(source: Path) -> list[Path]:

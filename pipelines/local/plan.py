@@ -53,6 +53,9 @@ class ScriptStepPlan:
     # environment variables as Azure sets them: the runconfig's, params= as AML_PARAMETER_<name>, and
     # AZUREML_DATAREFERENCE_<name> for PipelineData (values may be ParamRef / DataRef)
     variables: dict[str, Arg] = field(default_factory=dict)
+    # outputs the script writes at a path of its own, uploaded from there after it ends (PipelineData's
+    # output_path_on_compute in upload mode, OutputFileDatasetConfig's source): output name -> that path
+    upload_sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -451,3 +451,33 @@ def test_outputs_uploaded_from_the_scripts_own_path_reach_the_next_step(tmp_path
         record["error"]["message"]
         == "output 'model' is uploaded from model_out, where the script wrote nothing"
     )
+
+
+def test_plans_that_would_lose_data_or_crash_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.pipeline.steps import PythonScriptStep
+
+    out = OutputFileDatasetConfig(name="prepared")
+    write = PythonScriptStep(name="write", script_name="w.py", source_directory=str(tmp_path), arguments=[out],
+                             compute_target="c")  # fmt: skip
+    read = PythonScriptStep(
+        name="read", script_name="r.py", source_directory=str(tmp_path), arguments=[out], compute_target="c"
+    )  # fmt: skip  (out, not out.as_input(): a second writer)
+    with pytest.raises(adapter.PlanError, match=r"both write the output 'prepared'.*prepared.as_input\(\)"):
+        adapter.read_steps([write, read])
+    nowhere = PythonScriptStep(name="nowhere", script_name="x.py", compute_target="c")
+    with pytest.raises(adapter.PlanError, match="'nowhere' has no source_directory"):
+        adapter.read_steps([nowhere])
+
+
+def test_a_step_killed_by_a_signal_says_so(tmp_path: Path) -> None:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (tmp_path / "die.py").write_text(
+        "import os, signal\nprint('about to die', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    step = PythonScriptStep(name="die", script_name="die.py", source_directory=str(tmp_path), compute_target="c",
+                            allow_reuse=False)  # fmt: skip
+    record = engine.run_plan(engine.RunRequest(adapter.read_steps([step]), "die", "die-exp"))
+    assert record["status"] == "Failed"
+    assert record["error"]["message"] == "killed by signal SIGKILL (its last line: about to die)"

@@ -97,6 +97,10 @@ def _flatten(steps: Any) -> tuple[list[Any], list[tuple[Any, Any]]]:
 
 
 def _read_script_step(step: Any, plan: Plan) -> ScriptStepPlan:
+    if not step._source_directory:
+        raise PlanError(
+            f"step {step.name!r} has no source_directory; set it to the folder holding {step._script_name}"
+        )
     inputs, outputs = _io_names(step, plan)
     return ScriptStepPlan(
         name=step.name,
@@ -337,7 +341,16 @@ def _environment_name(runconfig: Any) -> str | None:
 def _order(plan: Plan, after: dict[int, set[int]] | None = None) -> list[StepPlan]:
     """The steps in an order that runs each after the steps producing its inputs and those in ``after``
     (indexes into ``plan.steps``); among the steps that may run next, the first listed runs first."""
-    producer_of = {out: i for i, step in enumerate(plan.steps) for out in step.outputs}
+    producer_of: dict[str, int] = {}
+    for i, step in enumerate(plan.steps):
+        for out in step.outputs:
+            if out in producer_of:
+                first = plan.steps[producer_of[out]].name
+                raise PlanError(
+                    f"steps {first!r} and {step.name!r} both write the output {out!r}; to read it in {step.name!r},"
+                    f" pass it as {out}.as_input()"
+                )
+            producer_of[out] = i
     needs = {
         i: {producer_of[name] for name in step.inputs if name in producer_of} | (after or {}).get(i, set())
         for i, step in enumerate(plan.steps)

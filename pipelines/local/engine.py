@@ -415,6 +415,11 @@ class LocalRun:
             raise KeyboardInterrupt
         if code != 0:
             message = last_error or (tail[-1] if tail else f"exit status {code}")
+            if code < 0:  # killed (e.g. out of memory): the last line it printed is not the reason
+                killer = (
+                    signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+                )
+                message = f"killed by signal {killer}" + (f" (its last line: {tail[-1]})" if tail else "")
             raise StepFailed(name, code, message)
 
     # ---- data, parameters, environment ----------------------------------------------------------

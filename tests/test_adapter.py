@@ -481,3 +481,17 @@ def test_a_step_killed_by_a_signal_says_so(tmp_path: Path) -> None:
     record = engine.run_plan(engine.RunRequest(adapter.read_steps([step]), "die", "die-exp"))
     assert record["status"] == "Failed"
     assert record["error"]["message"] == "killed by signal SIGKILL (its last line: about to die)"
+
+
+def test_a_reused_step_keeps_its_metrics(tmp_path: Path) -> None:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (tmp_path / "fit.py").write_text("import mlflow\nmlflow.log_metric('r2', 0.7)\n")
+    step = PythonScriptStep(
+        name="fit", script_name="fit.py", source_directory=str(tmp_path), compute_target="c"
+    )
+    plan = adapter.read_steps([step])
+    first = engine.run_plan(engine.RunRequest(plan, "fit", "fit-exp"))
+    second = engine.run_plan(engine.RunRequest(plan, "fit", "fit-exp"))
+    assert first["metrics"] == {"r2": 0.7}
+    assert second["steps"][0]["reused"] is True and second["metrics"] == {"r2": 0.7}

@@ -205,6 +205,7 @@ class LocalRun:
         try:
             if reuse_key and self._reuse(reuse_key, outputs):
                 info["reused"] = True
+                self._log_reused_metrics(reuse_key, client, child.info.run_id)
                 if step.name in self._hosts:
                     self._hosts.pop(step.name).discard()
                 log_path.write_text(
@@ -217,7 +218,7 @@ class LocalRun:
                     folder.mkdir(parents=True)
                 self._dispatch(step, outputs, log_path, child.info.run_id)
                 if reuse_key:
-                    self._store_reuse(reuse_key, outputs)
+                    self._store_reuse(reuse_key, outputs, _run_metrics(client, child.info.run_id))
         except BaseException as exc:
             for folder in outputs.values():  # no half-written outputs
                 shutil.rmtree(folder, ignore_errors=True)
@@ -559,7 +560,14 @@ class LocalRun:
             shutil.copytree(cache / name, folder)
         return True
 
-    def _store_reuse(self, key: str, outputs: dict[str, Path]) -> None:
+    def _log_reused_metrics(self, key: str, client: Any, run_id: str) -> None:
+        """The metrics the reused run logged, logged again to this step's run (as its record shows them)."""
+        saved = amlops_home() / "reuse" / key / "metrics.json"
+        metrics = json.loads(saved.read_text()) if saved.is_file() else {}
+        for name, value in metrics.items():
+            client.log_metric(run_id, name, value)
+
+    def _store_reuse(self, key: str, outputs: dict[str, Path], metrics: dict[str, float]) -> None:
         """Keep a step's outputs for later identical runs: built in a folder of this run's own, then renamed,
         so two runs storing the same key at once cannot mix their files (the later rename wins)."""
         cache = amlops_home() / "reuse" / key
@@ -568,6 +576,7 @@ class LocalRun:
         tmp.mkdir(parents=True)  # a step without outputs is reused too: the key alone says it ran
         for name, folder in outputs.items():
             shutil.copytree(folder, tmp / name)
+        (tmp / "metrics.json").write_text(json.dumps(metrics))
         (tmp / "complete").write_text(runs.now())
         shutil.rmtree(cache, ignore_errors=True)
         try:

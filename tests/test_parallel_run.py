@@ -675,3 +675,29 @@ def test_partition_input_is_checked_before_an_earlier_output_is_touched(tmp_path
     result = run(tmp_path, script(tmp_path, body, name="pairs.py"), [folder], partition_keys=("season",))
     assert result.succeeded and result.mini_batches == 2
     assert sorted(result.output_file.read_text().splitlines()) == ["1 1", "2 2", "3 1"]
+
+
+def test_init_failing_in_a_replacement_worker_fails_the_job_with_its_report(
+    tmp_path: Path, data: Path
+) -> None:
+    body = """
+    import os
+
+    def init():
+        if "." in os.environ.get("AMLOPS_PRS_AGENT_NAME", ""):  # a replacement worker (process000.1)
+            raise RuntimeError("cannot load the model again")
+
+    def run(mini_batch):
+        if int(mini_batch.instant.iloc[0]) != 1:
+            os._exit(9)
+        return mini_batch[["instant"]]
+    """
+    entry = script(tmp_path, body, prelude=False)
+    result = run(
+        tmp_path, entry, [data], mini_batch_size="40KB", process_count_per_node=1, error_threshold=-1
+    )
+    assert not result.succeeded
+    assert "init() failed in a replacement worker" in result.message
+    assert "cannot load the model again" in result.message
+    assert (result.report_dir / "logs" / "job_result.txt").read_text().startswith("Failed: job aborted")
+    assert not result.output_file

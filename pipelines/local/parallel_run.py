@@ -577,6 +577,12 @@ class _Engine:
             log = (
                 self.report_dir / "logs" / "user" / "stdout" / str(worker.node) / f"{worker.name}.stderr.txt"
             )
+            if any(
+                r.tries for r in self.records
+            ):  # a replacement worker, mid-job: the job fails, with its report
+                raise _Abort(
+                    f"init() failed in a replacement worker: {message['error']} (traceback in {log})"
+                )
             raise UserError(
                 f"entry script {self.entry_script.name}: {message['error']}",
                 hint=f"see the traceback in {log}",

@@ -701,3 +701,16 @@ def test_init_failing_in_a_replacement_worker_fails_the_job_with_its_report(
     assert "cannot load the model again" in result.message
     assert (result.report_dir / "logs" / "job_result.txt").read_text().startswith("Failed: job aborted")
     assert not result.output_file
+
+
+def test_each_input_is_partitioned_on_its_own(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("instant,season\n1,1\n2,2\n")
+    second.write_text("instant,season\n3,1\n")
+    body = """
+    def run(mini_batch):
+        return [" ".join(str(i) for i in mini_batch.instant)]
+    """
+    result = run(tmp_path, script(tmp_path, body), [first, second], partition_keys=("season",))
+    assert result.succeeded and result.mini_batches == 3  # season 1 of a.csv and of b.csv stay apart
+    assert result.output_file.read_text().splitlines() == ["1", "2", "3"]

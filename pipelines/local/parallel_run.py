@@ -384,14 +384,17 @@ class _Engine:
         self.canceled = canceled or (lambda: False)
         self.source_dir, self.entry_script = _locate_entry_script(options)
         self.kind, self.files = _input_files(inputs, options.input_kind)
-        self.partitions: Partitions | None = None
+        self.partitions: list[Partitions] = []
         if options.partition_keys:  # read and checked here, before any output; written in _loop (staging)
             if self.kind != "tabular":
                 raise UserError(
                     "partition_keys needs CSV input; the local engine partitions rows by column values",
                     hint="pass CSV files, or drop partition_keys for file input",
                 )
-            self.partitions = read_partitions(self.files, options.partition_keys)
+            # as on Azure, each input (dataset) is partitioned on its own
+            self.partitions = [
+                read_partitions(_input_files([path], "tabular")[1], options.partition_keys) for path in inputs
+            ]
             batches: Any = []
         else:
             size = parse_mini_batch_size(options.mini_batch_size, self.kind)
@@ -492,10 +495,12 @@ class _Engine:
         return [f"{stem}.csv", f"{stem}.parquet"]
 
     def _loop(self) -> None:
-        if self.partitions is not None:
-            batches = write_partitions(self.partitions, self.staging_dir / "partitions")
-            self.partitions = None  # the rows are in the files now
-            self.records = [_Record(batch) for batch in batches]
+        if self.partitions:
+            for index, partitions in enumerate(self.partitions):
+                folder = self.staging_dir / "partitions" / str(index)
+                batches = write_partitions(partitions, folder, first_id=len(self.records))
+                self.records += [_Record(batch) for batch in batches]
+            self.partitions = []  # the rows are in the files now
         pending: deque[_Record] = deque(self.records)
         scheduled = 0  # mini-batches dispatched at least once
         selector = selectors.DefaultSelector()

@@ -636,7 +636,10 @@ def test_the_cli_passes_arguments_after_the_double_dash_unchanged_and_stops_its_
         "1",
     ]
     assert main([*args, "--", "--record", str(tmp_path / "rec"), "--debug", "--json"]) == 0
-    assert records(tmp_path, "run")[0]["argv"] == ["--record", str(tmp_path / "rec"), "--debug", "--json"]
+    argv = records(tmp_path, "run")[0]["argv"]
+    assert argv[-4:] == ["--record", str(tmp_path / "rec"), "--debug", "--json"]
+    # before them, the flags Azure's driver adds (a script must use parse_known_args, as on Azure)
+    assert argv[:2] == ["--scoring_module_name", "entry.py"] and "--run_invocation_timeout" in argv
 
     hang = [*args, "--output", str(tmp_path / "out2"), "--", "--record", str(tmp_path / "rec"), "--hang"]
     proc = subprocess.Popen(

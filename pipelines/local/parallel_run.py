@@ -989,6 +989,17 @@ def _partial(record: _Record) -> str:
     return f"{record.items - record.results} of {record.items} items failed: {reason}"
 
 
+def _driver_arguments(args: argparse.Namespace) -> list[str]:
+    """Flags Azure's ParallelRunStep driver puts in the entry script's ``sys.argv`` before the step's own
+    arguments (as the SDK builds them), so a script that does not use ``parse_known_args`` fails here too."""
+    flags = ["--scoring_module_name", Path(args.entry_script).name, "--error_threshold", str(args.error_threshold),
+             "--output_action", args.output_action, "--logging_level", args.logging_level,
+             "--run_invocation_timeout", f"{args.run_invocation_timeout:g}", "--run_max_try", str(args.run_max_try)]  # fmt: skip
+    if args.mini_batch_size:
+        flags += ["--mini_batch_size", str(args.mini_batch_size)]
+    return flags
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -1005,7 +1016,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.local.parallel_run",
         description="Run a ParallelRunStep entry script locally with Azure's semantics.",
-        epilog="Arguments after -- go to the entry script (its sys.argv, as ParallelRunStep arguments do).",
+        epilog="Arguments after -- go to the entry script's sys.argv, after the flags Azure's ParallelRunStep"
+        " driver adds there (--scoring_module_name, --mini_batch_size, ...): read yours with parse_known_args.",
     )
     p.add_argument("entry_script", help="the entry script (init() and run(mini_batch))")
     p.add_argument("--input", action="append", required=True, help="CSV file or folder (repeatable)")
@@ -1064,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
         output_action=args.output_action,
         append_row_file_name=args.append_row_file_name,
         logging_level=args.logging_level,
-        arguments=tuple(entry_args),
+        arguments=tuple(_driver_arguments(args) + entry_args),
         model=args.model,
         input_kind=args.input_kind,
         headered_output=args.headered_output or "",

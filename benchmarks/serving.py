@@ -266,36 +266,38 @@ def baseline_server(env: dict[str, str], workdir: Path) -> Iterator[str]:
         "from azureml_inference_server_http.constants import DEFAULT_WORKER_COUNT as n\n"
         f"s.run('127.0.0.1', {port}, n)\n"
     )
-    with open(workdir / "baseline-server.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=workdir)  # fmt: skip
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}/", proc, workdir / "baseline-server.log")
+    log = workdir / "baseline-server.log"
+    with _served([sys.executable, "-c", code], port, log, "the baseline server", env=server_env, cwd=workdir):
         yield f"http://127.0.0.1:{port}/score"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @contextlib.contextmanager
 def bare_gunicorn(workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
     """gunicorn with ``workers`` sync workers serving benchmarks/bare_wsgi.py on 127.0.0.1: its URL and pid."""
     port = _free_port()
-    log_path = workdir / "bare-gunicorn.log"
     cmd = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
            "--no-control-socket", BARE_APP]  # fmt: skip
+    with _served(cmd, port, workdir / "bare-gunicorn.log", "bare gunicorn", cwd=PROJECT_ROOT) as proc:
+        yield f"http://127.0.0.1:{port}/score", proc.pid
+
+
+@contextlib.contextmanager
+def _served(
+    cmd: list[str],
+    port: int,
+    log_path: Path,
+    what: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+) -> Iterator[subprocess.Popen]:
+    """A server started in its own session, healthy on 127.0.0.1:port, stopped with its whole group after."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
         )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/", proc, log_path, what="bare gunicorn")
-        yield f"http://127.0.0.1:{port}/score", proc.pid
+        _wait_healthy(f"http://127.0.0.1:{port}/", proc, log_path, what=what)
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -306,9 +308,7 @@ def bare_gunicorn(workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
             proc.wait()
 
 
-def _wait_healthy(
-    url: str, proc: subprocess.Popen, log: Path, timeout: float = 180, what: str = "the baseline server"
-) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -481,9 +481,9 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
             " on average (Little's law), more than the target allows any request.",
             "",
         ]
+    budget = cost * (1 / TARGETS["ceiling_share"] - 1)  # ms per request the target leaves beside run()
     if proj.get("cpu"):
         cpu = proj["cpu"]
-        budget = cost * (1 / TARGETS["ceiling_share"] - 1)
         lines += [
             f"Where the CPU went during the project's `-c {report['concurrency']}` run, per request: the deployment's"
             f" processes {cpu['server_ms']:.2f} ms, ab {cpu['ab_ms']:.2f} ms, the whole machine {cpu['busy_ms']:.2f}"
@@ -497,8 +497,7 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         ]
     if res.get("floor"):
         floor = res["floor"]
-        stack_ms = int(m["nproc"]) * 1000 / floor["rps"]
-        bound = cost / (cost + stack_ms)
+        stack_ms, bound = _cap(floor, int(m["nproc"]), cost)
         server = (
             f" (the deployment's processes {floor['cpu']['server_ms']:.2f} ms)" if floor.get("cpu") else ""
         )
@@ -512,10 +511,8 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         ]
     if res.get("bare"):
         bare = res["bare"]
-        bare_ms = int(m["nproc"]) * 1000 / bare["rps"]
-        bound = cost / (cost + bare_ms)
+        bare_ms, bound = _cap(bare, int(m["nproc"]), cost)
         server = f" (gunicorn's processes {bare['cpu']['server_ms']:.2f} ms)" if bare.get("cpu") else ""
-        needed = cost * (1 / TARGETS["ceiling_share"] - 1)
         lines += [
             f"gunicorn floor, same run: the same gunicorn with the same {res['workers']} sync workers serving"
             f" benchmarks/bare_wsgi.py (no Flask, no inference server, no key check: it reads the body and answers"
@@ -524,7 +521,7 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
             f" alone. Under gunicorn, whatever runs inside it, the share of the ceiling could be at most"
             f" {cost:.2f} / ({cost:.2f} + {bare_ms:.2f}) = {bound:.0%}"
             + (
-                f": the {TARGETS['ceiling_share']:.0%} target needs the whole stack within {needed:.2f} ms per"
+                f": the {TARGETS['ceiling_share']:.0%} target needs the whole stack within {budget:.2f} ms per"
                 " request, less than gunicorn alone costs here."
                 if bound < TARGETS["ceiling_share"]
                 else "."
@@ -545,6 +542,13 @@ def _model_block(kind: str, res: dict[str, Any], m: dict[str, str], report: dict
         )
     lines += ["", f"![latency and throughput by concurrency, model {kind}]({res['plot']})", ""]
     return lines
+
+
+def _cap(level: dict[str, Any], cores: int, cost_ms: float) -> tuple[float, float]:
+    """What a stack alone (a do-nothing server measured at ``level``) costs per request of the cores, and the
+    largest share of the ceiling a ``run()`` of ``cost_ms`` could reach on it, were costs additive."""
+    stack_ms = cores * 1000 / level["rps"]
+    return stack_ms, cost_ms / (cost_ms + stack_ms)
 
 
 def write_section(path: Path, section: str) -> None:

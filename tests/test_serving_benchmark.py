@@ -98,14 +98,18 @@ def _model_result(
     }
 
 
-def test_report_names_the_pipelines_estimator_and_says_when_p99_cannot_be_met() -> None:
-    report = {
+def _report(**models: dict) -> dict:
+    """A report as benchmarks.serving builds it, for 2 cores, with these models' results."""
+    return {
         "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
         "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
         "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
-        "calls": 2000, "workers": 2,
-        "models": {"raw": _model_result(1.2, 760.0), "automl": _model_result(19.0, 98.0, "extra_tree")},
+        "calls": 2000, "workers": 2, "models": models,
     }  # fmt: skip
+
+
+def test_report_names_the_pipelines_estimator_and_says_when_p99_cannot_be_met() -> None:
+    report = _report(raw=_model_result(1.2, 760.0), automl=_model_result(19.0, 98.0, "extra_tree"))
     text = render_section(report)
     raw, automl = text.split("### Model `raw`")[1].split("### Model `automl`")
     assert "best estimator this run: extra_tree" in automl
@@ -131,13 +135,9 @@ def test_unknown_model_kind_is_a_usage_error(capsys) -> None:
 
 
 def test_report_bounds_the_share_of_the_ceiling_by_gunicorn_alone() -> None:
-    report = {
-        "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
-        "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
-        "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
-        "calls": 2000, "workers": 2,
-        "models": {"raw": _model_result(1.2, 760.0, bare_rps=4000.0), "automl": _model_result(19.0, 98.0, "x", 4000.0)},
-    }  # fmt: skip
+    report = _report(
+        raw=_model_result(1.2, 760.0, bare_rps=4000.0), automl=_model_result(19.0, 98.0, "x", 4000.0)
+    )
     raw, automl = render_section(report).split("### Model `raw`")[1].split("### Model `automl`")
     # 2 cores / 4000 req/s = 0.50 ms per request for ab, the kernel and gunicorn: 1.2 / 1.7 = 71% at most
     assert "answers 4000 req/s (p99 4.0 ms, 0 non-2xx), i.e. 0.50 ms of the 2 cores per request" in raw
@@ -186,12 +186,7 @@ def test_report_shows_both_cpu_measurements_and_divides_by_their_mean() -> None:
     result = _model_result(1.0, 700.0)
     result["project_cost"].update(cpu_ms=1.1, cpu_ms_after=1.3)
     result["ceiling_rps"] = 2 / 0.0012
-    report = {
-        "machine": {"nproc": "2", "cpu": "x", "ram": "1 GiB", "os": "Linux", "python": "3.11"},
-        "date": "2026-11-26 09:00 UTC", "command": "python -m benchmarks.serving", "load_before": "0 0 0",
-        "load_after": "1 1 1", "trees": 300, "requests": 5000, "concurrency": 8, "sweep_requests": 1000,
-        "calls": 2000, "workers": 2, "models": {"raw": result},
-    }  # fmt: skip
+    report = _report(raw=result)
     text = render_section(report)
     assert "mean CPU time: 1.10 ms before the loads and 1.30 ms after them" in text
     assert "Ceiling = 2 cores / 1.20 ms = 1667 req/s." in text

@@ -495,3 +495,18 @@ def test_a_reused_step_keeps_its_metrics(tmp_path: Path) -> None:
     second = engine.run_plan(engine.RunRequest(plan, "fit", "fit-exp"))
     assert first["metrics"] == {"r2": 0.7}
     assert second["steps"][0]["reused"] is True and second["metrics"] == {"r2": 0.7}
+
+
+def test_an_upload_path_already_in_the_source_directory_is_never_moved(tmp_path: Path) -> None:
+    from azureml.pipeline.core import PipelineData
+    from azureml.pipeline.steps import PythonScriptStep
+
+    (tmp_path / "write.py").write_text("print('hi')\n")
+    (tmp_path / "model_out").mkdir()
+    (tmp_path / "model_out" / "keep.txt").write_text("the user's")
+    model = PipelineData("model", output_mode="upload", output_path_on_compute="model_out")
+    step = PythonScriptStep(name="write", script_name="write.py", source_directory=str(tmp_path), outputs=[model],
+                            compute_target="c", allow_reuse=False)  # fmt: skip
+    record = engine.run_plan(engine.RunRequest(adapter.read_steps([step]), "upload", "upload-exp"))
+    assert record["status"] == "Failed" and "already in the source directory" in record["error"]["message"]
+    assert (tmp_path / "model_out" / "keep.txt").read_text() == "the user's"

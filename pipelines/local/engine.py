@@ -247,6 +247,13 @@ class LocalRun:
     def _dispatch(self, step: StepPlan, outputs: dict[str, Path], log_path: Path, mlflow_run_id: str) -> None:
         env = self._step_env(mlflow_run_id)
         if isinstance(step, ScriptStepPlan):
+            for name, source in step.upload_sources.items():
+                if not Path(source).is_absolute() and (step.source_directory / source).exists():
+                    raise StepFailed(
+                        step.name, 2,
+                        f"output {name!r} is uploaded from {source}, which is already in the source directory: the"
+                        " local engine runs the script there and would move it into the output; rename one",
+                    )  # fmt: skip
             copies = self._downloaded_inputs(step)
             names = list(step.variables)
             env.update(

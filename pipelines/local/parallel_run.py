@@ -582,9 +582,8 @@ class _Engine:
             log = (
                 self.report_dir / "logs" / "user" / "stdout" / str(worker.node) / f"{worker.name}.stderr.txt"
             )
-            if any(
-                r.tries for r in self.records
-            ):  # a replacement worker, mid-job: the job fails, with its report
+            # a replacement worker, mid-job: the job fails, with its report
+            if any(r.tries for r in self.records):
                 raise _Abort(
                     f"init() failed in a replacement worker: {message['error']} (traceback in {log})"
                 )

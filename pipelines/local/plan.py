@@ -117,9 +117,6 @@ class Plan:
     parameters: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, DatasetSource] = field(default_factory=dict)
 
-    def producers(self) -> dict[str, str]:
-        return {out: step.name for step in self.steps for out in step.outputs}
-
 
 class PlanError(ValueError):
     """The steps cannot be turned into a runnable plan (e.g. a cycle or a missing producer)."""

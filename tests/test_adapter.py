@@ -510,3 +510,13 @@ def test_an_upload_path_already_in_the_source_directory_is_never_moved(tmp_path:
     record = engine.run_plan(engine.RunRequest(adapter.read_steps([step]), "upload", "upload-exp"))
     assert record["status"] == "Failed" and "already in the source directory" in record["error"]["message"]
     assert (tmp_path / "model_out" / "keep.txt").read_text() == "the user's"
+
+
+def test_an_unsupported_input_kind_is_named_with_what_to_use_instead() -> None:
+    class DataReference:  # stands for any SDK data object the local engine cannot bind
+        pass
+
+    with pytest.raises(
+        adapter.PlanError, match="type DataReference is not supported locally .* use a Dataset input"
+    ):
+        adapter._data_name(DataReference(), adapter.Plan(steps=[]))

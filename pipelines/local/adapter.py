@@ -271,7 +271,10 @@ def _data_name(item: Any, plan: Plan) -> str:
     bound = getattr(item, "bind_object", None) or getattr(item, "_bind_object", None)
     if bound is not None:
         return _data_name(bound, plan)
-    raise PlanError(f"unsupported step input/output type {type(item).__name__}")
+    raise PlanError(
+        f"a step input or output of type {type(item).__name__} is not supported locally (DataPath, DataReference and"
+        " PipelineData.as_dataset() are not): use a Dataset input or a PipelineData / OutputFileDatasetConfig"
+    )
 
 
 def _add_dataset(plan: Plan, name: str, dataset: Any, mode: str, param: str | None = None) -> None:

@@ -717,3 +717,23 @@ def test_each_input_is_partitioned_on_its_own(tmp_path: Path) -> None:
     result = run(tmp_path, script(tmp_path, body), [first, second], partition_keys=("season",))
     assert result.succeeded and result.mini_batches == 3  # season 1 of a.csv and of b.csv stay apart
     assert result.output_file.read_text().splitlines() == ["1", "2", "3"]
+
+
+def test_numbers_are_spelled_the_same_whichever_path_writes_the_rows() -> None:
+    import io
+
+    from pipelines.local.prs_worker import _write_frame_rows
+
+    def written(frame: pd.DataFrame) -> list[str]:
+        out = io.BytesIO()
+        _write_frame_rows(frame, out)
+        return out.getvalue().decode().splitlines()
+
+    values = [770.0, 6299.5, 1e-7, 0.00001, float("nan")]
+    plain = written(pd.DataFrame({"p": values, "s": ["a", "b", "c", "d", "e"]}))  # pyarrow writes these rows
+    spaced = written(
+        pd.DataFrame({"p": values, "s": ["a b", "b", "c", "d", "e"]})
+    )  # "a b" needs pandas' quoting
+    assert [line.split(" ")[0] for line in plain] == ["770", "6299.5", "1e-7", "0.00001", ""]
+    assert [line.split(" ")[0] for line in spaced] == [line.split(" ")[0] for line in plain]
+    assert spaced[0] == '770 "a b"'

@@ -233,10 +233,27 @@ def _write_frame_rows(frame: Any, out: Any) -> None:
     except (pa.ArrowException, TypeError, ValueError):
         table = None
     if table is None or any(_needs_pandas(col) for col in table.columns):
-        out.write(frame.to_csv(sep=" ", header=False, index=False).encode("utf-8"))
+        out.write(_floats_as_pyarrow_text(frame).to_csv(sep=" ", header=False, index=False).encode("utf-8"))
         return
     options = pacsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
     pacsv.write_csv(table, out, write_options=options)
+
+
+def _floats_as_pyarrow_text(frame: Any) -> Any:
+    """``frame`` with its float columns as the text pyarrow's writer gives them (``770``, ``1e-7``; pandas would
+    write ``770.0``, ``1e-07``), so one output file spells a number the same way whichever path wrote its rows."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = frame
+    for i, dtype in enumerate(frame.dtypes):
+        if pd.api.types.is_float_dtype(dtype):
+            if out is frame:
+                out = frame.copy()
+            text = pc.cast(pa.array(frame.iloc[:, i], from_pandas=True), pa.string())
+            out.isetitem(i, pd.Series(text.to_pylist(), index=frame.index, dtype=object))
+    return out
 
 
 def _needs_pandas(column: Any) -> bool:

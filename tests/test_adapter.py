@@ -372,10 +372,8 @@ def test_a_downloaded_dataset_is_the_steps_own_copy(tmp_path: Path) -> None:
     assert record["status"] == "Completed", record["error"]
     folder = runs.run_folder(record["run_id"])
     assert "got ['notes.tmp', 'raw.csv']" in (folder / "logs" / "tidy.log").read_text()
-    assert sorted(p.name for p in data.iterdir()) == [
-        "notes.tmp",
-        "raw.csv",
-    ]  # the user's folder is untouched
+    # the user's folder is untouched
+    assert sorted(p.name for p in data.iterdir()) == ["notes.tmp", "raw.csv"]
     assert not (folder / "inputs" / "tidy").exists()  # the copy is gone with the step
 
 

@@ -393,7 +393,7 @@ class _Engine:
                 )
             # as on Azure, each input (dataset) is partitioned on its own
             self.partitions = [
-                read_partitions(_input_files([path], "tabular")[1], options.partition_keys) for path in inputs
+                read_partitions(_files_of(path, self.files), options.partition_keys) for path in inputs
             ]
             batches: Any = []
         else:
@@ -929,6 +929,12 @@ def _input_files(inputs: list[Path], kind: str) -> tuple[str, list[Path]]:
                 hint="use --input-kind file to pass file paths to run()",
             )
     return kind, files
+
+
+def _files_of(source: Path, files: list[Path]) -> list[Path]:
+    """Those of ``files`` (from ``_input_files``) that the input ``source``, a file or a folder, gave."""
+    source = source.resolve()
+    return [f for f in files if f == source or source in f.parents]
 
 
 def _hidden(relative: Path) -> bool:

@@ -246,13 +246,34 @@ def _floats_as_pyarrow_text(frame: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    def as_text(column: Any) -> Any:
+        text = pc.cast(pa.array(column, from_pandas=True), pa.string())
+        return pd.Series(text.to_pylist(), index=column.index, dtype=object)
+
+    return _text_columns(frame, pd.api.types.is_float_dtype, as_text)
+
+
+def _objects_as_text(frame: Any) -> Any:
+    """``frame`` with its object columns as text (missing values kept missing)."""
+    import pandas as pd
+
+    def missing(value: Any) -> bool:
+        return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+    return _text_columns(
+        frame, pd.api.types.is_object_dtype, lambda column: column.map(lambda v: v if missing(v) else str(v))
+    )
+
+
+def _text_columns(frame: Any, selected: Any, as_text: Any) -> Any:
+    """``frame`` with each column whose dtype ``selected`` accepts replaced by ``as_text(column)``; a copy only
+    if there is one."""
     out = frame
     for i, dtype in enumerate(frame.dtypes):
-        if pd.api.types.is_float_dtype(dtype):
+        if selected(dtype):
             if out is frame:
                 out = frame.copy()
-            text = pc.cast(pa.array(frame.iloc[:, i], from_pandas=True), pa.string())
-            out.isetitem(i, pd.Series(text.to_pylist(), index=frame.index, dtype=object))
+            out.isetitem(i, as_text(frame.iloc[:, i]))
     return out
 
 
@@ -286,24 +307,6 @@ def _write_parquet_part(frame: Any, path: Path) -> None:
         path.with_name(path.name + ".error").write_text(f"mini-batch {path.stem}: {_one_line(exc)}\n")
         return
     os.replace(tmp, path)
-
-
-def _missing(value: Any) -> bool:
-    import pandas as pd
-
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
-
-
-def _objects_as_text(frame: Any) -> Any:
-    """``frame`` with its object columns as text (missing values kept missing)."""
-    import pandas as pd
-
-    out = frame.copy()
-    for i, dtype in enumerate(out.dtypes):
-        if pd.api.types.is_object_dtype(dtype):
-            column = out.iloc[:, i]
-            out.isetitem(i, column.map(lambda v: v if _missing(v) else str(v)))
-    return out
 
 
 def _shutdown(module: Any) -> None:

@@ -78,7 +78,7 @@ def register_demo_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     steps_dir = str(PROJECT_ROOT / "steps")
     if steps_dir not in sys.path:  # the register step runs with steps/ as its source directory
@@ -152,7 +152,7 @@ def shared_model_home(base: Path, csv: Path, name: str = "bike-demand", n_trees:
     if not marker.is_file():
         home.mkdir(parents=True, exist_ok=True)
         with using_home(home):
-            from pipelines.local.registry import model_env
+            from pipelines.local.workspace.registry import model_env
 
             version = register_demo_model(csv, name=name, n_trees=n_trees)
             model_env(name, version)

@@ -146,7 +146,7 @@ def prepare(work: Path, rows: int, trees: int) -> tuple[dict[str, str], dict[int
         subprocess.run([sys.executable, "-c", code, str(train)], env=env, check=True, cwd=PROJECT_ROOT)
     model_env = json.loads(
         subprocess.run(
-            [sys.executable, "-c", f"import json; from pipelines.local import registry; "
+            [sys.executable, "-c", f"import json; from pipelines.local.workspace import registry; "
              f"print(json.dumps(registry.model_env({MODEL_NAME!r})))"],
             env=env, check=True, cwd=PROJECT_ROOT, capture_output=True, text=True,
         ).stdout

@@ -121,7 +121,7 @@ def prepare(root: Path) -> tuple[Path, Path, dict[str, Any]]:
     home.mkdir(parents=True)
     write_csv(data / "tiny.csv", 200, seed=0)
     os.environ["AMLOPS_HOME"], os.environ["AMLOPS_DATA_DIR"] = str(home), str(data)
-    from pipelines.local import publishing
+    from pipelines.local.workspace import publishing
     from pipelines.settings import Settings
     from tests import tiny_pipeline
 
@@ -161,7 +161,7 @@ def load_test(root: Path, runs: int, workers: int) -> dict[str, Any]:
         ids = [r[2] for r in results if r[1] == 200]
         records = svc.wait_final(ids, timeout=max(600, runs * 60 / workers))
         total = time.monotonic() - wall0
-        from pipelines.local import run_queue
+        from pipelines.local.workspace import run_queue
 
         durations = [
             (dt.datetime.fromisoformat(r["ended"]) - dt.datetime.fromisoformat(r["created"])).total_seconds()
@@ -193,7 +193,7 @@ def load_test(root: Path, runs: int, workers: int) -> dict[str, Any]:
 def fault_test(root: Path, runs: int) -> dict[str, Any]:
     """SIGKILL the service with runs running and queued and a schedule fired; restart; check the outcome."""
     home, data, published = prepare(root)
-    from pipelines.local import run_queue, schedules
+    from pipelines.local.workspace import run_queue, schedules
 
     schedule = schedules.create(
         "fault",
@@ -327,7 +327,7 @@ def section(load: dict[str, Any], fault: dict[str, Any], command: str, loads: tu
         "",
         f"Target (every run final, queued ones still run, no schedule fires twice): **{'met' if fault_ok else 'NOT met'}**. "
         "The run that was running when the service died kept running (runs live in their own session) and was "
-        "adopted by the restarted service (see the restart rule in `pipelines/local/run_queue.py`).",
+        "adopted by the restarted service (see the restart rule in `pipelines/local/workspace/run_queue.py`).",
         *[f"- not completed: {f}" for f in fault["failures"]],
         "",
     ]

@@ -14,7 +14,7 @@ registers with its default settings, FLAML's choice):
    the project's run();
 3. baseline: azureml-inference-server-http as its CLI runs it (gunicorn, default single worker; bound to
    127.0.0.1 here) serving benchmarks/baseline_score.py (inference-schema ``PandasParameterType``);
-4. project: the local deployment (``pipelines.local.deployments``: scoring/score.py, key check, N workers);
+4. project: the local deployment (``pipelines.local.serving.deployments``: scoring/score.py, key check, N workers);
 5. ``ab -c 8 -n 5000`` against each with the Bearer key, then a sweep of concurrencies for a latency plot.
 
 Prints the results and writes the ``## Real-time serving`` section of BENCHMARKS.md and the PNG plots.
@@ -564,7 +564,7 @@ def local_service(
     model: str, workers: int | None, entry_script: Path | None = None
 ) -> Iterator[tuple[Any, str]]:
     """``model`` deployed locally as SERVICE_NAME (deleted afterwards), and the service's primary key."""
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     service = deployments.deploy(
         model, None, SERVICE_NAME, workers=workers, overwrite=True, entry_script=entry_script
@@ -577,7 +577,7 @@ def local_service(
 
 def _server_pid() -> int | None:
     """The benchmark deployment's gunicorn master."""
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     return deployments.read_runtime(SERVICE_NAME).get("server_pid")
 
@@ -585,7 +585,7 @@ def _server_pid() -> int | None:
 def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Register one model kind, time its run() in-process, and load both servers with ab."""
     from benchmarks._model import raw_rows, register_demo_model
-    from pipelines.local.registry import model_env
+    from pipelines.local.workspace.registry import model_env
 
     name = f"bench-{kind}"
     estimator = None

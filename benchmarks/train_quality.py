@@ -66,7 +66,7 @@ def plain_regression(frame: pd.DataFrame, seconds: float) -> np.ndarray:
 def create_store(home: Path) -> float:
     """Seconds to create the local MLflow store (once per workspace; timed apart from the pipeline)."""
     env = {**os.environ, "AMLOPS_HOME": str(home)}
-    code = "from pipelines.local import registry; registry.ensure_experiment('bike-demand-train')"
+    code = "from pipelines.local.workspace import registry; registry.ensure_experiment('bike-demand-train')"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True, capture_output=True)
     return time.perf_counter() - started
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AMLOPS_HOME"] = str(home)
         import mlflow
 
-        from pipelines.local import registry
+        from pipelines.local.workspace import registry
 
         registry.configure_mlflow(home)
         version = summary["registration"]["version"]

@@ -46,7 +46,7 @@ if [ -n "$service" ]; then
 import sys
 sys.path.insert(0, sys.argv[2])
 from pipelines.errors import cli_main
-from pipelines.local import deployments
+from pipelines.local.serving import deployments
 
 
 @cli_main

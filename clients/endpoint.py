@@ -29,7 +29,7 @@ from pipelines.errors import UserError, cli_main
 
 def service_endpoint(name: str) -> tuple[str, str]:
     """Scoring URI and primary key of a local deployment, from its record."""
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     service = deployments.load(name)
     return service.scoring_uri, deployments.keys(name)["primary"]

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, RunCheck, exit_now, pipeline_cli
+from pipelines.cli import exit_now, pipeline_cli
+from pipelines.core.definition import PipelineDefinition, RunCheck
 from pipelines.definitions import SCORING_DIR, STEPS_DIR, environment, recurrence, run_config
 from pipelines.errors import UserError
 from pipelines.settings import Settings

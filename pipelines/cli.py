@@ -7,50 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.definition import Builder, PipelineDefinition, RunCheck, chosen_settings  # noqa: F401
 from pipelines.definitions import recurrence_dict
 from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json
 from pipelines.settings import Settings, load_settings, parse_assignments
-
-
-@dataclass
-class PipelineDefinition:
-    """A pipeline as built: SDK step objects plus what the CLI and the backends need to know."""
-
-    name: str
-    description: str
-    steps: list[Any]
-    parameters: dict[str, Any]
-    experiment_name: str
-    schedule: Any
-    settings: Settings
-    module: str  # the ``python -m`` module whose ``run`` verb executes this pipeline
-    dataset_param: str | None = None
-
-
-Builder = Callable[[Settings, str | None], PipelineDefinition]
-
-
-@dataclass(frozen=True)
-class RunCheck:
-    """What a module's ``check_run`` sees before a local run starts: settings, data header, arguments."""
-
-    settings: Settings
-    given: frozenset[str]  # settings the user chose: named with --set, or not at their default value
-    data_file: Path  # the (first) CSV file of the input data
-    columns: list[str]  # its header
-    head: Any  # its first rows (a pandas DataFrame)
-    args: argparse.Namespace
-
-
-def chosen_settings(settings: Settings, assignments: dict[str, str] | None = None) -> frozenset[str]:
-    """The settings the user chose (RunCheck.given): named in ``assignments`` or not at their default."""
-    defaults = Settings()
-    changed = {f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name)}
-    return frozenset(assignments or ()) | changed
 
 
 def exit_now(code: int) -> None:
@@ -155,7 +119,7 @@ def _run(
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None,
     check_run: Callable[[RunCheck], None] | None,
 ) -> int:
-    from pipelines.local.engine_host import EngineHost
+    from pipelines.local.runtime.engine_host import EngineHost
 
     host = EngineHost()  # imports MLflow and the engine on the other core while this builds the plan
     try:
@@ -194,7 +158,9 @@ def _run_in(
 ) -> dict[str, Any]:
     """Check the data and settings, build the pipeline and its plan, run it in ``host``; the final record."""
     from pipelines import datasets
-    from pipelines.local import adapter, engine, registry, runs
+    from pipelines.core import v1_reader
+    from pipelines.local.runtime import engine, runs
+    from pipelines.local.workspace import registry
 
     data_ref = args.data or settings.dataset
     data_path = datasets.resolve(data_ref)
@@ -210,7 +176,7 @@ def _run_in(
         columns = [str(c) for c in head.columns]
         check_run(RunCheck(settings, given, data_file, columns, head, args))
     definition = build(settings, data_ref)
-    plan = adapter.read_steps(definition.steps)
+    plan = v1_reader.read_steps(definition.steps)
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
     engine.resolve_parameters(plan, assignments)  # bad values fail here, before a run exists
     bindings = {name: data_path for name in plan.datasets}
@@ -263,7 +229,7 @@ def precheck_data(path: Path, required_columns: list[str], role: str = "label") 
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.local.runs import run_folder
+    from pipelines.local.runtime.runs import run_folder
 
     folder = run_folder(record["run_id"])
     registration = None
@@ -304,9 +270,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _show(definition: PipelineDefinition, as_json: bool) -> int:
-    from pipelines.local import adapter
+    from pipelines.core import v1_reader
 
-    plan = adapter.read_steps(definition.steps)
+    plan = v1_reader.read_steps(definition.steps)
     sdk_types = {id(s): type(s).__name__ for s in definition.steps}
     by_name = {s.name: s for s in definition.steps}
     info = {
@@ -326,8 +292,8 @@ def _show(definition: PipelineDefinition, as_json: bool) -> int:
                 "compute_target": s.compute_target,
                 "environment": getattr(s, "environment", None),
                 "allow_reuse": s.allow_reuse,
-                **({"automl": s.settings.__dict__} if isinstance(s, adapter.AutoMLStepPlan) else {}),
-                **({"parallel_run": s.options} if isinstance(s, adapter.ParallelRunStepPlan) else {}),
+                **({"automl": s.settings.__dict__} if isinstance(s, v1_reader.AutoMLStepPlan) else {}),
+                **({"parallel_run": s.options} if isinstance(s, v1_reader.ParallelRunStepPlan) else {}),
             }
             for s in plan.steps
         ],
@@ -375,7 +341,7 @@ def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
             definition, set_default=args.set_default, schedule=not args.no_schedule
         )
     else:
-        from pipelines.local import publishing
+        from pipelines.local.workspace import publishing
 
         result = publishing.publish(definition, set_default=args.set_default, schedule=not args.no_schedule)
     if args.json:
@@ -387,7 +353,7 @@ def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
 
 
 def _models(as_json: bool) -> int:
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     models = registry.list_models()
     if as_json:

@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local(args: argparse.Namespace, name: str) -> int:
-    from pipelines.local import deployments
-    from pipelines.local.registry import parse_model_ref
+    from pipelines.local.serving import deployments
+    from pipelines.local.workspace.registry import parse_model_ref
 
     if args.verb == "deploy":
         model_name, version = parse_model_ref(args.model or load_settings().model_name)
@@ -253,7 +253,7 @@ def _check_sizes(args: argparse.Namespace, target: str) -> None:
 def _azure(args: argparse.Namespace, name: str, target: str) -> int:
     from pipelines.azure import deploy as azure
     from pipelines.azure.workspace import get_workspace
-    from pipelines.local.registry import parse_model_ref
+    from pipelines.local.workspace.registry import parse_model_ref
 
     if args.verb in ("stop", "start"):
         raise UserError(f"{args.verb} applies to local services",

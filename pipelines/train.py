@@ -12,7 +12,8 @@ import math
 import os
 from typing import Any
 
-from pipelines.cli import PipelineDefinition, RunCheck, exit_now, pipeline_cli
+from pipelines.cli import exit_now, pipeline_cli
+from pipelines.core.definition import PipelineDefinition, RunCheck
 from pipelines.definitions import STEPS_DIR, dataset_input, recurrence, run_config
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -159,7 +160,7 @@ def check_run(check: RunCheck) -> None:
     """
     import pandas as pd
 
-    from pipelines.local import automl
+    from pipelines.local.runtime import automl
 
     settings = check.settings
     column = settings.time_column

@@ -21,7 +21,8 @@ import sys
 from typing import Any
 
 from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
-from pipelines.local import publishing, run_queue, runs
+from pipelines.local.runtime import runs
+from pipelines.local.workspace import publishing, run_queue
 from pipelines.settings import amlops_home, parse_assignments
 
 DEFAULT_WORKERS = 2
@@ -155,7 +156,7 @@ def _use_running_service_url() -> None:
     """Print URLs of the running service (its real port) unless AMLOPS_SERVICE_URL says otherwise."""
     import os
 
-    from pipelines.local import service
+    from pipelines.local.workspace import service
 
     if not os.environ.get("AMLOPS_SERVICE_URL"):
         info = service.read_service_info()
@@ -164,7 +165,7 @@ def _use_running_service_url() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pipelines.local import service
+    from pipelines.local.workspace import service
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}", hint="e.g. --workers 2")
@@ -176,8 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipelines.local import keys as keys_mod
-    from pipelines.local import schedules, service
+    from pipelines.local.workspace import keys as keys_mod
+    from pipelines.local.workspace import schedules, service
 
     info = service.read_service_info()
     health = None
@@ -232,7 +233,7 @@ def _get_health(url: str) -> bool:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from pipelines.local import service
+    from pipelines.local.workspace import service
 
     store = service.key_store()
     values = store.regenerate(args.regen) if args.regen else store.keys()
@@ -254,7 +255,7 @@ def _runs(args: argparse.Namespace) -> int:
     if args.limit > 0:
         found = found[: args.limit]
     if args.json:
-        from pipelines.local.service import run_view
+        from pipelines.local.workspace.service import run_view
 
         print_json([run_view(r) for r in found])
         return 0
@@ -269,7 +270,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from pipelines.local.service import run_view
+    from pipelines.local.workspace.service import run_view
 
     view = run_view(run_queue.read_run(args.run_id))
     if args.json:
@@ -323,7 +324,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _endpoints(args: argparse.Namespace) -> int:
-    from pipelines.local.service import endpoints_view
+    from pipelines.local.workspace.service import endpoints_view
 
     found = endpoints_view()
     if args.json:
@@ -348,7 +349,7 @@ def _set_default(args: argparse.Namespace) -> int:
 
 def _schedules(args: argparse.Namespace) -> int:
     from pipelines.azure import workspace as azure_workspace
-    from pipelines.local import schedules
+    from pipelines.local.workspace import schedules
 
     rec = None
     if args.action == "create":
@@ -451,7 +452,7 @@ def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
 
 
 def _print_schedule(schedule: dict[str, Any], as_json: bool, verb: str) -> int:
-    from pipelines.local import schedules
+    from pipelines.local.workspace import schedules
 
     if as_json:
         print_json(schedule)

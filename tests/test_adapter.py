@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from pipelines import batch_score, train
+from pipelines.core import v1_reader as adapter
 from pipelines.datasets import KNOWN
 from pipelines.definitions import environment
-from pipelines.local import adapter, engine, runs
+from pipelines.local.runtime import engine, runs
 from pipelines.settings import Settings
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.local import automl
+from pipelines.local.runtime import automl
 
 
 def _settings(**overrides) -> dict:

@@ -580,7 +580,7 @@ def test_publish_is_generic_over_definitions_computes_and_environments(azure, tm
     from azureml.pipeline.steps import PythonScriptStep
 
     from pipelines.azure import publish
-    from pipelines.cli import PipelineDefinition
+    from pipelines.core.definition import PipelineDefinition
     from pipelines.definitions import run_config
 
     (tmp_path / "a.py").write_text("print('a')\n")
@@ -618,7 +618,7 @@ def test_a_step_without_compute_is_bad_input(azure, tmp_path):
     from azureml.pipeline.steps import PythonScriptStep
 
     from pipelines.azure import publish
-    from pipelines.cli import PipelineDefinition
+    from pipelines.core.definition import PipelineDefinition
 
     (tmp_path / "a.py").write_text("print('a')\n")
     step = PythonScriptStep(name="lonely", script_name="a.py", source_directory=str(tmp_path))

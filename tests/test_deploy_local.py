@@ -90,7 +90,7 @@ def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A local workspace with a registered model and the two services running; the services deleted afterwards."""
     from pipelines.datasets import resolve
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     shared = PROJECT_ROOT.parent / "shared" / "data"
     if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():
@@ -133,13 +133,13 @@ def ws(workspace: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 
 def service_info(name: str = SERVICE) -> dict[str, Any]:
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     return deployments.load(name).describe()
 
 
 def keys(name: str = SERVICE) -> dict[str, str]:
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     return deployments.keys(name)
 
@@ -365,7 +365,7 @@ def test_browser_pages_from_an_allowed_origin_can_call_with_a_key(ws: dict[str, 
     assert (
         "Access-Control-Allow-Origin" not in requests.post(other, data="{}", headers=call, timeout=30).headers
     )
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     monkeypatch.setenv("AML_CORS_ORIGINS", "http://leaked.example.com")  # not the service's setting
     assert deployments.server_env(deployments.load(PROBE))["AML_CORS_ORIGINS"] == PROBE_ORIGIN
@@ -429,7 +429,7 @@ def test_update_to_a_model_that_does_not_load_changes_nothing(
     ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from benchmarks._model import register_demo_model
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     version = register_demo_model(ws["csv"], name="bike-broken", n_trees=5)
     _, model_dir = registry.materialize_model("bike-broken", version)
@@ -449,7 +449,7 @@ def test_update_to_a_model_that_does_not_load_changes_nothing(
 def test_a_dead_worker_is_replaced_and_its_ready_marker_dropped(ws: dict[str, Any]) -> None:
     import psutil
 
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     info = service_info(PROBE)
     master = psutil.Process(deployments.read_runtime(PROBE)["server_pid"])
@@ -467,7 +467,7 @@ def test_a_dead_worker_is_replaced_and_its_ready_marker_dropped(ws: dict[str, An
 
 
 def test_a_killed_server_is_restarted_by_the_supervisor(ws: dict[str, Any]) -> None:
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     info = service_info(PROBE)
     server_pid = deployments.read_runtime(PROBE)["server_pid"]
@@ -557,7 +557,7 @@ def test_stop_then_start_serves_again_on_the_same_port(
 def test_a_service_that_died_with_its_supervisor_is_started_again_but_a_stopped_one_is_not(
     ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     uri, key = service_info(PROBE)["scoring_uri"], keys(PROBE)["primary"]
     runtime = deployments.read_runtime(PROBE)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from pipelines.errors import UserError
-from pipelines.local import runs
+from pipelines.local.runtime import runs
 from tests.conftest import PROJECT_ROOT
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from pipelines import datagen
 from pipelines.errors import UserError
-from pipelines.local.parallel_run import JobResult, ParallelRunOptions, failure_summary, run_parallel
+from pipelines.local.parallel_run.job import JobResult, ParallelRunOptions, failure_summary, run_parallel
 
 PRELUDE = """
 import argparse, json, os, sys, time
@@ -615,7 +615,7 @@ def test_the_cli_passes_arguments_after_the_double_dash_unchanged_and_stops_its_
     import subprocess
     import sys
 
-    from pipelines.local.parallel_run import main
+    from pipelines.local.parallel_run.job import main
 
     body = """
     def run(mini_batch):
@@ -722,7 +722,7 @@ def test_each_input_is_partitioned_on_its_own(tmp_path: Path) -> None:
 def test_numbers_are_spelled_the_same_whichever_path_writes_the_rows() -> None:
     import io
 
-    from pipelines.local.prs_worker import _write_frame_rows
+    from pipelines.local.parallel_run.worker import _write_frame_rows
 
     def written(frame: pd.DataFrame) -> list[str]:
         out = io.BytesIO()

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import datagen
 from pipelines.errors import UserError
-from pipelines.local.mini_batches import (
+from pipelines.local.parallel_run.mini_batches import (
     MiniBatch,
     file_mini_batches,
     parse_mini_batch_size,

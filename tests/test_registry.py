@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import UserError
-from pipelines.local import registry
+from pipelines.local.workspace import registry
 
 
 def _experiment_id(home: str) -> str:
@@ -41,7 +41,7 @@ def test_sdk_model_get_model_path_finds_registered_versions(trained: tuple[Path,
     monkeypatch.setenv("AMLOPS_HOME", str(home))
     env = {**os.environ, "AMLOPS_HOME": str(home)}
     code = (
-        "from pipelines.local import registry; import os, sys;"
+        "from pipelines.local.workspace import registry; import os, sys;"
         "os.environ['AML_APP_ROOT'] = str(registry.workspace_models_root());"
         "from azureml.core.model import Model;"
         "print(Model.get_model_path('bike-demand')); print(Model.get_model_path('bike-demand', version=1))"
@@ -63,7 +63,7 @@ def test_model_input_columns_come_from_the_signature(trained: tuple[Path, dict],
 
 
 def test_keys_are_random_urlsafe_and_never_look_like_options(tmp_path: Path) -> None:
-    from pipelines.local.keys import KeyStore, _new_key
+    from pipelines.local.workspace.keys import KeyStore, _new_key
 
     keys = {_new_key() for _ in range(300)}
     assert len(keys) == 300 and not any(k.startswith("-") for k in keys)
@@ -82,7 +82,7 @@ def test_a_damaged_key_file_is_refused_with_the_fix_and_regen_repairs_it(
     tmp_path: Path, damage: bytes
 ) -> None:
     from pipelines.errors import UserError
-    from pipelines.local.keys import KeyStore
+    from pipelines.local.workspace.keys import KeyStore
 
     store = KeyStore(tmp_path / "keys.json", "python -m tool keys --regen primary")
     store.keys()

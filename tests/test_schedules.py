@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import workspace
 from pipelines.errors import UserError
-from pipelines.local import publishing, run_queue, schedules
+from pipelines.local.workspace import publishing, run_queue, schedules
 from pipelines.settings import Settings
 
 UTC = dt.UTC

@@ -36,7 +36,7 @@ def scored(
 ) -> tuple[ModuleType, dict[str, str]]:
     home = shared_model_home(tmp_path_factory.getbasetemp(), bike_csv_path)
     with using_home(home):
-        from pipelines.local.registry import model_env
+        from pipelines.local.workspace.registry import model_env
 
         env = model_env("bike-demand")
     return load_score_module(env), env

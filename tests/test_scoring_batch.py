@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks._model import using_env
 from pipelines import datagen
-from pipelines.local.parallel_run import ParallelRunOptions, main, run_parallel
+from pipelines.local.parallel_run.job import ParallelRunOptions, main, run_parallel
 from scoring import scoring
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import mlflow.lightgbm
     from mlflow.models import infer_signature
 
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     home = tmp_path_factory.mktemp("model-home")
     with using_env({"AMLOPS_HOME": str(home), **registry.mlflow_env(home)}):
@@ -56,7 +56,7 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def registered(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Use the module's workspace (with the registered model) in this test."""
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     monkeypatch.setenv("AMLOPS_HOME", str(model_home))
     registry.configure_mlflow(model_home)
@@ -68,7 +68,7 @@ def loaded(registered: Path) -> tuple[Any, scoring.ScoringConfig]:
     """The registered model loaded as init() loads it, and the config init() builds."""
     import mlflow.pyfunc
 
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     path = Path(registry.model_env(MODEL_NAME)["AZUREML_MODEL_DIR"]) / MODEL_NAME
     model = mlflow.pyfunc.load_model(str(path))

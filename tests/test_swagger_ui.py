@@ -25,7 +25,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from pipelines.datasets import resolve
-    from pipelines.local import deployments
+    from pipelines.local.serving import deployments
 
     shared = PROJECT_ROOT.parent / "shared" / "data"
     if not os.environ.get("AMLOPS_DATA_DIR") and (shared / "bike-no.csv").is_file():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines import train
-from pipelines.cli import RunCheck, chosen_settings
+from pipelines.core.definition import RunCheck, chosen_settings
 from pipelines.datasets import KNOWN
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -39,7 +39,7 @@ def test_registered_model_predicts_from_raw_columns(trained: tuple[Path, dict], 
     monkeypatch.setenv("AMLOPS_HOME", str(home))
     import mlflow
 
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     registry.configure_mlflow(home)
     model = mlflow.pyfunc.load_model("models:/bike-demand/1")

@@ -207,7 +207,7 @@ def test_status_names_are_normalized() -> None:
 # ---- the training pipeline, end to end through the service -------------------------------------------------
 def test_training_pipeline_published_and_triggered_over_http(in_service_home: Service, capsys) -> None:
     from pipelines import train
-    from pipelines.local import publishing
+    from pipelines.local.workspace import publishing
     from pipelines.settings import Settings
 
     svc = in_service_home

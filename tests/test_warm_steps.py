@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local import warm
+from pipelines.local.runtime import warm
 
 PROBE = textwrap.dedent(
     """

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.local import publishing, run_queue, runs, service
+from pipelines.local.runtime import runs
+from pipelines.local.workspace import publishing, run_queue, service
 from pipelines.settings import Settings
 
 PREFIX = "/pipelines/v1.0/PipelineRuns"
@@ -292,8 +293,8 @@ def test_openapi_and_offline_swagger_ui(client) -> None:
 def test_deployments_are_listed_with_their_uris_and_never_their_keys(client, key) -> None:
     from dataclasses import asdict
 
-    from pipelines.local import deployments
-    from pipelines.local.keys import KeyStore
+    from pipelines.local.serving import deployments
+    from pipelines.local.workspace.keys import KeyStore
 
     record = deployments.LocalService(
         name="bike-api", model_name="bike-demand", model_version=2, entry_script="score.py", port=45678,

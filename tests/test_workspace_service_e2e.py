@@ -106,7 +106,7 @@ def make_service(root: Path, workers: int, **extra_env: str) -> Service:
 
 def publish_tiny(svc: Service) -> dict:
     """Publish the tiny test pipeline into the service's workspace (as ``publish`` does, offline)."""
-    from pipelines.local import publishing
+    from pipelines.local.workspace import publishing
     from tests import tiny_pipeline
 
     with pytest.MonkeyPatch.context() as mp:
@@ -162,7 +162,7 @@ def test_concurrent_submissions_get_distinct_ids_and_all_complete(running_servic
 
 
 def test_sigkill_while_runs_are_queued_and_running_then_restart(tmp_path: Path, monkeypatch) -> None:
-    from pipelines.local import run_queue, schedules
+    from pipelines.local.workspace import run_queue, schedules
 
     svc = make_service(tmp_path, workers=1, AMLOPS_TINY_SLEEP="1")
     published = publish_tiny(svc)

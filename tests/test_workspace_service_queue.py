@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local import run_queue, runs
+from pipelines.local.runtime import runs
+from pipelines.local.workspace import run_queue
 
 FAKE = """#!{python}
 import json, os, sys, time

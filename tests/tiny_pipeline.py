@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.cli import PipelineDefinition, exit_now, pipeline_cli
+from pipelines.cli import exit_now, pipeline_cli
+from pipelines.core.definition import PipelineDefinition
 from pipelines.definitions import dataset_input, recurrence, run_config
 from pipelines.settings import Settings
 

@@ -17,7 +17,7 @@ Generic over ``PipelineDefinition`` (training, batch scoring, ...). In order:
    does. It targets the endpoint, so it runs the default version at fire time. Creating it never
    starts a run at once (start rule: ``pipelines.azure.schedules``).
 
-The result has the local publisher's keys (``pipelines.local.publishing``) plus Azure details.
+The result has the local publisher's keys (``pipelines.local.workspace.publishing``) plus Azure details.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def publish(
     """Publish ``definition`` as a new version of its Azure ML pipeline endpoint; returns what was done."""
     from azureml.pipeline.core import Pipeline
 
-    from pipelines.local import adapter
-    from pipelines.local.publishing import published_parameters
+    from pipelines.core import v1_reader
+    from pipelines.local.workspace.publishing import published_parameters
 
-    plan = adapter.read_steps(definition.steps)
+    plan = v1_reader.read_steps(definition.steps)
     if workspace is None:
         azure_workspace.workspace_details()  # an incomplete configuration is the first thing to hear about
     check_automl_budgets(plan)

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipelines.local.step_host import preload, stdin_from_devnull
+from pipelines.local.runtime.step_host import preload, stdin_from_devnull
 
 CONFIG_ENV = "AMLOPS_PRS_WORKER"
 EXIT_BAD_SCRIPT = 3
@@ -146,7 +146,7 @@ def _process(
     threads: int,
     with_context: bool = False,
 ) -> None:
-    from pipelines.local.mini_batches import MiniBatch, read_tabular
+    from pipelines.local.parallel_run.mini_batches import MiniBatch, read_tabular
 
     batch = MiniBatch.from_message(task)
     started = time.perf_counter()

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.local import publishing, runs
+from pipelines.local.runtime import runs
+from pipelines.local.workspace import publishing
 from pipelines.settings import PROJECT_ROOT, Settings
 
 SCHEMA = """
@@ -643,7 +644,7 @@ class RunQueue:
 
 def _prepare_tracking(experiment: str | None) -> None:
     """Create the MLflow store's tables (and ``experiment``) from the dispatcher, one at a time."""
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     registry.configure_mlflow()
     if experiment:

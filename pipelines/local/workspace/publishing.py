@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.local import runs
+from pipelines.local.runtime import runs
 from pipelines.settings import amlops_home
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8765"
@@ -90,9 +90,9 @@ def pipeline_url(pipeline_id: str) -> str:
 
 def published_parameters(definition: Any) -> dict[str, Any]:
     """The REST-assignable parameters of a pipeline as built, with their defaults."""
-    from pipelines.local import adapter
+    from pipelines.core import v1_reader
 
-    plan = adapter.read_steps(definition.steps)
+    plan = v1_reader.read_steps(definition.steps)
     params = dict(plan.parameters)
     if definition.dataset_param and definition.dataset_param in params:
         params[definition.dataset_param] = definition.settings.dataset
@@ -167,7 +167,7 @@ def publish(definition: Any, set_default: bool = False, schedule: bool = True) -
 def _attach_default_schedule(definition: Any, published: dict[str, Any]) -> dict[str, Any] | None:
     """Attach the default recurrence if the schedules module is available (see pipelines.schedules)."""
     try:
-        from pipelines.local import schedules
+        from pipelines.local.workspace import schedules
     except ImportError:
         return None
     return schedules.ensure_default_schedule(definition, published)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gc
 import json
 import os
 import selectors
@@ -53,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError, cli_main, print_json
-from pipelines.local.mini_batches import (
+from pipelines.local.parallel_run import SHIMS_DIR  # noqa: E402
+from pipelines.local.parallel_run.mini_batches import (
     MiniBatch,
     Partitions,
     file_mini_batches,
@@ -62,10 +62,9 @@ from pipelines.local.mini_batches import (
     tabular_mini_batches,
     write_partitions,
 )
-from pipelines.local.prs_worker import CONFIG_ENV
+from pipelines.local.parallel_run.worker import CONFIG_ENV
+from pipelines.settings import PROJECT_ROOT  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHIMS_DIR = Path(__file__).resolve().parent / "shims"
 DEFAULT_APPEND_ROW_FILE = "parallel_run_step.txt"
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 HEADERED_FORMATS = ("", "csv", "parquet")
@@ -295,7 +294,7 @@ class _Worker:
             open(stdout_dir / f"{self.name}.stderr.txt", "wb") as err,
         ):
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.local.prs_worker"],
+                [sys.executable, "-m", "pipelines.local.parallel_run.worker"],
                 cwd=engine.source_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -435,7 +434,7 @@ class _Engine:
         env["AMLOPS_PRS_WORKING_DIR"] = str(self.source_dir)
         env["AMLOPS_PRS_LOGGING_LEVEL"] = self.options.logging_level
         if self.options.model:
-            from pipelines.local import registry
+            from pipelines.local.workspace import registry
 
             env.update(registry.mlflow_env())
         env.update({k: str(v) for k, v in self.options.environment_variables.items()})
@@ -546,7 +545,7 @@ class _Engine:
 
     def _resolve_model(self) -> dict[str, str]:
         """Lay out ``options.model`` for ``Model.get_model_path``; UserError if it is not registered."""
-        from pipelines.local import registry
+        from pipelines.local.workspace import registry
 
         assert self.options.model
         name, version = registry.parse_model_ref(self.options.model)
@@ -959,7 +958,7 @@ def _check_output_folders(output: Path, report: Path, inputs: list[Path]) -> Non
 
 def _preload_modules(entry_script: Path) -> list[str]:
     """Libraries the entry script imports, for its workers to import while the model is laid out."""
-    from pipelines.local.warm import enabled, preload_modules
+    from pipelines.local.runtime.warm import enabled, preload_modules
 
     return (preload_modules(entry_script) or []) if enabled() else []
 
@@ -1106,9 +1105,3 @@ def main(argv: list[str] | None = None) -> int:
         where = result.output_file or result.output_dir
         print(f"{result.message}; output: {where}; report: {result.report_dir / 'logs'}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    gc.freeze()  # a quick exit after MLflow was loaded: no final walk over all its objects
-    sys.exit(code)

@@ -36,8 +36,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import UserError
-from pipelines.local import deployments, publishing, run_queue, runs, schedules
-from pipelines.local.keys import KeyStore
+from pipelines.local.runtime import runs
+from pipelines.local.serving import deployments
+from pipelines.local.workspace import publishing, run_queue, schedules
+from pipelines.local.workspace.keys import KeyStore
 from pipelines.settings import amlops_home
 
 API_PREFIX = "/pipelines/v1.0/PipelineRuns"

@@ -47,7 +47,7 @@ from typing import Any
 
 from pipelines.definitions import zone_info
 from pipelines.errors import UserError
-from pipelines.local import publishing, run_queue
+from pipelines.local.workspace import publishing, run_queue
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (

@@ -11,7 +11,7 @@ One folder per service, ``AMLOPS_HOME/deployments/<name>/``:
 - ``workers/<pid>`` the model each running worker has loaded (for a model update's worker replacement);
 - ``model-check.log`` the output of the last model that failed to load in ``update --model``.
 
-Processes: a small supervisor (``python -m pipelines.local.deployments supervise <folder>``, detached)
+Processes: a small supervisor (``python -m pipelines.local.serving.deployments supervise <folder>``, detached)
 runs gunicorn bound to 127.0.0.1 with N sync workers, each loading the inference server's Flask app
 wrapped by the key-auth middleware (key_auth.py) and the scoring script with its ``init()``. gunicorn
 replaces a worker that dies; the supervisor restarts gunicorn if it dies, and gives up (state Failed)
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.local.keys import KeyStore
+from pipelines.local.workspace.keys import KeyStore
 from pipelines.settings import PROJECT_ROOT, amlops_home
 
 DEFAULT_ENTRY_SCRIPT = PROJECT_ROOT / "scoring" / "score.py"
@@ -175,7 +175,7 @@ def deploy(
     Overwriting a service keeps its port unless another is given. ``progress`` is told when the
     server starts.
     """
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     validate_name(name)
     folder = service_dir(name)
@@ -281,7 +281,7 @@ def _launch(service: LocalService) -> None:
     _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0, "desired": "running"})
     with open(folder / "supervisor.log", "a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.local.deployments", "supervise", str(folder)],
+            [sys.executable, "-m", "pipelines.local.serving.deployments", "supervise", str(folder)],
             cwd=PROJECT_ROOT,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
             stdin=subprocess.DEVNULL,
@@ -387,7 +387,7 @@ def model_settings(service: LocalService) -> dict[str, str]:
 def _switch_model(
     service: LocalService, model_name: str, version: int | None, timeout: float
 ) -> LocalService:
-    from pipelines.local import registry
+    from pipelines.local.workspace import registry
 
     model = registry.get_model(model_name, version)
     env = registry.model_env(model.name, model.version)
@@ -558,7 +558,7 @@ def server_command(service: LocalService) -> list[str]:
         "--error-logfile", "-",
         "--log-level", "info",
         "--no-control-socket",  # gunicorn's default socket path is shared by every instance
-        "pipelines.local.key_auth:from_environment()",
+        "pipelines.local.serving.key_auth:from_environment()",
     ]  # fmt: skip
 
 
@@ -779,7 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     """``supervise <folder>``: the entry point of a service's supervisor process."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "supervise":
-        print("usage: python -m pipelines.local.deployments supervise <service folder>", file=sys.stderr)
+        print(
+            "usage: python -m pipelines.local.serving.deployments supervise <service folder>", file=sys.stderr
+        )
         return 2
     return supervise(Path(args[1]))
 

@@ -1,7 +1,7 @@
 """The local pipeline engine: runs a Plan (from the SDK adapter) step by step on this machine.
 
 PythonScriptSteps run as subprocesses in their source directory with PipelineParameters resolved
-and data passed as folder paths; the AutoML step runs on FLAML (pipelines.local.automl); a
+and data passed as folder paths; the AutoML step runs on FLAML (pipelines.local.runtime.automl); a
 ParallelRunStep runs on the local ParallelRunStep engine. Every run gets a folder (runs.py) and an
 MLflow parent run with a child run per step in the local SQLite store.
 """
@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipelines.errors import UserError
-from pipelines.local import registry, runs, warm
-from pipelines.local.plan import (
+from pipelines.core.plan import (
     AutoMLStepPlan,
     DataRef,
     ParallelRunStepPlan,
@@ -32,9 +30,11 @@ from pipelines.local.plan import (
     ScriptStepPlan,
     StepPlan,
 )
+from pipelines.errors import UserError
+from pipelines.local.parallel_run import SHIMS_DIR  # noqa: E402
+from pipelines.local.runtime import runs, warm
+from pipelines.local.workspace import registry
 from pipelines.settings import PROJECT_ROOT, amlops_home
-
-SHIMS_DIR = Path(__file__).resolve().parent / "shims"
 
 
 class StepFailed(Exception):
@@ -272,7 +272,7 @@ class LocalRun:
         elif isinstance(step, AutoMLStepPlan):
             settings = json.dumps(step.settings.__dict__, default=str)
             argv = [
-                sys.executable, "-m", "pipelines.local.automl",
+                sys.executable, "-m", "pipelines.local.runtime.automl",
                 "--settings", settings,
                 "--training-data", str(self._path_of(step.training_data)),
                 "--model-out", str(outputs[step.model_output]),
@@ -287,7 +287,7 @@ class LocalRun:
     def _parallel_run(
         self, step: ParallelRunStepPlan, outputs: dict[str, Path], env: dict, log_path: Path
     ) -> None:
-        from pipelines.local import parallel_run
+        from pipelines.local.parallel_run import job as parallel_run
 
         data_inputs = [i for i in step.inputs if i in step.input_kinds]
         if len(data_inputs) != 1 or len(step.outputs) != 1:

@@ -8,7 +8,7 @@ Application Insights). The path is checked as the server routes it (``//score`` 
 CORS preflight, which carries no key, goes to the server, which answers it without calling ``run()``. The health route ``/``,
 ``/swagger.json`` (as on Azure) and the offline Swagger UI at ``/swagger-ui/`` need no key.
 
-gunicorn builds it with ``pipelines.local.key_auth:from_environment()``; the deployment folder comes from
+gunicorn builds it with ``pipelines.local.serving.key_auth:from_environment()``; the deployment folder comes from
 ``AMLOPS_DEPLOYMENT_DIR``. Keys are re-read when the key file changes, so a regenerated key works (and
 the old one stops working) on the next request; so does a change of the service's settings (``update``).
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.local.keys import KEY_NAMES, KeyStore
+from pipelines.local.workspace.keys import KEY_NAMES, KeyStore
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -467,7 +467,7 @@ def from_environment() -> KeyAuthMiddleware:
     The model is the one service.json names when the worker starts (so a worker started during a model
     update loads the new one); once it is loaded, ``workers/<pid>`` says which model this worker serves.
     """
-    from pipelines.local.deployments import LocalService, key_store, model_settings
+    from pipelines.local.serving.deployments import LocalService, key_store, model_settings
 
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
     service = LocalService(**json.loads((folder / "service.json").read_text()))

@@ -20,7 +20,7 @@ from azureml.data.output_dataset_config import (
 )
 from azureml.pipeline.core import PipelineData, PipelineParameter
 
-from pipelines.local.plan import (  # noqa: F401 - the plan types are part of this module's interface
+from pipelines.core.plan import (  # noqa: F401 - the plan types are part of this module's interface
     Arg,
     AutoMLSettings,
     AutoMLStepPlan,

@@ -35,7 +35,7 @@ class EngineHost:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.local.engine_host"],
+            [sys.executable, "-m", "pipelines.local.runtime.engine_host"],
             stdin=subprocess.PIPE,
             env=env,
             cwd=PROJECT_ROOT,
@@ -43,8 +43,8 @@ class EngineHost:
 
     def run(self, request: Any, to_stderr: bool) -> dict[str, Any]:
         from pipelines.errors import UserError
-        from pipelines.local import runs
-        from pipelines.local.engine import in_main_thread
+        from pipelines.local.runtime import runs
+        from pipelines.local.runtime.engine import in_main_thread
 
         assert self.proc.stdin is not None
         try:
@@ -106,7 +106,7 @@ def main() -> int:
     import mlflow  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
-    from pipelines.local import engine
+    from pipelines.local.runtime import engine
 
     gc.freeze()
     data = sys.stdin.buffer.read()

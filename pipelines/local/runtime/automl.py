@@ -1,6 +1,6 @@
 """The local AutoMLStep: an AutoMLConfig's settings, mapped onto FLAML.
 
-Run by the engine as ``python -m pipelines.local.automl --settings JSON --training-data DIR
+Run by the engine as ``python -m pipelines.local.runtime.automl --settings JSON --training-data DIR
 --model-out DIR --metrics-out DIR``. Writes the two AutoML TrainingOutputs: ``Model``
 (``model.pkl``, a raw-columns model, see steps/raw_model.py) and ``Metrics`` (``metrics.json``).
 

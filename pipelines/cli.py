@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.backends import targets
 from pipelines.core.definition import Builder, PipelineDefinition, RunCheck, chosen_settings  # noqa: F401
 from pipelines.definitions import recurrence_dict
 from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json
@@ -81,7 +82,7 @@ def pipeline_cli(
         "publish", help="publish the pipeline (Azure ML if a workspace is configured, else local)"
     )
     common(pub_p)
-    pub_p.add_argument("--target", choices=("auto", "local", "azure"), default="auto")
+    pub_p.add_argument("--target", choices=("auto", *targets()), default="auto")
     pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
     pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
     models_p = sub.add_parser("models", help="list registered model versions in the local registry")
@@ -329,21 +330,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
-    from pipelines.azure import workspace as azure_workspace
+    from pipelines.backends import load_backend
 
-    target = args.target
-    if target == "auto":
-        target = "azure" if azure_workspace.is_configured() else "local"
-    if target == "azure":
-        from pipelines.azure import publish as azure_publish
-
-        result = azure_publish.publish(
-            definition, set_default=args.set_default, schedule=not args.no_schedule
-        )
-    else:
-        from pipelines.local.workspace import publishing
-
-        result = publishing.publish(definition, set_default=args.set_default, schedule=not args.no_schedule)
+    result = load_backend(args.target).publish(
+        definition, set_default=args.set_default, schedule=not args.no_schedule
+    )
     if args.json:
         print_json(result)
     else:

@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """Parse the verb and its options, and run it on the local engine or on Azure."""
+    """Parse the verb and its options, and run it on the target's backend (local, ACI or AKS)."""
+    from pipelines.backends import DeployRequest, load_backend
+    from pipelines.local.workspace.registry import parse_model_ref
+
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in VERBS and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "deploy")
@@ -120,106 +123,84 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target or default_target()
     name = args.name or default_service_name()
     if args.verb == "deploy":
-        _check_sizes(args, target)
+        _check_sizes(args)
     if args.verb == "update" and args.model is None and args.app_insights is None:
         raise UserError(
             "nothing to update",
             hint="pass --model NAME[:VERSION] and/or --enable-app-insights/--disable-app-insights",
         )
-    if target == "local":
-        return _local(args, name)
-    return _azure(args, name, target)
-
-
-def _local(args: argparse.Namespace, name: str) -> int:
-    from pipelines.local.serving import deployments
-    from pipelines.local.workspace.registry import parse_model_ref
-
+    services = load_backend(target, kind="deploy").deployments()
     if args.verb == "deploy":
         model_name, version = parse_model_ref(args.model or load_settings().model_name)
-        service = deployments.deploy(
-            model_name,
-            version,
-            name,
-            workers=args.workers,
-            port=args.port,
-            entry_script=args.entry_script,
-            max_body_bytes=args.max_body_bytes,
-            app_insights=args.enable_app_insights,
-            scoring_timeout_ms=args.scoring_timeout_ms,
-            cors_origins=args.cors_origins,
-            overwrite=args.overwrite,
-            timeout=args.timeout,
+        request = DeployRequest(
+            model_name, version, name, overwrite=args.overwrite, scoring_timeout_ms=args.scoring_timeout_ms,
+            cors_origins=args.cors_origins, app_insights=args.enable_app_insights, timeout=args.timeout,
+            workers=args.workers, port=args.port, entry_script=args.entry_script, max_body_bytes=args.max_body_bytes,
+            cpu_cores=args.cpu_cores, memory_gb=args.memory_gb, max_replicas=args.max_replicas,
+            aks_cluster=args.aks_cluster, token_auth=args.token_auth,
             progress=lambda message: print(message, file=sys.stderr),
-        )
-        return _print_service(service.describe(), args.json, verb="deployed")
+        )  # fmt: skip
+        return _print_service(services.deploy(request), args.json, verb="deployed")
     if args.verb == "list":
-        rows = [s.describe() for s in deployments.list_services()]
-        if args.json:
-            print_json(rows)
-        elif not rows:
-            print("no local services; deploy one with: python -m pipelines.deploy")
-        else:
-            for r in rows:
-                print(f"{r['name']:<24} {r['state']:<13} {r['model']:<20} {r['scoring_uri']}")
-        return 0
+        return _print_list(services.list(), args.json, target)
     if args.verb == "show":
-        return _print_service(deployments.load(name).describe(), args.json)
+        return _print_service(services.show(name), args.json)
     if args.verb == "logs":
-        service = deployments.load(name)
-        log = service.folder / ("requests.log" if args.requests else "server.log")
-        if args.requests and not service.app_insights and not log.exists():
-            raise UserError("request logging is off for this service",
-                            hint=f"turn it on: python -m pipelines.deploy update --name {name} --enable-app-insights")  # fmt: skip
-        lines = deployments.tail_lines(log, args.tail)
+        out = services.logs(name, args.tail, args.requests)
         if args.json:
-            print_json({"log": str(log), "lines": lines})
+            print_json(out)
         else:
-            print("\n".join(lines))
-            print(f"(last {len(lines)} lines of {log})", file=sys.stderr)
+            print("\n".join(out["lines"]))
+            if out.get("log"):
+                print(f"(last {len(out['lines'])} lines of {out['log']})", file=sys.stderr)
         return 0
     if args.verb == "keys":
-        keys = deployments.regenerate_key(name, args.regen) if args.regen else deployments.keys(name)
-        return _print_keys(keys, args.json, args.regen)
+        return _print_keys(services.keys(name, args.regen), args.json, args.regen)
     if args.verb == "update":
-        model_name, version = parse_model_ref(args.model) if args.model else (None, None)
-        deployments.load(name)  # an unknown service is the first thing to say
-        if model_name:
-            print(f"loading {args.model} for {name}, then replacing its workers...", file=sys.stderr)
-        service = deployments.update(
-            name,
-            app_insights=args.app_insights,
-            model_name=model_name,
-            model_version=version,
-            timeout=args.timeout,
-        )
-        if args.json:
-            return _print_service(service.describe(), True)
-        if model_name:
-            print(f"{name} now serves {service.model_name}:{service.model_version}")
-        if args.app_insights is not None:
-            where = service.folder / "requests.log"
-            print(
-                f"App Insights (request log) {'enabled: ' + str(where) if args.app_insights else 'disabled'}"
-            )
-        return 0
+        return _update(services, args, name, target)
     if args.verb == "stop":
-        was_running = deployments.stop(name)
-        print(f"stopped {name}" if was_running else f"{name} was not running")
+        print(f"stopped {name}" if services.stop(name) else f"{name} was not running")
         return 0
     if args.verb == "start":
         print(f"starting {name}...", file=sys.stderr)
-        return _print_service(
-            deployments.start(name, timeout=args.timeout).describe(), args.json, verb="started"
-        )
+        return _print_service(services.start(name, args.timeout), args.json, verb="started")
     if args.verb == "delete":
-        deployments.delete(name)
+        services.delete(name)
         print(f"deleted {name}")
         return 0
     raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
 
 
-def _check_sizes(args: argparse.Namespace, target: str) -> None:
+def _update(services: Any, args: argparse.Namespace, name: str, target: str) -> int:
+    from pipelines.local.workspace.registry import parse_model_ref
+
+    model = parse_model_ref(args.model) if args.model else None
+    if model and target == "local":
+        print(f"loading {args.model} for {name}, then replacing its workers...", file=sys.stderr)
+    info = services.update(name, model, args.app_insights, args.timeout)
+    if args.json:
+        return _print_service(info, True)
+    if model:
+        print(f"{name} now serves {info['model']}")
+    if args.app_insights is not None:
+        where = f": {info['request_log']}" if args.app_insights and info.get("request_log") else ""
+        print(f"App Insights (request log) {'enabled' if args.app_insights else 'disabled'}{where}")
+    return 0
+
+
+def _print_list(rows: list[dict[str, Any]], as_json: bool, target: str) -> int:
+    if as_json:
+        print_json(rows)
+    elif not rows and target == "local":
+        print("no local services; deploy one with: python -m pipelines.deploy")
+    for r in [] if as_json else rows:
+        print(
+            f"{r['name']:<24} {r['state']:<13} {r.get('model') or r.get('target', ''):<20} {r['scoring_uri']}"
+        )
+    return 0
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
     """Deploy options checked before anything is started or any workspace is reached."""
     if args.cors_origins:
         origins = [o.strip() for o in args.cors_origins.split(",")]
@@ -234,76 +215,10 @@ def _check_sizes(args: argparse.Namespace, target: str) -> None:
         raise UserError(
             f"--scoring-timeout-ms must be at least 1, got {args.scoring_timeout_ms}", hint="e.g. 60000"
         )
-    given = {
-        "--cpu-cores": args.cpu_cores,
-        "--memory-gb": args.memory_gb,
-        "--max-replicas": args.max_replicas,
-    }
-    for flag, value in given.items():
-        if value is None:
-            continue
-        if target == "local":
-            raise UserError(f"{flag} applies to ACI and AKS", hint="locally, size the service with --workers")
-        if flag == "--max-replicas" and target != "aks":
-            raise UserError("--max-replicas applies to AKS", hint="ACI runs one container; use --target aks")
-        if value <= 0:
+    for flag, value in (("--cpu-cores", args.cpu_cores), ("--memory-gb", args.memory_gb),
+                        ("--max-replicas", args.max_replicas)):  # fmt: skip
+        if value is not None and value <= 0:
             raise UserError(f"{flag} must be positive, got {value:g}", hint="e.g. 1")
-
-
-def _azure(args: argparse.Namespace, name: str, target: str) -> int:
-    from pipelines.azure import deploy as azure
-    from pipelines.azure.workspace import get_workspace
-    from pipelines.local.workspace.registry import parse_model_ref
-
-    if args.verb in ("stop", "start"):
-        raise UserError(f"{args.verb} applies to local services",
-                        hint="on Azure, delete the service and deploy it again")  # fmt: skip
-    workspace = get_workspace()
-    if args.verb == "deploy":
-        model_name, version = parse_model_ref(args.model or load_settings().model_name)
-        print(
-            f"deploying {model_name} to {target.upper()} as {name!r} (this takes minutes)...", file=sys.stderr
-        )
-        sizes = {k: v for k, v in (("cpu_cores", args.cpu_cores), ("memory_gb", args.memory_gb),
-                                   ("max_replicas", args.max_replicas)) if v is not None}  # fmt: skip
-        service = azure.deploy(workspace, model_name, version, name, target=target, aks_cluster=args.aks_cluster,
-                               token_auth=args.token_auth, overwrite=args.overwrite,
-                               scoring_timeout_ms=args.scoring_timeout_ms, cors_origins=args.cors_origins,
-                               **sizes)  # fmt: skip
-        return _print_service(azure.describe(service), args.json, verb="deployed")
-    if args.verb == "list":
-        rows = [azure.describe(s) for s in azure.list_services(workspace)]
-        if args.json:
-            print_json(rows)
-        else:
-            for r in rows:
-                print(f"{r['name']:<24} {r['state']:<13} {r['target']:<5} {r['scoring_uri']}")
-        return 0
-    service = azure.get_service(workspace, name)
-    if args.verb == "show":
-        return _print_service(azure.describe(service), args.json)
-    if args.verb == "logs":
-        text = service.get_logs()
-        lines = str(text).splitlines()[-args.tail :]
-        print_json({"lines": lines}) if args.json else print("\n".join(lines))
-        return 0
-    if args.verb == "keys":
-        keys = azure.regenerate_key(service, args.regen) if args.regen else azure.keys(service)
-        return _print_keys(keys, args.json, args.regen)
-    if args.verb == "update":
-        if args.model:
-            model_name, version = parse_model_ref(args.model)
-            azure.update_model(workspace, service, model_name, version)
-            print(f"{name} now serves {model_name}{f':{version}' if version else ' (latest version)'}")
-        if args.app_insights is not None:
-            azure.enable_app_insights(service, bool(args.app_insights))
-            print(f"App Insights {'enabled' if args.app_insights else 'disabled'} on {name}")
-        return 0
-    if args.verb == "delete":
-        service.delete()
-        print(f"deleted {name}")
-        return 0
-    raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
 
 
 def _print_service(info: dict[str, Any], as_json: bool, verb: str = "") -> int:

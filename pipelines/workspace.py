@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
+from pipelines.backends import targets
 from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.local.runtime import runs
 from pipelines.local.workspace import publishing, run_queue
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = sched.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", choices=("auto", "local", "azure"), default="auto",
+        p.add_argument("--target", choices=("auto", *targets()), default="auto",
                        help="local workspace or Azure ML (auto: Azure if a workspace is configured)")  # fmt: skip
 
     s_list = ssub.add_parser("list", help="list schedules (next and last fire times)")
@@ -348,45 +348,43 @@ def _set_default(args: argparse.Namespace) -> int:
 
 
 def _schedules(args: argparse.Namespace) -> int:
-    from pipelines.azure import workspace as azure_workspace
-    from pipelines.local.workspace import schedules
+    from pipelines.backends import ScheduleRequest, load_backend
+    from pipelines.local.workspace import schedules as local_schedules
 
     rec = None
     if args.action == "create":
         _check_trigger(args)
-    if args.action == "create" and args.frequency:  # validated by the SDK before either backend is touched
-        rec = schedules.recurrence(
+    if args.action == "create" and args.frequency:  # validated by the SDK before any backend is touched
+        rec = local_schedules.recurrence(
             args.frequency, args.interval, start_time=args.start_time, time_zone=args.time_zone,
             hours=_ints(args.hours, "--hours"), minutes=_ints(args.minutes, "--minutes"),
             week_days=_names(args.week_days), time_of_day=args.time_of_day,
         )  # fmt: skip
-    if args.target == "azure" or (args.target == "auto" and azure_workspace.is_configured()):
-        return _azure_schedules(args, rec)
+    backend = load_backend(args.target)
+    found = backend.schedules()
     if args.action == "list":
-        found = schedules.list_schedules(include_deleted=args.all)
+        rows = found.list(include_inactive=args.all)
         if args.json:
-            print_json(found)
-        elif not found:
+            print_json(rows)
+        elif not rows and backend.name == "local":
             print("no schedules (publishing the training pipeline attaches its default schedule)")
-        for s in [] if args.json else found:
-            print(schedules.status_line(s))
+        for s in [] if args.json else rows:
+            print(found.line(s))
         return 0
     if args.action == "create":
-        if args.datastore or args.path_on_datastore or args.data_path_parameter_name:
-            raise UserError(
-                "the local workspace has no datastores, so no schedule can watch one",
-                hint="a datastore trigger needs --target azure; locally, use a recurrence (--frequency ...)",
-            )
-        out = schedules.create(
+        out = found.create(ScheduleRequest(
             args.name, rec, endpoint=args.endpoint, version=args.version, pipeline_id=args.pipeline_id,
-            experiment_name=args.experiment, parameters=parse_assignments(args.param, "--param"), description=args.description,
-        )  # fmt: skip
-        return _print_schedule(out, args.json, "created")
-    status = {"disable": "Disabled", "enable": "Active", "delete": "Deleted"}[args.action]
-    out = schedules.set_status(args.schedule, status)
-    return _print_schedule(
-        out, args.json, {"Disabled": "disabled", "Active": "enabled", "Deleted": "deleted"}[status]
-    )
+            experiment_name=args.experiment, parameters=parse_assignments(args.param, "--param"),
+            description=args.description, datastore=args.datastore, path_on_datastore=args.path_on_datastore,
+            polling_interval=args.polling_interval, data_path_parameter_name=args.data_path_parameter_name,
+        ))  # fmt: skip
+    else:
+        out = found.set_status(args.schedule, args.action)
+    if args.json:
+        print_json(out)
+    else:
+        print(found.done(args.action, out))
+    return 0
 
 
 def _check_trigger(args: argparse.Namespace) -> None:
@@ -403,63 +401,6 @@ def _check_trigger(args: argparse.Namespace) -> None:
             f"{', '.join(given)} cannot be used with {chosen}",
             hint="a schedule has a timetable or a datastore trigger",
         )
-
-
-def _azure_schedules(args: argparse.Namespace, rec: Any) -> int:
-    """The same schedule commands on Azure ML (pipelines.azure.schedules; same start rule)."""
-    from pipelines.azure import schedules as azure
-    from pipelines.azure.workspace import get_workspace
-    from pipelines.settings import load_settings
-
-    ws = get_workspace()
-    if args.action == "list":
-        found = azure.list_schedules(ws, active_only=not args.all)
-        if args.json:
-            print_json(found)
-        for s in [] if args.json else found:
-            rec_text = s["recurrence"] or {"datastore": s.get("datastore")}
-            print(f"{s['id']}  {s['name']}  {s['status']}  {rec_text}")
-        return 0
-    if args.action == "create":
-        endpoint_id = None
-        if args.endpoint:
-            if args.version is not None:
-                raise UserError(
-                    "--version is local only", hint="on Azure, schedule that version's --pipeline-id instead"
-                )
-            from azureml.pipeline.core import PipelineEndpoint
-
-            endpoint_id = PipelineEndpoint.get(workspace=ws, name=args.endpoint).id
-        schedule = azure.create(
-            ws, args.name, experiment_name=args.experiment or load_settings().experiment_name,
-            pipeline_id=args.pipeline_id, pipeline_endpoint_id=endpoint_id, recurrence=rec,
-            datastore=args.datastore, path_on_datastore=args.path_on_datastore,
-            polling_interval=args.polling_interval or 5, data_path_parameter_name=args.data_path_parameter_name,
-            pipeline_parameters=parse_assignments(args.param, "--param") or None, description=args.description or None,
-        )  # fmt: skip
-        out = azure.describe(schedule)
-    else:
-        out = {"disable": azure.disable, "enable": azure.enable, "delete": azure.delete}[args.action](
-            ws, args.schedule
-        )
-    if args.json:
-        print_json(out)
-    else:
-        print(f"{args.action}: Azure schedule {out['id']} ({out['name']}) is {out['status']}")
-        if out.get("note"):
-            print(out["note"])
-    return 0
-
-
-def _print_schedule(schedule: dict[str, Any], as_json: bool, verb: str) -> int:
-    from pipelines.local.workspace import schedules
-
-    if as_json:
-        print_json(schedule)
-    else:
-        print(f"{verb} schedule {schedule['id']}")
-        print(schedules.status_line(schedule))
-    return 0
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:

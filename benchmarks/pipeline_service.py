@@ -125,7 +125,7 @@ def prepare(root: Path) -> tuple[Path, Path, dict[str, Any]]:
     from pipelines.settings import Settings
     from tests import tiny_pipeline
 
-    return home, data, publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")), schedule=False)
+    return home, data, publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -131,7 +131,7 @@ def tiny_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     write_csv(data / "tiny.csv", 60, seed=1)
     monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
     definition = tiny_pipeline.build(Settings(dataset="tiny"))
-    return publishing.publish(definition, schedule=False)
+    return publishing.publish(definition)
 
 
 def test_missed_fire_times_are_coalesced_into_one_run(tiny_endpoint: dict) -> None:
@@ -214,15 +214,19 @@ def test_schedule_parameters_are_checked_when_created(tiny_endpoint: dict) -> No
 def test_publish_attaches_one_default_schedule_and_keeps_it_on_republish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pipelines.backends.local import LocalBackend
     from tests import tiny_pipeline
 
-    first_pub = publishing.publish(tiny_pipeline.build(Settings()))
-    second = publishing.publish(tiny_pipeline.build(Settings()))
+    def publish(definition):  # what `publish --target local` does: a new version, then the default schedule
+        return LocalBackend().publish(definition, set_default=False, schedule=True)
+
+    first_pub = publish(tiny_pipeline.build(Settings()))
+    second = publish(tiny_pipeline.build(Settings()))
     assert first_pub["schedule"]["action"] == "created" and second["schedule"]["action"] == "kept"
     assert first_pub["schedule"]["id"] == second["schedule"]["id"]
     assert any(line.startswith("schedule: ") for line in second["lines"])
     schedules.set_status(second["schedule"]["id"], "Disabled")
-    third = publishing.publish(tiny_pipeline.build(Settings(schedule_hours="5")))
+    third = publish(tiny_pipeline.build(Settings(schedule_hours="5")))
     assert third["schedule"]["action"] == "updated" and third["schedule"]["status"] == "Disabled"
     (only,) = schedules.list_schedules()
     assert only["recurrence"]["hours"] == [5] and only["is_default"]

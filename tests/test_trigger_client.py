@@ -218,7 +218,7 @@ def test_training_pipeline_published_and_triggered_over_http(in_service_home: Se
         cutoff_date="2011-06-01",
         model_name="tiny-demand",
     )
-    published = publishing.publish(train.build(settings), schedule=False)
+    published = publishing.publish(train.build(settings))
     url = published["endpoint_url"].replace(publishing.service_url(), svc.url)
     code = trigger_pipeline.main([
         url, "--key", svc.key(), "--experiment", "train-over-http", "--param", "model_name=tiny-demand-http",

@@ -23,7 +23,7 @@ def publish_on_tiny_data(build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     data = tmp_path / "data"
     write_csv(data / "tiny.csv", 40, seed=2)
     monkeypatch.setenv("AMLOPS_DATA_DIR", str(data))
-    return publishing.publish(build(Settings(dataset="tiny")), schedule=False)
+    return publishing.publish(build(Settings(dataset="tiny")))
 
 
 @pytest.fixture
@@ -242,7 +242,7 @@ def test_dataset_reference_by_name_binds_the_dataset(client, published, key) -> 
 def test_default_version_decides_what_the_endpoint_url_runs(client, published, key) -> None:
     from tests import tiny_pipeline
 
-    second = publishing.publish(tiny_pipeline.build(Settings(dataset="tiny", label="cnt2")), schedule=False)
+    second = publishing.publish(tiny_pipeline.build(Settings(dataset="tiny", label="cnt2")))
     r = post(client, endpoint_path(published), {"ExperimentName": "e"}, key)
     assert r.json()["PipelineEndpointVersion"] == "0"  # Azure numbers an endpoint's versions from 0
     publishing.set_default_version(published["endpoint_id"], 1)

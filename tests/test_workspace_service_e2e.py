@@ -112,7 +112,7 @@ def publish_tiny(svc: Service) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AMLOPS_HOME", str(svc.home))
         mp.setenv("AMLOPS_DATA_DIR", str(svc.data))
-        return publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")), schedule=False)
+        return publishing.publish(tiny_pipeline.build(Settings(dataset="tiny")))
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,13 @@ class LocalBackend:
     name = "local"
 
     def publish(self, definition: Any, *, set_default: bool, schedule: bool) -> dict[str, Any]:
-        from pipelines.local.workspace import publishing
+        from pipelines.local.workspace import publishing, schedules
 
-        return publishing.publish(definition, set_default=set_default, schedule=schedule)
+        result = publishing.publish(definition, set_default=set_default)
+        if schedule and definition.schedule is not None:
+            result["schedule"] = schedules.ensure_default_schedule(definition, result)
+            result["lines"] = publishing.publish_lines(result)
+        return result
 
     def schedules(self) -> LocalSchedules:
         return LocalSchedules()

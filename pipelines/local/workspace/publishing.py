@@ -13,67 +13,14 @@ import json
 import os
 import sqlite3
 import uuid
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
-from pipelines.settings import amlops_home
+from pipelines.local.workspace.db import connect, db_path  # noqa: F401 - db_path is part of this interface
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8765"
 FIRST_VERSION = 0  # an endpoint's first version, as on Azure
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS published_pipelines (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    module TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    parameters TEXT NOT NULL,
-    dataset_param TEXT,
-    status TEXT NOT NULL DEFAULT 'Active',
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pipeline_endpoints (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    default_version INTEGER NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS endpoint_versions (
-    endpoint_id TEXT NOT NULL REFERENCES pipeline_endpoints(id),
-    version INTEGER NOT NULL,
-    pipeline_id TEXT NOT NULL REFERENCES published_pipelines(id),
-    created TEXT NOT NULL,
-    PRIMARY KEY (endpoint_id, version)
-);
-"""
-
-
-def db_path() -> Path:
-    return amlops_home() / "workspace.db"
-
-
-@contextmanager
-def connect():
-    """A connection to the workspace database (schema created on first use), committed on success."""
-    conn = sqlite3.connect(db_path(), timeout=30, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.close()
 
 
 def service_url() -> str:
@@ -99,8 +46,10 @@ def published_parameters(definition: Any) -> dict[str, Any]:
     return params
 
 
-def publish(definition: Any, set_default: bool = False, schedule: bool = True) -> dict[str, Any]:
-    """Publish ``definition`` locally as a new endpoint version; returns what was published and how to call it."""
+def publish(definition: Any, set_default: bool = False) -> dict[str, Any]:
+    """Publish ``definition`` locally as a new endpoint version; returns what was published and how to call it.
+
+    The local backend (``pipelines.backends.local``) attaches the default schedule after this."""
     module = definition.module
     pipeline_id = str(uuid.uuid4())
     params = published_parameters(definition)
@@ -158,19 +107,8 @@ def publish(definition: Any, set_default: bool = False, schedule: bool = True) -
         "pipeline_url": pipeline_url(pipeline_id),
         "parameters": params,
     }
-    if schedule and definition.schedule is not None:
-        result["schedule"] = _attach_default_schedule(definition, result)
     result["lines"] = publish_lines(result)
     return result
-
-
-def _attach_default_schedule(definition: Any, published: dict[str, Any]) -> dict[str, Any] | None:
-    """Attach the default recurrence if the schedules module is available (see pipelines.schedules)."""
-    try:
-        from pipelines.local.workspace import schedules
-    except ImportError:
-        return None
-    return schedules.ensure_default_schedule(definition, published)
 
 
 def publish_lines(result: dict[str, Any]) -> list[str]:

@@ -30,65 +30,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
-from pipelines.local.workspace import publishing
+from pipelines.local.workspace.db import connect
 from pipelines.settings import PROJECT_ROOT, Settings
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS run_queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    module TEXT NOT NULL,
-    args TEXT NOT NULL,
-    state TEXT NOT NULL,
-    pid INTEGER,
-    pid_created REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    submitted TEXT NOT NULL,
-    started TEXT,
-    ended TEXT,
-    reason TEXT,
-    stub TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS run_queue_state ON run_queue (state, seq);
-"""
 
 ACTIVE = ("Starting", "Running")
 DRIVER_LOG = "driver.log"
-_schema_ready: set[str] = set()
-_schema_lock = threading.Lock()
-
-
-def ensure_schema(schema: str) -> None:
-    """Create ``schema``'s tables in the workspace database once per process (idempotent)."""
-    key = f"{publishing.db_path()}::{hash(schema)}"
-    with _schema_lock:
-        if key in _schema_ready:
-            return
-        with publishing.connect():  # the publishing tables (and the file) first
-            pass
-        conn = sqlite3.connect(publishing.db_path(), timeout=30)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.executescript(schema)
-        finally:
-            conn.close()
-        _schema_ready.add(key)
-
-
-@contextmanager
-def connect() -> Iterator[sqlite3.Connection]:
-    """A write transaction on the workspace database with the queue table present."""
-    ensure_schema(SCHEMA)
-    with publishing.connect() as conn:
-        yield conn
 
 
 # ---- submissions ---------------------------------------------------------------------------------
@@ -247,7 +199,6 @@ def submit(sub: Submission) -> dict[str, Any]:
 
 
 def _insert(sub: Submission, conn: sqlite3.Connection) -> dict[str, Any]:
-    ensure_schema(SCHEMA)
     submitted = runs.now()
     for _ in range(20):
         run_id = runs.new_run_id(sub.record["pipeline"])

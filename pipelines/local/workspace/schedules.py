@@ -48,33 +48,7 @@ from typing import Any
 from pipelines.definitions import zone_info
 from pipelines.errors import UserError
 from pipelines.local.workspace import publishing, run_queue
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    endpoint_id TEXT,
-    pipeline_id TEXT,
-    experiment_name TEXT,
-    parameters TEXT NOT NULL DEFAULT '{}',
-    recurrence TEXT NOT NULL,
-    status TEXT NOT NULL,
-    is_default INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL,
-    next_due TEXT,
-    last_due TEXT,
-    last_run_id TEXT
-);
-CREATE TABLE IF NOT EXISTS schedule_fires (
-    schedule_id TEXT NOT NULL,
-    due_time TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    fired_at TEXT NOT NULL,
-    missed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (schedule_id, due_time)
-);
-"""
+from pipelines.local.workspace.db import connect
 
 FREQUENCIES = ("Minute", "Hour", "Day", "Week", "Month")
 WEEK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -284,12 +258,6 @@ def next_fire(rec: Any, after: dt.datetime) -> dt.datetime:
 
 
 # ---- persistence ---------------------------------------------------------------------------------
-def connect():
-    """A write transaction on the workspace database with the schedule and queue tables present."""
-    run_queue.ensure_schema(SCHEMA)
-    return run_queue.connect()
-
-
 def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="seconds")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import defaults
 from pipelines.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,15 +47,15 @@ class Settings:
     vm_size: str = "STANDARD_DS3_V2"
     max_nodes: int = 2
     # batch scoring
-    mini_batch_size: str = "1MB"
+    mini_batch_size: str = defaults.PRS_TABULAR_MINI_BATCH_SIZE
     key_columns: str = "instant,date"  # input columns copied next to each prediction
     batch_experiment_name: str = "bike-demand-batch"
     batch_compute_name: str = "cpu-cluster"
     node_count: int = 1
     process_count_per_node: int = 2
-    error_threshold: int = 10
-    run_invocation_timeout: int = 60
-    run_max_try: int = 3
+    error_threshold: int = defaults.PRS_ERROR_THRESHOLD
+    run_invocation_timeout: int = defaults.PRS_RUN_INVOCATION_TIMEOUT
+    run_max_try: int = defaults.PRS_RUN_MAX_TRY
     # schedule (Azure's ScheduleRecurrence vocabulary)
     schedule_frequency: str = "Week"
     schedule_interval: int = 1

@@ -21,10 +21,7 @@ def _module_name(path: Path) -> str:
 def project_imports() -> dict[str, set[str]]:
     """Every project module and the project modules it imports, at any depth in its code."""
     modules = {
-        _module_name(p): p
-        for pkg in PACKAGES
-        for p in (ROOT / pkg).rglob("*.py")
-        if "shims" not in p.parts
+        _module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "shims" not in p.parts
     }
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -83,7 +80,9 @@ def test_every_backend_in_the_table_implements_the_protocol() -> None:
         backend = load_backend(target)
         assert callable(backend.publish)
         for protocol, part in ((Schedules, backend.schedules()), (Deployments, backend.deployments())):
-            missing = [m for m in vars(protocol) if not m.startswith("_") and not callable(getattr(part, m, None))]
+            missing = [
+                m for m in vars(protocol) if not m.startswith("_") and not callable(getattr(part, m, None))
+            ]
             assert not missing, f"{target}: {type(part).__name__} lacks {missing}"
 
 

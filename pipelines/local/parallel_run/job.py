@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import defaults
 from pipelines.errors import UserError, cli_main, print_json
 from pipelines.local.parallel_run import SHIMS_DIR  # noqa: E402
 from pipelines.local.parallel_run.mini_batches import (
@@ -86,11 +87,11 @@ class ParallelRunOptions:
     entry_script: str
     source_directory: str | None = None
     mini_batch_size: str | int | None = None  # None: 1MB (tabular) or 10 files
-    error_threshold: int = 10
+    error_threshold: int = defaults.PRS_ERROR_THRESHOLD
     allowed_failed_count: int | None = None
     allowed_failed_percent: float | None = None
-    run_max_try: int = 3
-    run_invocation_timeout: float = 60
+    run_max_try: int = defaults.PRS_RUN_MAX_TRY
+    run_invocation_timeout: float = defaults.PRS_RUN_INVOCATION_TIMEOUT
     node_count: int = 1
     process_count_per_node: int | None = None  # None: one per core, as Azure does on CPU nodes
     output_action: str = "append_row"
@@ -1033,13 +1034,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition-keys", help="comma-separated columns: one mini-batch per distinct value (CSV input)"
     )
     p.add_argument(
-        "--error-threshold", type=int, default=10, help="failed items allowed; -1 ignores (default 10)"
+        "--error-threshold",
+        type=int,
+        default=defaults.PRS_ERROR_THRESHOLD,
+        help=f"failed items allowed; -1 ignores (default {defaults.PRS_ERROR_THRESHOLD})",
     )
     p.add_argument("--allowed-failed-count", type=int, help="failed mini-batches allowed; -1 ignores")
     p.add_argument("--allowed-failed-percent", type=float, help="percent of failed mini-batches allowed")
-    p.add_argument("--run-max-try", type=int, default=3, help="tries per mini-batch (default 3)")
     p.add_argument(
-        "--run-invocation-timeout", type=float, default=60, help="seconds per run() call (default 60)"
+        "--run-max-try",
+        type=int,
+        default=defaults.PRS_RUN_MAX_TRY,
+        help=f"tries per mini-batch (default {defaults.PRS_RUN_MAX_TRY})",
+    )
+    p.add_argument(
+        "--run-invocation-timeout",
+        type=float,
+        default=defaults.PRS_RUN_INVOCATION_TIMEOUT,
+        help=f"seconds per run() call (default {defaults.PRS_RUN_INVOCATION_TIMEOUT})",
     )
     p.add_argument("--node-count", type=int, default=1, help="simulated nodes (default 1)")
     p.add_argument("--process-count-per-node", type=int, help="workers per node (default: cores)")

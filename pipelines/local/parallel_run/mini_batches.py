@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.core import defaults
 from pipelines.errors import UserError
 
 SIZE_PATTERN = re.compile(r"^\d+([kKmMgG][bB])*$")  # the SDK's own rule (ParallelRunConfig)
 UNITS = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
 DEFAULT_TABULAR_SIZE = 1024**2  # 1MB
-DEFAULT_FILE_COUNT = 10
+DEFAULT_FILE_COUNT = defaults.PRS_FILE_MINI_BATCH_SIZE
 _SCAN_BLOCK = 4096
 
 

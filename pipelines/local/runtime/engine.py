@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipelines.core import defaults
+from pipelines.core.params import ParameterTypeError, coerce, type_phrase
 from pipelines.core.plan import (
     AutoMLStepPlan,
     DataRef,
@@ -75,30 +77,13 @@ def resolve_parameters(plan: Plan, assignments: dict[str, Any]) -> dict[str, Any
 
 
 def _coerce_like(name: str, default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "false"):
-            return str(value).lower() == "true"
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif isinstance(default, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    elif isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value)
-    raise UserError(
-        f"parameter {name!r} expects {'an' if type(default).__name__[0] in 'aeiou' else 'a'}"
-        f" {type(default).__name__}, got {value!r}",
-        hint=f"the default is {default!r}",
-    )
+    try:
+        return coerce(default, value)
+    except ParameterTypeError:
+        raise UserError(
+            f"parameter {name!r} expects {type_phrase(default)}, got {value!r}",
+            hint=f"the default is {default!r}",
+        ) from None
 
 
 class LocalRun:
@@ -305,11 +290,13 @@ class LocalRun:
             mini_batch_size=str(self._resolve_args([opts["mini_batch_size"]])[0])
             if opts["mini_batch_size"]
             else None,
-            error_threshold=opts["error_threshold"] if opts["error_threshold"] is not None else 10,
+            error_threshold=opts["error_threshold"]
+            if opts["error_threshold"] is not None
+            else defaults.PRS_ERROR_THRESHOLD,
             allowed_failed_count=opts["allowed_failed_count"],
             allowed_failed_percent=opts["allowed_failed_percent"],
-            run_max_try=opts["run_max_try"] or 3,
-            run_invocation_timeout=opts["run_invocation_timeout"] or 60,
+            run_max_try=opts["run_max_try"] or defaults.PRS_RUN_MAX_TRY,
+            run_invocation_timeout=opts["run_invocation_timeout"] or defaults.PRS_RUN_INVOCATION_TIMEOUT,
             node_count=int(self._resolve_args([opts["node_count"]])[0]) if opts["node_count"] else 1,
             process_count_per_node=(
                 int(self._resolve_args([opts["process_count_per_node"]])[0])

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.params import ParameterTypeError, as_text, coerce, type_phrase
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
 from pipelines.local.workspace.db import connect
@@ -56,31 +57,13 @@ class Submission:
 
 def check_value(name: str, default: Any, value: Any) -> str:
     """``value`` as the string ``--set`` takes, if it has the type of the published ``default``."""
-    kind = type(default).__name__
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower()
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return value.strip()
-    elif isinstance(default, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str):
-            try:
-                return str(float(value))
-            except ValueError:
-                pass
-    elif isinstance(value, str):
-        return value
-    raise UserError(
-        f"parameter {name!r} expects {'an' if kind[0] in 'aeiou' else 'a'} {kind} (its default is {default!r}), got {json.dumps(value)}",
-        hint="send the value with the type of the published default",
-    )
+    try:
+        return as_text(coerce(default, value, strict_strings=True))
+    except ParameterTypeError:
+        raise UserError(
+            f"parameter {name!r} expects {type_phrase(default)} (its default is {default!r}), got {json.dumps(value)}",
+            hint="send the value with the type of the published default",
+        ) from None
 
 
 def check_dataset_ref(name: str, ref: Any) -> str:

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def settings_help() -> str:
-    defaults = Settings()
-    return "settings (--set NAME=VALUE, or AMLOPS_<NAME> in the environment):\n" + "\n".join(
-        f"  {f.name} (default {getattr(defaults, f.name)!r})" for f in fields(Settings)
+def settings_help(groups: tuple[str, ...] | None = None) -> str:
+    """The settings a pipeline uses (its ``groups``; all if None), one line each with its default."""
+    return "settings (--set NAME=VALUE, or AMLOPS_<NAME> in the environment or .env):\n" + "\n".join(
+        f"  {name} (default {default!r}): {text}" for name, default, text in Settings.describe(groups)
     )
 
 
@@ -46,6 +45,7 @@ def pipeline_cli(
     label_required: bool = True,
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None = None,
     check_run: Callable[[RunCheck], None] | None = None,
+    setting_groups: tuple[str, ...] | None = None,
 ) -> int:
     """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder.
 
@@ -53,7 +53,7 @@ def pipeline_cli(
     the data's header); ``after_run`` handles a completed run's results.
     """
     parser = argparse.ArgumentParser(
-        prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(),
+        prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(setting_groups),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -64,7 +64,7 @@ def pipeline_cli(
         )
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-    run_p = sub.add_parser("run", help="run the pipeline now on the local engine", epilog=settings_help(),
+    run_p = sub.add_parser("run", help="run the pipeline now on the local engine", epilog=settings_help(setting_groups),
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     common(run_p)
     run_p.add_argument(

@@ -22,48 +22,95 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("regression", "classification", "forecasting")
 
 
+SETTING_GROUPS = ("data", "automl", "model", "azure", "batch", "schedule")
+
+
+def setting(default: Any, group: str, help_text: str) -> Any:
+    """A Settings field with its group and one-line description (shown by each pipeline's --help)."""
+    assert group in SETTING_GROUPS, group
+    return dataclasses.field(default=default, metadata={"group": group, "help": help_text})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What the pipelines are built from. Field names are the ``--set`` names."""
+    """What the pipelines are built from. Field names are the ``--set`` names; ``describe()`` says what each is."""
 
     # data
-    dataset: str = "bike-no"
-    label: str = "cnt"
-    time_column: str = "date"  # empty: random 80/20 split (also when the default is not in the data)
-    cutoff_date: str = "2012-08-31"
+    dataset: str = setting(
+        "bike-no", "data", "the training data: a known dataset name, a CSV file or folder, or an http(s) URL"
+    )
+    label: str = setting("cnt", "data", "the column to predict")
+    time_column: str = setting(
+        "date",
+        "data",
+        "the time column: split by time at cutoff_date (empty, or absent from the data: a random 80/20 split)",
+    )
+    cutoff_date: str = setting(
+        "2012-08-31", "data", "the last day of the training period (YYYY-MM-DD); later rows are the test set"
+    )
     # AutoML
-    task: str = "regression"
-    primary_metric: str = ""  # empty: the task's default (see default_metric)
-    timeout_minutes: int = 1  # AutoML experiment_timeout_minutes (whole minutes, as the SDK takes them)
-    iterations: int = 0  # AutoML iterations (FLAML trials) cap; 0: no cap, the time budget decides
-    n_cross_validations: int = 3
-    forecast_horizon: int = 14
-    allowed_models: str = ""  # comma-separated AutoML model names; empty: all
-    blocked_models: str = ""
-    # registry / Azure
-    model_name: str = "bike-demand"
-    experiment_name: str = "bike-demand-train"
-    compute_name: str = "cpu-cluster"
-    vm_size: str = "STANDARD_DS3_V2"
-    max_nodes: int = 2
+    task: str = setting("regression", "automl", "regression, classification or forecasting")
+    primary_metric: str = setting("", "automl", "the metric AutoML optimises (empty: the task's default)")
+    timeout_minutes: int = setting(
+        1,
+        "automl",
+        "AutoML's time budget in whole minutes (experiment_timeout_minutes; Azure needs 15 or more)",
+    )
+    iterations: int = setting(
+        0, "automl", "the most trials AutoML may run (0: no cap, the time budget decides)"
+    )
+    n_cross_validations: int = setting(3, "automl", "cross-validation folds (2 or more)")
+    forecast_horizon: int = setting(14, "automl", "forecasting: how many periods ahead to predict")
+    allowed_models: str = setting("", "automl", "comma-separated AutoML model names to try (empty: all)")
+    blocked_models: str = setting("", "automl", "comma-separated AutoML model names never to try")
+    seed: int = setting(42, "automl", "the random seed of the split and the local AutoML")
+    # registry and Azure compute
+    model_name: str = setting("bike-demand", "model", "the registered model's name")
+    experiment_name: str = setting("bike-demand-train", "model", "the training runs' experiment")
+    compute_name: str = setting("cpu-cluster", "azure", "Azure: the AmlCompute cluster training runs on")
+    vm_size: str = setting("STANDARD_DS3_V2", "azure", "Azure: the cluster's VM size (when it is created)")
+    max_nodes: int = setting(2, "azure", "Azure: the cluster's maximum node count (it scales to zero)")
     # batch scoring
-    mini_batch_size: str = defaults.PRS_TABULAR_MINI_BATCH_SIZE
-    key_columns: str = "instant,date"  # input columns copied next to each prediction
-    batch_experiment_name: str = "bike-demand-batch"
-    batch_compute_name: str = "cpu-cluster"
-    node_count: int = 1
-    process_count_per_node: int = 2
-    error_threshold: int = defaults.PRS_ERROR_THRESHOLD
-    run_invocation_timeout: int = defaults.PRS_RUN_INVOCATION_TIMEOUT
-    run_max_try: int = defaults.PRS_RUN_MAX_TRY
+    mini_batch_size: str = setting(
+        defaults.PRS_TABULAR_MINI_BATCH_SIZE,
+        "batch",
+        "ParallelRunStep mini-batch size: bytes for CSV input (1MB, 512KB), files for file input",
+    )
+    key_columns: str = setting("instant,date", "batch", "input columns copied next to each prediction")
+    batch_experiment_name: str = setting("bike-demand-batch", "batch", "the batch scoring runs' experiment")
+    batch_compute_name: str = setting("cpu-cluster", "batch", "Azure: the cluster batch scoring runs on")
+    node_count: int = setting(1, "batch", "ParallelRunStep node_count")
+    process_count_per_node: int = setting(2, "batch", "ParallelRunStep worker processes per node")
+    error_threshold: int = setting(
+        defaults.PRS_ERROR_THRESHOLD,
+        "batch",
+        "failed rows allowed before the job aborts (-1: ignore failures)",
+    )
+    run_invocation_timeout: int = setting(
+        defaults.PRS_RUN_INVOCATION_TIMEOUT, "batch", "seconds one run() call may take"
+    )
+    run_max_try: int = setting(defaults.PRS_RUN_MAX_TRY, "batch", "tries per mini-batch")
     # schedule (Azure's ScheduleRecurrence vocabulary)
-    schedule_frequency: str = "Week"
-    schedule_interval: int = 1
-    schedule_week_days: str = "Monday"
-    schedule_hours: str = "3"
-    schedule_minutes: str = "0"
-    schedule_time_zone: str = "UTC"
-    seed: int = 42
+    schedule_frequency: str = setting(
+        "Week", "schedule", "the default schedule's frequency: Minute, Hour, Day, Week or Month"
+    )
+    schedule_interval: int = setting(1, "schedule", "run every N frequency units")
+    schedule_week_days: str = setting("Monday", "schedule", "comma-separated week days (Week frequency)")
+    schedule_hours: str = setting("3", "schedule", "comma-separated hours of the day (Day or Week frequency)")
+    schedule_minutes: str = setting("0", "schedule", "comma-separated minutes of the hour")
+    schedule_time_zone: str = setting(
+        "UTC", "schedule", "the schedule's time zone (an azureml TimeZone name, e.g. UTC)"
+    )
+
+    @classmethod
+    def describe(cls, groups: tuple[str, ...] | None = None) -> list[tuple[str, Any, str]]:
+        """(name, default, one-line description) of each setting, in the given groups (all if None)."""
+        defaults_ = cls()
+        return [
+            (f.name, getattr(defaults_, f.name), f.metadata["help"])
+            for f in fields(cls)
+            if groups is None or f.metadata["group"] in groups
+        ]
 
     @property
     def metric(self) -> str:
@@ -134,12 +181,12 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Settings from AMLOPS_<NAME> environment variables (and a ``.env`` file in the project root)."""
-    env = dict(_read_dotenv(PROJECT_ROOT / ".env"))
-    env.update(os.environ if environ is None else environ)
-    assignments = {
-        f.name: env[f"AMLOPS_{f.name.upper()}"] for f in fields(Settings) if f"AMLOPS_{f.name.upper()}" in env
-    }
+    """Settings from ``AMLOPS_<NAME>`` environment variables over a ``.env`` file in the project root.
+
+    pydantic-settings reads both (``.env`` with python-dotenv's rules: ``export`` prefixes, quotes and
+    inline comments); ``environ``, when given, stands in for the process environment.
+    """
+    assignments = {name: value for name, value in _read_sources(environ).items() if value is not None}
     try:
         return Settings().with_overrides(assignments)
     except UserError as exc:  # name the variable: no command line the user typed holds the bad value
@@ -157,16 +204,33 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ) from None
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key.strip()] = value.strip().strip('"').strip("'")
-    return out
+def _read_sources(environ: dict[str, str] | None) -> dict[str, str | None]:
+    """The raw ``AMLOPS_*`` text of each setting (None where unset); Settings.with_overrides checks it."""
+    from pydantic import create_model
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Source(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="AMLOPS_", env_file=PROJECT_ROOT / ".env", extra="ignore", case_sensitive=False
+        )
+
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):  # type: ignore[no-untyped-def]  # noqa: E501
+            return (
+                (init_settings, dotenv_settings) if environ is not None else (env_settings, dotenv_settings)
+            )
+
+    model = create_model(
+        "AmlopsSettings", __base__=Source, **{f.name: (str | None, None) for f in fields(Settings)}
+    )
+    given = {
+        f.name: environ[f"AMLOPS_{f.name.upper()}"]
+        for f in fields(Settings)
+        if f"AMLOPS_{f.name.upper()}" in (environ or {})
+    }
+    return model(**given).model_dump()
 
 
 def amlops_home() -> Path:

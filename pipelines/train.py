@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         build=build,
         argv=argv,
         check_run=check_run,
+        setting_groups=("data", "automl", "model", "azure", "schedule"),
     )
 
 

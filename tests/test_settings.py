@@ -61,3 +61,32 @@ def test_assignment_syntax() -> None:
         parse_assignments(["novalue"])
     with pytest.raises(UserError, match="--param expects NAME=VALUE, got 'cutoff_date'"):
         parse_assignments(["cutoff_date"], "--param")
+
+
+def test_dotenv_follows_dotenv_rules(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import settings
+
+    (tmp_path / ".env").write_text(
+        "export AMLOPS_TASK=classification\nAMLOPS_LABEL=cnt2  # the label\nAMLOPS_MODEL_NAME='m1'\n"
+    )
+    monkeypatch.setattr(settings, "PROJECT_ROOT", tmp_path)
+    s = load_settings({"AMLOPS_MODEL_NAME": "from-env"})
+    assert (s.task, s.label, s.model_name) == ("classification", "cnt2", "from-env")  # the environment wins
+
+
+def test_every_setting_has_a_group_and_a_description_and_help_lists_a_pipelines_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipelines import batch_score, train
+
+    described = Settings.describe()
+    assert len(described) == len(Settings().as_dict())
+    assert all(text and "\n" not in text for _, _, text in described)
+    for module, present, absent in (
+        (train, "timeout_minutes (default 1): AutoML's time budget", "mini_batch_size"),
+        (batch_score, "mini_batch_size (default '1MB'): ParallelRunStep mini-batch size", "timeout_minutes"),
+    ):
+        with pytest.raises(SystemExit):
+            module.main(["run", "--help"])
+        out = capsys.readouterr().out
+        assert present in out and absent not in out

@@ -2,7 +2,7 @@
 
 This is the only module that reads the SDK objects' private configuration. It is pinned to the SDK
 versions in pyproject.toml (azureml-pipeline-core/-steps 1.62.0, azureml-train-automl-client 1.62.0)
-and tested against them in tests/test_adapter.py. Nothing here constructs a ``Workspace`` or a
+and tested against them in tests/core/test_v1_reader.py. Nothing here constructs a ``Workspace`` or a
 ``Pipeline`` (both call the service).
 """
 

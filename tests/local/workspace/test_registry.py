@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.errors import UserError
 from pipelines.local.workspace import registry
+from pipelines.settings import PROJECT_ROOT
 
 
 def _experiment_id(home: str) -> str:
@@ -47,7 +48,7 @@ def test_sdk_model_get_model_path_finds_registered_versions(trained: tuple[Path,
         "print(Model.get_model_path('bike-demand')); print(Model.get_model_path('bike-demand', version=1))"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+                          cwd=PROJECT_ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     latest, first = done.stdout.split()
     assert Path(first).parts[-3:] == ("bike-demand", "1", "bike-demand")

@@ -2,7 +2,7 @@
 
 The dispatcher starts ``<python> -m <module> run --run-id ID ...``; here ``<python>`` is a small fake
 that records when it ran, sleeps and writes a Completed record, so the queue logic is tested in
-seconds. Real pipeline runs through the real service are in test_workspace_service_e2e.py.
+seconds. Real pipeline runs through the real service are in test_service_e2e.py.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import pytest
 
 from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_env, using_home
 from pipelines.datagen import COLUMNS
+from pipelines.settings import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCORE_PY = PROJECT_ROOT / "scoring" / "score.py"
 RAW_COLUMNS = [c for c in COLUMNS if c not in (*LEAKING_COLUMNS, "cnt")]  # what the model takes
 

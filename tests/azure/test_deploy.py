@@ -13,8 +13,7 @@ from azureml.core.webservice import AciWebservice, AksWebservice
 from pipelines.azure import deploy as azure
 from pipelines.deploy import main as deploy_main
 from pipelines.errors import UserError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from pipelines.settings import PROJECT_ROOT
 
 
 class FakeService:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from clients import benchmark, endpoint, trigger_pipeline
+from pipelines.settings import PROJECT_ROOT
 from tests.conftest import JsonHandler
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWAGGER = {
     "definitions": {
         "ServiceInput": {

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from clients import trigger_pipeline
-from tests import test_workspace_service_e2e as e2e
 from tests.conftest import JsonHandler
-from tests.test_workspace_service_e2e import PREFIX, Service
+from tests.local.workspace import test_service_e2e as e2e
+from tests.local.workspace.test_service_e2e import PREFIX, Service
 
 running_service = e2e.running_service  # the same fixtures: a service of this module's own
 in_service_home = e2e.in_service_home

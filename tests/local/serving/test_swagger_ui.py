@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from benchmarks._model import shared_model_home, using_home
+from pipelines.settings import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "swagger-ui-test"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

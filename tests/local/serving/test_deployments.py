@@ -25,8 +25,8 @@ import requests
 
 from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, using_home
 from pipelines.deploy import main as deploy_main
+from pipelines.settings import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "bike-test"
 PROBE = "probe-test"
 PROBE_TIMEOUT_MS = 1500

@@ -1,6 +1,6 @@
 """Azure schedules offline: the start rule, the SDK's recurrence validation, time and new-data triggers.
 
-The service is faked at the SDK's boundary by ``FakeAzureML`` (see tests/test_azure_publish.py): the real
+The service is faked at the SDK's boundary by ``FakeAzureML`` (see tests/azure/test_publish.py): the real
 ``Schedule.create``/``create_for_pipeline_endpoint``/``list``/``get``/``enable``/``disable`` run and
 their REST calls are recorded.
 """
@@ -17,7 +17,7 @@ from azureml.pipeline.core.schedule import TimeZone
 
 from pipelines.azure import schedules
 from pipelines.errors import UserError
-from tests.test_azure_publish import FakeAzureML, configured_fake
+from tests.azure.test_publish import FakeAzureML, configured_fake
 
 NOW = dt.datetime(2026, 3, 10, 12, 34, 56, 500000, tzinfo=dt.UTC)
 

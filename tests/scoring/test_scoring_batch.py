@@ -17,9 +17,9 @@ import pytest
 from benchmarks._model import using_env
 from pipelines import datagen
 from pipelines.local.parallel_run.job import ParallelRunOptions, main, run_parallel
+from pipelines.settings import PROJECT_ROOT
 from scoring import scoring
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = PROJECT_ROOT / "scoring" / "scoring.py"
 FEATURES = ["season", "yr", "mnth", "weekday", "weathersit", "temp", "atemp", "hum", "windspeed"]
 MODEL_NAME = "tiny-bike"

@@ -13,6 +13,7 @@ azureml-inference-server-http under gunicorn on 127.0.0.1, behind a key check, s
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.settings import load_settings
 
-VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete")
+VERBS = ("deploy", "list", "show", "logs", "keys", "update", "invoke", "stop", "start", "delete")
 TARGETS = ("local", "aci", "aks")
 ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to load a new model (default 180)"
     )
+    p = verb(
+        "invoke", "call a service with a request file (local: key auth over HTTP; Azure: Webservice.run)"
+    )
+    p.add_argument("--request-file", type=Path, required=True, metavar="FILE",
+                   help='the JSON request body, e.g. {"data": [{...}]} (amlops endpoint call writes one)')  # fmt: skip
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     verb("stop", "stop a local service (its record, keys and logs stay)")
     p = verb("start", "start a stopped local service again")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health (default 180)")
@@ -126,9 +133,64 @@ def main(argv: list[str] | None = None) -> int:
             "nothing to update",
             hint="pass --model NAME[:VERSION] and/or --enable-app-insights/--disable-app-insights",
         )
+    if args.verb == "invoke":
+        return _invoke(args, name, target)
     if target == "local":
         return _local(args, name)
     return _azure(args, name, target)
+
+
+def _invoke(args: argparse.Namespace, name: str, target: str) -> int:
+    """POST the request file to the service; print its answer (exit 1 if the service answered an error)."""
+    import time
+
+    try:
+        body = args.request_file.read_text(encoding="utf-8")
+        json.loads(body)
+    except OSError as exc:
+        raise UserError(f"cannot read --request-file {args.request_file}: {exc.strerror}",
+                        hint="pass a JSON file, e.g. the data.json amlops endpoint call writes") from None  # fmt: skip
+    except ValueError as exc:
+        raise UserError(f"--request-file {args.request_file} is not JSON: {exc}",
+                        hint='the body is JSON, e.g. {"data": [{"col": 1}]}') from None  # fmt: skip
+    started = time.monotonic()
+    if target == "local":
+        import requests
+
+        from clients.endpoint import check_uri, service_endpoint
+
+        uri, key = service_endpoint(name)
+        check_uri(uri)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        try:
+            resp = requests.post(uri, data=body, headers=headers, timeout=args.timeout)
+        except requests.RequestException as exc:
+            raise UserError(f"cannot reach {name} at {uri}: {exc}",
+                            hint=f"is it running? amlops deploy show --name {name}") from None  # fmt: skip
+        status, text = resp.status_code, resp.text
+    else:
+        from pipelines.azure import deploy as azure
+        from pipelines.azure.workspace import get_workspace
+
+        service = azure.get_service(get_workspace(), name)
+        try:
+            status, text = 200, service.run(input_data=body)
+        except Exception as exc:  # WebserviceException: the service answered an error, or was not reachable
+            raise UserError(
+                f"{name} answered an error: {exc}", hint=f"see amlops deploy logs --name {name}"
+            ) from None
+        text = text if isinstance(text, str) else json.dumps(text)
+    seconds = time.monotonic() - started
+    try:
+        answer: Any = json.loads(text)
+    except ValueError:
+        answer = text
+    if args.json:
+        print_json({"service": name, "status": status, "seconds": round(seconds, 3), "answer": answer})
+    else:
+        print(json.dumps(answer))
+        print(f"{name}: status {status} in {seconds * 1000:.0f} ms", file=sys.stderr)
+    return 0 if status == 200 else 1
 
 
 def _local(args: argparse.Namespace, name: str) -> int:

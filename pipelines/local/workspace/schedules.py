@@ -39,15 +39,17 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines import service_logging
 from pipelines.definitions import zone_info
 from pipelines.errors import UserError
 from pipelines.local.workspace import publishing, run_queue
+
+LOG = service_logging.get("schedules")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -482,7 +484,7 @@ def fire_due(now: dt.datetime | None = None) -> list[str]:
         try:
             run_id = _fire(schedule, current)
         except UserError as exc:  # e.g. its endpoint's default version was removed: skip this due time
-            print(f"schedule {schedule['id']}: cannot fire: {exc}", file=sys.stderr, flush=True)
+            LOG.warning("schedule %s: cannot fire: %s", schedule["id"], exc)
             _skip_to_next(schedule, current)
             continue
         if run_id:
@@ -572,7 +574,7 @@ class Ticker:
             try:
                 self.tick()
             except Exception as exc:  # a broken schedule or deployment must not stop the clock
-                print(f"{self.name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                LOG.error("%s: %s: %s", self.name, type(exc).__name__, exc)
             self._stop.wait(self.seconds)
 
 

@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2, help="rows to send (default 2)")
     parser.add_argument("--offset", type=int, help="first row to send (default: the last --rows rows)")
     parser.add_argument("--out", type=Path, default=Path("data.json"), help="where to write the payload")
+    parser.add_argument("--json", action="store_true", help="print the status and answer as one JSON object")
     args = parser.parse_args(argv)
 
     uri, key = resolve_endpoint(args.service, args.uri, args.key)
@@ -198,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         answer = resp.json()
     except ValueError:
         answer = resp.text
-    print(json.dumps(answer))
+    if args.json:
+        print(json.dumps({"status": resp.status_code, "answer": answer, "payload": str(args.out.resolve())}))
+    else:
+        print(json.dumps(answer))
     print(f"payload: {args.out.resolve()}  status: {resp.status_code}", file=sys.stderr)
     if resp.status_code != 200:
         message = answer.get("message") if isinstance(answer, dict) else answer

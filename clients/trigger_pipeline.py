@@ -225,9 +225,49 @@ class NoAnswer(Unreachable):
     """Connected, but no answer within the timeout (retried while polling)."""
 
 
+RETRY_STATUSES = (429, 503)  # busy or throttled: the request was not taken, so sending it again is safe
+RETRIES = 5
+MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After is waited for only this long
+
+
+def retry_after(response: requests.Response, attempt: int) -> float:
+    """Seconds to wait before sending again: the answer's Retry-After (seconds or HTTP date), else 1, 2, 4..."""
+    import email.utils
+
+    value = (response.headers.get("Retry-After") or "").strip()
+    seconds: float | None = None
+    if value.replace(".", "", 1).isdigit():
+        seconds = float(value)
+    elif value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = None
+    if seconds is None:
+        seconds = float(2**attempt)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def _call(method: str, url: str, headers: dict[str, str], body: Any, timeout: float) -> requests.Response:
+    """One request; a 429 or 503 is sent again (up to RETRIES times) after the wait its Retry-After asks."""
+    for attempt in range(RETRIES + 1):
+        response = _send(method, url, headers, body, timeout)
+        if response.status_code not in RETRY_STATUSES or attempt == RETRIES:
+            break
+        wait_s = retry_after(response, attempt)
+        print(
+            f"{url} answered {response.status_code}; trying again in {wait_s:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(wait_s)
+    return _checked(response)
+
+
+def _send(method: str, url: str, headers: dict[str, str], body: Any, timeout: float) -> requests.Response:
     try:
-        response = requests.request(method, url, headers=headers, json=body, timeout=timeout)
+        return requests.request(method, url, headers=headers, json=body, timeout=timeout)
     except requests.ReadTimeout:
         raise NoAnswer(f"no answer from {url} within {timeout:g} s", hint="check the service") from None
     except requests.ConnectionError:  # (a connect timeout too)
@@ -241,6 +281,9 @@ def _call(method: str, url: str, headers: dict[str, str], body: Any, timeout: fl
         raise NoAnswer(
             f"no complete answer from {url} ({type(exc).__name__})", hint="check the service"
         ) from None
+
+
+def _checked(response: requests.Response) -> requests.Response:
     if response.status_code >= 500:
         raise TransientError(f"{response.status_code} {error_message(response)}")
     if response.status_code >= 400:

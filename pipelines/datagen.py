@@ -11,6 +11,7 @@ chunks (``write_csv``), so tests and benchmarks can make data of any size withou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -147,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, required=True, help="number of rows to write")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same rows)")
     parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--json", action="store_true", help="print the file written and its rows as JSON")
     args = parser.parse_args(argv)
     path = write_csv(args.out, args.rows, args.seed)
+    if args.json:
+        print(json.dumps({"path": str(path), "rows": args.rows}))
     print(f"wrote {args.rows} rows to {path}", file=sys.stderr)
     return 0
 

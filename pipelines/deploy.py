@@ -13,6 +13,7 @@ azureml-inference-server-http under gunicorn on 127.0.0.1, behind a key check, s
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.settings import load_settings
 
-VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete")
+VERBS = ("deploy", "list", "show", "logs", "keys", "update", "invoke", "stop", "start", "delete")
 TARGETS = ("local", "aci", "aks")
 ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to load a new model (default 180)"
     )
+    p = verb(
+        "invoke", "call a service with a request file (local: key auth over HTTP; Azure: Webservice.run)"
+    )
+    p.add_argument("--request-file", type=Path, required=True, metavar="FILE",
+                   help='the JSON request body, e.g. {"data": [{...}]} (amlops endpoint call writes one)')  # fmt: skip
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     verb("stop", "stop a local service (its record, keys and logs stay)")
     p = verb("start", "start a stopped local service again")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health (default 180)")
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             hint="pass --model NAME[:VERSION] and/or --enable-app-insights/--disable-app-insights",
         )
     services = load_backend(target, kind="deploy").deployments()
+    if args.verb == "invoke":
+        return _invoke(services, args, name)
     if args.verb == "deploy":
         model_name, version = parse_model_ref(args.model or load_settings().model_name)
         request = DeployRequest(
@@ -169,6 +178,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deleted {name}")
         return 0
     raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
+
+
+def _invoke(services: Any, args: argparse.Namespace, name: str) -> int:
+    """POST the request file to the service; print its answer (exit 1 if the service answered an error)."""
+    import time
+
+    try:
+        body = args.request_file.read_text(encoding="utf-8")
+        json.loads(body)
+    except OSError as exc:
+        raise UserError(f"cannot read --request-file {args.request_file}: {exc.strerror}",
+                        hint="pass a JSON file, e.g. the data.json amlops endpoint call writes") from None  # fmt: skip
+    except ValueError as exc:
+        raise UserError(f"--request-file {args.request_file} is not JSON: {exc}",
+                        hint='the body is JSON, e.g. {"data": [{"col": 1}]}') from None  # fmt: skip
+    started = time.monotonic()
+    status, text = services.invoke(name, body, args.timeout)
+    seconds = time.monotonic() - started
+    try:
+        answer: Any = json.loads(text)
+    except ValueError:
+        answer = text
+    if args.json:
+        print_json({"service": name, "status": status, "seconds": round(seconds, 3), "answer": answer})
+    else:
+        print(json.dumps(answer))
+        print(f"{name}: status {status} in {seconds * 1000:.0f} ms", file=sys.stderr)
+    return 0 if status == 200 else 1
 
 
 def _update(services: Any, args: argparse.Namespace, name: str, target: str) -> int:

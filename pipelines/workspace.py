@@ -17,6 +17,7 @@ Everything except ``serve``'s HTTP routes works without the service running (sta
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pipelines.backends import targets
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int_in_range(1), default=DEFAULT_WORKERS,
                        help=f"pipeline runs executed at once; more wait in the queue (default {DEFAULT_WORKERS})")  # fmt: skip
+    serve.add_argument("--json", action="store_true", help="print the service's URL and pid as one JSON line")
 
     status = sub.add_parser("status", help="is the service running; queue, endpoints, schedules")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -70,9 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a run's logs (all steps, or one)")
     logs.add_argument("run_id", metavar="ID")
     logs.add_argument("--step", help="one step's log ('driver': the run command's own output)")
+    logs.add_argument("--follow", "-f", action="store_true", help="stream new lines until the run ends")
+    logs.add_argument("--json", action="store_true", help="print JSON (with --follow: one object per line)")
 
     cancel = sub.add_parser("cancel", help="cancel a queued or running run (service not needed)")
     cancel.add_argument("run_id", metavar="ID")
+    cancel.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     endpoints = sub.add_parser("endpoints", help="list pipeline endpoints, versions and URLs")
     endpoints.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -80,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_default = sub.add_parser("set-default", help="make VERSION the endpoint's default version")
     set_default.add_argument("endpoint", metavar="ENDPOINT", help="endpoint name or id")
     set_default.add_argument("version", metavar="VERSION", type=int)
+    set_default.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     sched = sub.add_parser("schedules", help="list, create, disable, enable or delete local schedules",
                            description="Local schedules (fired by the running service). Creating one never "
@@ -172,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: other machines can reach it, and keys travel unencrypted (http)",
               file=sys.stderr)  # fmt: skip
-    service.serve(args.host, args.port, args.workers)
+    service.serve(args.host, args.port, args.workers, as_json=args.json)
     return 0
 
 
@@ -294,6 +300,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     run_queue.read_run(args.run_id)
+    if args.follow:  # a step's log may not exist yet
+        return _follow(args)
     folder = runs.run_folder(args.run_id)
     found = {p.stem: p for p in sorted((folder / "logs").glob("*.log"))}
     if run_queue.driver_log(args.run_id).is_file():
@@ -305,6 +313,11 @@ def _logs(args: argparse.Namespace) -> int:
                 hint="logs: " + (", ".join(found) or "none yet"),
             )
         found = {args.step: found[args.step]}
+    if args.json:
+        print_json(
+            {"run_id": args.run_id, "logs": {n: p.read_text(errors="replace") for n, p in found.items()}}
+        )
+        return 0
     if not found:
         print(f"run {args.run_id} has no logs yet")
     for name, path in found.items():
@@ -314,8 +327,34 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow(args: argparse.Namespace) -> int:
+    """Stream the run's log lines until it ends; exit 0 if it Completed, 1 if it Failed or was Canceled."""
+    from pipelines.local.workspace import log_stream
+
+    shown: list[str] = []
+
+    def emit(name: str, line: str) -> None:
+        if args.json:
+            print(json.dumps({"log": name, "line": line}), flush=True)
+            return
+        if not args.step and shown[-1:] != [name]:
+            print(f"===== {name} =====")
+            shown.append(name)
+        print(line, flush=True)
+
+    status = log_stream.follow(args.run_id, emit, args.step)
+    if args.json:
+        print(json.dumps({"run_id": args.run_id, "status": status}))
+    else:
+        print(f"run {args.run_id}: {status}")
+    return 0 if status == "Completed" else 1
+
+
 def _cancel(args: argparse.Namespace) -> int:
     status = run_queue.cancel(args.run_id)
+    if args.json:
+        print_json({"run_id": args.run_id, "status": status})
+        return 0
     if status == "Canceling":
         print(f"run {args.run_id}: cancel requested (the run stops its current step and is marked Canceled)")
     else:
@@ -343,6 +382,9 @@ def _endpoints(args: argparse.Namespace) -> int:
 
 def _set_default(args: argparse.Namespace) -> int:
     publishing.set_default_version(args.endpoint, args.version)
+    if args.json:
+        print_json({"endpoint": args.endpoint, "default_version": args.version})
+        return 0
     print(f"endpoint {args.endpoint}: default version is now {args.version}")
     return 0
 

@@ -139,6 +139,15 @@ class AzureV1Deployments:
             info["model"] = f"{model[0]}:{model[1]}" if model[1] else f"{model[0]} (latest version)"
         return info
 
+    def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
+        import json
+
+        try:
+            answer = self._service(name).run(input_data=body)
+        except Exception as exc:  # WebserviceException: the service answered an error, or was not reachable
+            raise UserError(f"{name} answered an error: {exc}", hint=f"see amlops deploy logs --name {name}") from None
+        return 200, answer if isinstance(answer, str) else json.dumps(answer)
+
     def stop(self, name: str) -> bool:
         raise UserError(
             "stop applies to local services", hint="on Azure, delete the service and deploy it again"

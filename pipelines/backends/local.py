@@ -127,6 +127,21 @@ class LocalDeployments:
         )
         return service.describe()
 
+    def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
+        import requests
+
+        from clients.endpoint import check_uri, service_endpoint
+
+        uri, key = service_endpoint(name)
+        check_uri(uri)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        try:
+            resp = requests.post(uri, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise UserError(f"cannot reach {name} at {uri}: {exc}",
+                            hint=f"is it running? amlops deploy show --name {name}") from None  # fmt: skip
+        return resp.status_code, resp.text
+
     def stop(self, name: str) -> bool:
         from pipelines.local.serving import deployments
 

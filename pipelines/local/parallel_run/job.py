@@ -545,12 +545,15 @@ class _Engine:
         self._show_progress(final=True)
 
     def _resolve_model(self) -> dict[str, str]:
-        """Lay out ``options.model`` for ``Model.get_model_path``; UserError if it is not registered."""
+        """Lay out every registered model for ``Model.get_model_path``, ``options.model`` as the default one.
+
+        UserError if ``options.model`` is not registered.
+        """
         from pipelines.local.workspace import registry
 
         assert self.options.model
         name, version = registry.parse_model_ref(self.options.model)
-        return registry.model_env(name, version)
+        return registry.every_model_env(name, version)
 
     def _start_worker(self, slot: int, generation: int, selector: selectors.BaseSelector) -> _Worker:
         worker = _Worker(slot, generation, self)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scr
     sys.path.insert(0, str(STEPS_DIR))
 
 import metrics as metric_defs  # noqa: E402
+
+from pipelines.local.runtime import automl_progress  # noqa: E402
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -109,8 +113,18 @@ def flaml_metric(primary_metric: str, task: str) -> str:
     return metric_defs.PRIMARY_METRICS[primary_metric][1]
 
 
-def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None = None) -> tuple[Any, dict]:
-    """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict)."""
+def train(
+    frame: pd.DataFrame,
+    settings: dict[str, Any],
+    log_file: Path | None = None,
+    say: Callable[[str], None] | None = None,
+    mlflow_run_id: str | None = None,
+) -> tuple[Any, dict]:
+    """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict).
+
+    With ``log_file``, each trial is passed to ``say`` as it finishes (see automl_progress) and, with
+    ``mlflow_run_id``, recorded as a child run of that run.
+    """
     import raw_model
     from flaml import AutoML
 
@@ -137,12 +151,94 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
         "seed": int(settings.get("seed", 42)),
         "verbose": 1,
         "log_file_name": str(log_file) if log_file else "",
+        "log_type": "all",
+        "mlflow_logging": False,  # trials are recorded by automl_progress, as child runs of the step
         "n_jobs": -1,
     }
     if settings.get("iterations"):
         fit_kwargs["max_iter"] = int(settings["iterations"])
     automl = AutoML()
+    watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id)
     started = time.monotonic()
+    try:
+        _fit(automl, task, x_raw, y, featurizer, settings, time_col, label, fit_kwargs)
+    finally:
+        trials = watcher.stop() if watcher else []
+    elapsed = time.monotonic() - started
+    if automl.best_estimator is None:
+        raise AutoMLSettingsError(
+            "AutoML found no model within the time budget; raise experiment_timeout_minutes"
+        )
+    found = getattr(automl, "classes_", None)
+    classes = list(found) if found is not None and len(found) else None
+    model = raw_model.RawColumnsModel(
+        featurizer=featurizer,
+        estimator=automl,
+        task=task,
+        label=label,
+        time_column=time_col,
+        classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
+        trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
+    )
+    score = _primary_score(automl.best_loss, settings["primary_metric"], y)
+    report = {
+        "primary_metric": settings["primary_metric"],
+        "best_score": score,
+        "best_estimator": automl.best_estimator,
+        "best_config": automl.best_config,
+        "best_loss_flaml": automl.best_loss,
+        "time_budget_s": budget,
+        "search_budget_s": round(search_budget, 2),
+        "ensemble": ensemble,
+        "seconds": round(elapsed, 2),
+        "trials": [
+            {"iteration": t.iteration, "model": t.estimator, "metric": t.metric, "seconds": t.seconds}
+            for t in trials
+        ],
+    }
+    if say and trials:
+        lower, _ = metric_defs.PRIMARY_METRICS[settings["primary_metric"]]
+        for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
+            say(row)
+    return model, report
+
+
+def _watch_trials(
+    log_file: Path | None,
+    primary_metric: str,
+    y: pd.Series,
+    say: Callable[[str], None] | None,
+    mlflow_run_id: str | None,
+) -> automl_progress.TrialWatcher | None:
+    """Start following FLAML's trial log (None without a log file)."""
+    if log_file is None:
+        return None
+    log_file.unlink(missing_ok=True)
+    lower, _ = metric_defs.PRIMARY_METRICS[primary_metric]
+    recorder = automl_progress.ChildRuns(mlflow_run_id, primary_metric) if mlflow_run_id else None
+    if say:
+        say(f"trials as they finish (METRIC: {primary_metric}):")
+        say(automl_progress.header())
+    return automl_progress.TrialWatcher(
+        log_file=log_file,
+        to_metric=lambda loss: _primary_score(loss, primary_metric, y),
+        lower_is_better=lower,
+        say=say or (lambda _text: None),
+        recorder=recorder,
+    ).start()
+
+
+def _fit(
+    automl: Any,
+    task: str,
+    x_raw: pd.DataFrame,
+    y: pd.Series,
+    featurizer: Any,
+    settings: dict[str, Any],
+    time_col: str | None,
+    label: str,
+    fit_kwargs: dict[str, Any],
+) -> None:
     if task == "forecasting":
         if not time_col or time_col not in x_raw.columns:
             raise AutoMLSettingsError(f"forecasting needs the time column {time_col!r} in the training data")
@@ -171,36 +267,6 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
             **eval_kwargs,
             **fit_kwargs,
         )
-    elapsed = time.monotonic() - started
-    if automl.best_estimator is None:
-        raise AutoMLSettingsError(
-            "AutoML found no model within the time budget; raise experiment_timeout_minutes"
-        )
-    found = getattr(automl, "classes_", None)
-    classes = list(found) if found is not None and len(found) else None
-    model = raw_model.RawColumnsModel(
-        featurizer=featurizer,
-        estimator=automl,
-        task=task,
-        label=label,
-        time_column=time_col,
-        classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
-        trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
-    )
-    score = _primary_score(automl.best_loss, settings["primary_metric"], y)
-    report = {
-        "primary_metric": settings["primary_metric"],
-        "best_score": score,
-        "best_estimator": automl.best_estimator,
-        "best_config": automl.best_config,
-        "best_loss_flaml": automl.best_loss,
-        "time_budget_s": budget,
-        "search_budget_s": round(search_budget, 2),
-        "ensemble": ensemble,
-        "seconds": round(elapsed, 2),
-        "trials": _trials(log_file),
-    }
-    return model, report
 
 
 def search_time(budget: float, ensemble: bool) -> float:
@@ -223,27 +289,6 @@ def _primary_score(best_loss: float, primary_metric: str, y: pd.Series) -> float
     return 1.0 - float(best_loss)
 
 
-def _trials(log_file: Path | None) -> list[dict]:
-    if not log_file or not log_file.is_file():
-        return []
-    out = []
-    for line in log_file.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "learner" in rec:
-            out.append(
-                {
-                    "iteration": rec.get("record_id"),
-                    "model": rec.get("learner"),
-                    "loss": rec.get("validation_loss"),
-                    "seconds": rec.get("wall_clock_time"),
-                }
-            )
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-data", required=True, type=Path)
     parser.add_argument("--model-out", required=True, type=Path)
     parser.add_argument("--metrics-out", required=True, type=Path)
+    parser.add_argument(
+        "--step-name", default="automl", help="prefix of the progress lines (the step's name)"
+    )
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     import cloudpickle
@@ -259,15 +307,26 @@ def main(argv: list[str] | None = None) -> int:
 
     files = sorted(args.training_data.rglob("*.csv")) if args.training_data.is_dir() else [args.training_data]
     frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    prefix = args.step_name
+
+    def say(text: str) -> None:
+        print(f"{prefix}: {text}", flush=True)
+
     print(
-        f"automl: {settings['task']} on {len(frame)} rows, metric {settings['primary_metric']}, "
+        f"{prefix}: {settings['task']} on {len(frame)} rows, metric {settings['primary_metric']}, "
         f"budget {settings.get('experiment_timeout_minutes')} min"
         + (f", at most {settings['iterations']} iterations" if settings.get("iterations") else ""),
         flush=True,
     )
     args.metrics_out.mkdir(parents=True, exist_ok=True)
     try:
-        model, report = train(frame, settings, log_file=args.metrics_out / "flaml.log")
+        model, report = train(
+            frame,
+            settings,
+            log_file=args.metrics_out / "flaml.log",
+            say=say,
+            mlflow_run_id=os.environ.get("MLFLOW_RUN_ID") or None,
+        )
     except AutoMLSettingsError as exc:
         print(f"error: {exc}", flush=True)
         return 2
@@ -278,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.log_metric(settings["primary_metric"], report["best_score"])
     mlflow.log_params({"best_estimator": report["best_estimator"], "iterations": len(report["trials"])})
     print(
-        f"automl: best {report['best_estimator']} {settings['primary_metric']}={report['best_score']:.4f} "
+        f"{prefix}: best {report['best_estimator']} {settings['primary_metric']}={report['best_score']:.4f} "
         f"after {len(report['trials'])} iterations in {report['seconds']:.1f} s",
         flush=True,
     )

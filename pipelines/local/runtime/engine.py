@@ -262,6 +262,7 @@ class LocalRun:
                 "--training-data", str(self._path_of(step.training_data)),
                 "--model-out", str(outputs[step.model_output]),
                 "--metrics-out", str(outputs[step.metrics_output]),
+                "--step-name", step.name,
             ]  # fmt: skip
             self._subprocess(step.name, argv, PROJECT_ROOT, env, log_path)
         elif isinstance(step, ParallelRunStepPlan):

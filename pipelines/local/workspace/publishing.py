@@ -24,7 +24,14 @@ FIRST_VERSION = 0  # an endpoint's first version, as on Azure
 
 
 def service_url() -> str:
-    return os.environ.get("AMLOPS_SERVICE_URL", DEFAULT_SERVICE_URL).rstrip("/")
+    """The workspace service's URL: AMLOPS_SERVICE_URL, else the running service's (its real port), else 8765."""
+    url = os.environ.get("AMLOPS_SERVICE_URL")
+    if not url:
+        from pipelines.local.workspace.service import read_service_info
+
+        info = read_service_info()
+        url = (info or {}).get("url") or DEFAULT_SERVICE_URL
+    return url.rstrip("/")
 
 
 def endpoint_url(endpoint_id: str) -> str:

@@ -193,6 +193,30 @@ def workspace_models_root() -> Path:
     return root
 
 
+def every_model_env(name: str, version: int | None = None) -> dict[str, str]:
+    """``Model.get_model_path`` finds every registered model, and ``name`` (without a version) at ``version``.
+
+    As inside an Azure ML job where all registered models are reachable. With the latest version chosen
+    this is ``workspace_models_root()``; with an older one, a root of its own where ``name`` holds only
+    that version and every other model name links to the workspace root's.
+    """
+    model = get_model(name, version)
+    root = workspace_models_root()
+    model_dir = root / "azureml-models" / model.name / str(model.version)
+    if model.version != get_model(model.name).version:
+        own = amlops_home() / "model-cache" / f"all-with-{model.name}-{model.version}"
+        (own / "azureml-models" / model.name).mkdir(parents=True, exist_ok=True)
+        for entry in (root / "azureml-models").iterdir():
+            link = own / "azureml-models" / entry.name
+            if entry.name != model.name and not link.exists():
+                link.symlink_to(entry, target_is_directory=True)
+        chosen = own / "azureml-models" / model.name / str(model.version)
+        if not chosen.exists():
+            chosen.symlink_to(model_dir, target_is_directory=True)
+        root, model_dir = own, chosen
+    return {"AML_APP_ROOT": str(root), "AZUREML_MODEL_DIR": str(model_dir)}
+
+
 def model_input_columns(name: str, version: int | None = None) -> list[str]:
     """The input column names in a registered model's MLflow signature (empty if it has none)."""
     from mlflow.models import get_model_info

@@ -34,11 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines import service_logging
 from pipelines.core.params import ParameterTypeError, as_text, coerce, type_phrase
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
 from pipelines.local.workspace.db import connect
 from pipelines.settings import PROJECT_ROOT, Settings
+
+LOG = service_logging.get("run_queue")
 
 ACTIVE = ("Starting", "Running")
 DRIVER_LOG = "driver.log"
@@ -448,7 +451,7 @@ class RunQueue:
             try:  # migrate a new MLflow store once, before runs race to do it (and before requests arrive)
                 _prepare_tracking(None)
             except Exception as exc:
-                print(f"run queue: cannot prepare the tracking store: {exc}", file=sys.stderr, flush=True)
+                LOG.error("cannot prepare the tracking store: %s", exc)
         for run_id, proc in recover():
             with self._lock:
                 self._active[run_id] = proc
@@ -476,7 +479,7 @@ class RunQueue:
             try:
                 self._dispatch()
             except Exception as exc:  # keep dispatching; a broken row must not stop the queue
-                print(f"run queue: dispatch error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                LOG.error("dispatch error: %s: %s", type(exc).__name__, exc)
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
@@ -512,9 +515,7 @@ class RunQueue:
                 _prepare_tracking(experiment)
                 self._experiments.add(experiment)
             except Exception as exc:
-                print(
-                    f"run queue: cannot create experiment {experiment!r}: {exc}", file=sys.stderr, flush=True
-                )
+                LOG.error("cannot create experiment %r: %s", experiment, exc)
         folder = runs.run_folder(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         argv = [self.python, "-m", row["module"], "run", "--run-id", run_id, *json.loads(row["args"])]
@@ -567,9 +568,7 @@ class RunQueue:
         try:
             finalize(run_id, exit_code=code)
         except Exception as exc:
-            print(
-                f"run queue: cannot settle {run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True
-            )
+            LOG.error("cannot settle %s: %s: %s", run_id, type(exc).__name__, exc)
         finally:
             with self._lock:
                 self._active.pop(run_id, None)

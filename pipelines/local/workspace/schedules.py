@@ -39,16 +39,18 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines import service_logging
 from pipelines.definitions import zone_info
 from pipelines.errors import UserError
 from pipelines.local.workspace import publishing, run_queue
 from pipelines.local.workspace.db import connect
+
+LOG = service_logging.get("schedules")
 
 FREQUENCIES = ("Minute", "Hour", "Day", "Week", "Month")
 WEEK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -450,7 +452,7 @@ def fire_due(now: dt.datetime | None = None) -> list[str]:
         try:
             run_id = _fire(schedule, current)
         except UserError as exc:  # e.g. its endpoint's default version was removed: skip this due time
-            print(f"schedule {schedule['id']}: cannot fire: {exc}", file=sys.stderr, flush=True)
+            LOG.warning("schedule %s: cannot fire: %s", schedule["id"], exc)
             _skip_to_next(schedule, current)
             continue
         if run_id:
@@ -540,7 +542,7 @@ class Ticker:
             try:
                 self.tick()
             except Exception as exc:  # a broken schedule or deployment must not stop the clock
-                print(f"{self.name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                LOG.error("%s: %s: %s", self.name, type(exc).__name__, exc)
             self._stop.wait(self.seconds)
 
 

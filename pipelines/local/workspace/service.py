@@ -18,6 +18,7 @@ import datetime as dt
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import sys
@@ -35,12 +36,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines import service_logging
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
 from pipelines.local.serving import deployments
 from pipelines.local.workspace import publishing, run_queue, schedules
 from pipelines.local.workspace.keys import KeyStore
 from pipelines.settings import amlops_home
+
+LOG = service_logging.get("service")
 
 API_PREFIX = "/pipelines/v1.0/PipelineRuns"
 MAX_BODY_BYTES = 1 << 20
@@ -532,7 +536,7 @@ def deployment_view(service: deployments.LocalService) -> dict[str, Any]:
 def revive_deployments() -> None:
     """Start again the local services that should be running (after the machine restarted, say)."""
     for name in deployments.revive_all():
-        print(f"deployments: started {name} again (it should be running)", file=sys.stderr, flush=True)
+        LOG.info("deployments: started %s again (it should be running)", name)
 
 
 def _cancel(run_id: str, app: FastAPI) -> dict[str, Any]:
@@ -623,13 +627,18 @@ def read_service_info() -> dict[str, Any] | None:
 
 
 def serve(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, workers: int = 2, tick_seconds: float = 1.0
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    workers: int = 2,
+    tick_seconds: float = 1.0,
+    as_json: bool = False,
 ) -> None:
     """Run the service in the foreground until interrupted (port 0: any free port, see ``status``)."""
     import socket
 
     import uvicorn
 
+    log_level = service_logging.configure()
     lock = acquire_lock()
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -649,15 +658,21 @@ def serve(
         os.environ["AMLOPS_SERVICE_URL"] = f"http://{host}:{port}"  # the URLs this service prints and answers
         app = create_app(workers=workers, background=True, tick_seconds=tick_seconds)
         write_service_info(host, port, workers)
+        if as_json:  # one line on stdout a script can read the URL from
+            print(
+                json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid(), "workers": workers}),
+                flush=True,
+            )
         print(
             f"workspace {amlops_home()}: serving on http://{host}:{port} with {workers} run workers"
             " (Swagger UI: /docs; key: python -m pipelines.workspace keys --primary)",
             file=sys.stderr,
             flush=True,
         )
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="info", access_log=True, timeout_graceful_shutdown=5
-        )
+        config = uvicorn.Config(  # uvicorn's loggers go through service_logging's timestamped handler
+            app, host=host, port=port, log_config=None, log_level=logging.getLevelName(log_level).lower(),
+            access_log=True, timeout_graceful_shutdown=5,
+        )  # fmt: skip
         try:
             uvicorn.Server(config).run(sockets=[sock])
         finally:

@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.backends import targets
 from pipelines.core.definition import Builder, PipelineDefinition, RunCheck, chosen_settings  # noqa: F401
 from pipelines.definitions import recurrence_dict
-from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json
+from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json, refuse_empty_options
 from pipelines.settings import Settings, load_settings, parse_assignments
 
 
@@ -91,6 +91,7 @@ def pipeline_cli(
     @cli_main
     def dispatch(args_list: list[str] | None) -> int:
         args = parser.parse_args(args_list)
+        refuse_empty_options(parser, args)
         if args.verb == "models":
             return _models(args.json)
         base = (

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
+from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json, refuse_empty_options
 from pipelines.settings import load_settings
 
 VERBS = ("deploy", "list", "show", "logs", "keys", "update", "invoke", "stop", "start", "delete")
@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in VERBS and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "deploy")
-    args = build_parser().parse_args(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    refuse_empty_options(parser, args)
     target = args.target or default_target()
-    name = args.name or default_service_name()
+    name = args.name if args.name is not None else default_service_name()
     if args.verb == "deploy":
         _check_sizes(args)
     if args.verb == "update" and args.model is None and args.app_insights is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelines.core import defaults
 from pipelines.errors import UserError
+from steps import model_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,6 +134,7 @@ class Settings:
         return new
 
     def validate(self) -> None:
+        check_model_name(self.model_name)
         if self.task not in TASKS:
             raise UserError(f"task {self.task!r} is not supported", hint="use one of " + ", ".join(TASKS))
         if self.timeout_minutes <= 0:
@@ -159,6 +161,14 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_model_name(name: Any) -> str:
+    """``name`` if it is a valid model name (steps/model_names.py has the rule), else UserError."""
+    trouble = model_names.problem(name)
+    if trouble is not None:
+        raise UserError(trouble, hint=model_names.RULE)
+    return name
 
 
 def default_metric(task: str) -> str:

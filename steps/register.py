@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import metrics as metric_defs
+import model_names
 import numpy as np
 import pandas as pd
 
@@ -75,7 +76,7 @@ def latest_version_tags(client: Any, name: str) -> tuple[str, dict[str, str]] | 
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name='{name}'")
+        versions = model_names.versions_of(client, name)
     except MlflowException:
         return None
     if not versions:
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--primary_metric", default="normalized_root_mean_squared_error")
     parser.add_argument("--result", type=Path, help="folder for registration.json")
     args, _ = parser.parse_known_args(argv)
+    trouble = model_names.problem(args.model_name)
+    if trouble is not None:  # before scoring anything: the name is checked again where MLflow would refuse it
+        print(f"register: {trouble} ({model_names.RULE})", file=sys.stderr)
+        return 2
 
     import mlflow
     from mlflow import MlflowClient

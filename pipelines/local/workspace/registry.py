@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import UserError
-from pipelines.settings import amlops_home
+from pipelines.settings import amlops_home, check_model_name
+from steps import model_names
 
 
 def tracking_uri(home: Path | None = None) -> str:
@@ -78,13 +80,15 @@ class RegisteredModel:
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
-    """``"name"`` or ``"name:3"`` -> (name, version or None)."""
-    name, _, version = ref.partition(":")
-    if not name:
-        raise UserError(f"bad model reference {ref!r}", hint="use NAME or NAME:VERSION")
+    """``"name"`` or ``"name:3"`` -> (name, version or None); UserError for a name the model rule refuses."""
+    name, colon, version = ref.partition(":")
+    if not name or (colon and not version):
+        raise UserError(f"bad model reference {model_names.shown(ref)}", hint="use NAME or NAME:VERSION")
     if version and not version.isdigit():
-        raise UserError(f"model version {version!r} is not a whole number", hint="use NAME or NAME:VERSION")
-    return name, int(version) if version else None
+        raise UserError(
+            f"model version {model_names.shown(version)} is not a whole number", hint="use NAME or NAME:VERSION"
+        )
+    return check_model_name(name), int(version) if version else None
 
 
 def get_model(name: str, version: int | None = None) -> RegisteredModel:
@@ -92,11 +96,12 @@ def get_model(name: str, version: int | None = None) -> RegisteredModel:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    check_model_name(name)
     configure_mlflow()
     client = MlflowClient()
     try:
         if version is None:
-            versions = client.search_model_versions(f"name='{name}'")
+            versions = model_names.versions_of(client, name)
             if not versions:
                 raise UserError(
                     f"no model named {name!r} is registered",
@@ -166,7 +171,9 @@ def workspace_models_root() -> Path:
 
     ``<root>/azureml-models/<name>/<version>/<name>`` links to each version's artifacts, so that with
     ``AML_APP_ROOT=<root>`` an unchanged entry script's ``Model.get_model_path(name[, version])`` finds
-    any registered model, latest version by default, as it would inside an Azure ML job.
+    any registered model, latest version by default, as it would inside an Azure ML job. A name that the
+    model name rule refuses (registered by other means: too long for a file name, or with characters
+    that are not safe in a path) is left out with a warning, so it cannot break every batch run.
     """
     from urllib.parse import unquote, urlparse
 
@@ -176,6 +183,11 @@ def workspace_models_root() -> Path:
     client = MlflowClient()
     root = amlops_home() / "model-cache" / "workspace"
     for mv in client.search_model_versions(""):
+        trouble = model_names.problem(mv.name)
+        if trouble is not None:
+            print(f"warning: version {mv.version} of a registered model is left out of batch runs: {trouble}",
+                  file=sys.stderr)  # fmt: skip
+            continue
         link = root / "azureml-models" / mv.name / str(mv.version) / mv.name
         if link.is_dir():
             continue

@@ -9,7 +9,9 @@ the required columns and an example, all built from the registered MLflow model'
 example (a sample of the training data's raw columns). Decoding is done here, not by inference-schema's
 ``PandasParameterType`` (a JSON round trip through ``pd.read_json`` that costs more than the model's
 ``predict`` and turns bad input into HTTP 500): one pass over the rows checks the columns and value
-types and builds typed columns, and bad input becomes HTTP 400 with a message naming the field.
+types and builds typed columns, and bad input becomes HTTP 400 with a message naming the field. The
+rule (types, and dates as the model learned them) is ``input_rules.py``'s, which batch scoring
+(``scoring.py``) applies to its mini-batches too.
 
 The model is found with ``Model.get_model_path(name)``; the name comes from ``AMLOPS_MODEL_NAME`` or,
 failing that, from ``AZUREML_MODEL_DIR`` (``.../azureml-models/<name>/<version>``).
@@ -22,6 +24,7 @@ import inspect
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,40 +37,28 @@ from inference_schema.parameter_types.standard_py_parameter_type import Standard
 from inference_schema.schema_decorators import input_schema, output_schema
 from inference_schema.schema_util import get_input_schema
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if (
+    _HERE not in sys.path
+):  # Azure puts the source directory on sys.path; a server or test loading the file may not
+    sys.path.append(_HERE)
+from input_rules import (  # noqa: E402 - the model's input rule, shared with batch scoring (scoring.py)
+    INT64_MAX,
+    INT64_MIN,
+    KINDS,
+    Column,
+    InputError,
+    check_frame,
+    date_checker,
+    kind_of,
+)
+
 try:  # the response class of the server Azure's images run (azureml-inference-server-http)
     from azureml_inference_server_http.api.aml_response import AMLResponse
 except ImportError:  # pragma: no cover - older images ship it as azureml.contrib.services
     from azureml.contrib.services.aml_response import AMLResponse
 
 INPUT_NAME = "data"
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-# MLflow column types -> (JSON Schema type, swagger format, numpy dtype for the decoded column)
-KINDS: dict[str, tuple[str, str | None, Any]] = {
-    "integer": ("integer", "int32", np.int64),
-    "long": ("integer", "int64", np.int64),
-    "float": ("number", "float", np.float64),
-    "double": ("number", "double", np.float64),
-    "boolean": ("boolean", None, np.bool_),
-    "string": ("string", None, object),
-    "datetime": ("string", "date-time", object),
-}
-
-
-class InputError(ValueError):
-    """The request does not match the model's input schema; the message names the field."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One input column of the model: its name and MLflow type (a key of KINDS)."""
-
-    name: str
-    kind: str
-
-    @property
-    def json_type(self) -> str:
-        return KINDS[self.kind][0]
 
 
 @dataclass(frozen=True)
@@ -124,7 +115,7 @@ def read_input_schema(path: str | os.PathLike[str]) -> InputSchema:
         example = pd.DataFrame(example) if example is not None else None
     signature = meta.signature
     if signature is not None and signature.inputs.has_input_names():
-        columns = tuple(Column(spec.name, _kind_of(str(spec.type))) for spec in signature.inputs.inputs)
+        columns = tuple(Column(spec.name, kind_of(str(spec.type))) for spec in signature.inputs.inputs)
     elif example is not None:
         columns = tuple(Column(str(c), _kind_of_dtype(example[c].dtype)) for c in example.columns)
     else:
@@ -213,11 +204,6 @@ class RecordsParameterType(AbstractParameterType):
             "example": self.schema.example,
             "format": "pandas.DataFrame:records",
         }
-
-
-def _kind_of(mlflow_type: str) -> str:
-    kind = mlflow_type.lower().removeprefix("datatype.")
-    return kind if kind in KINDS else "string"
 
 
 def _kind_of_dtype(dtype: Any) -> str:
@@ -333,7 +319,13 @@ def _check_frame(frame: pd.DataFrame, schema: InputSchema) -> pd.DataFrame:
         raise InputError(f"{INPUT_NAME}: missing column(s) {', '.join(map(repr, missing))}")
     if frame.empty:
         raise InputError(f"{INPUT_NAME}: expected at least one row, got none")
-    return frame[schema.names]
+    try:
+        _, typed, bad = check_frame(frame, schema.columns)
+    except InputError as exc:
+        raise InputError(f"{INPUT_NAME}: {exc}") from None
+    if bad:
+        raise InputError(f"{INPUT_NAME}[{bad[0].row}].{bad[0].column}: {bad[0].problem}")
+    return typed
 
 
 def _bad_request(message: str) -> AMLResponse:
@@ -373,16 +365,6 @@ def direct_predictor(
     except Exception:  # noqa: BLE001 - any doubt: keep MLflow's predict
         same = False
     return direct if same else model.predict
-
-
-def date_checker(model: Any) -> Callable[[pd.DataFrame], tuple[int, str] | None] | None:
-    """The model's own test for text in a date column that is not a date (this project's raw-columns
-    models: ``bad_date``, the days the swagger's pattern describes), or None for a model without one."""
-    try:
-        inner = model.unwrap_python_model().model
-    except Exception:  # noqa: BLE001 - not this project's pyfunc: no date check
-        return None
-    return getattr(inner, "bad_date", None)
 
 
 def check_dates(frame: pd.DataFrame, schema: InputSchema) -> None:

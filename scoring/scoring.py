@@ -12,24 +12,32 @@ Runs unchanged on Azure ML and on the local engine (``pipelines.local.parallel_r
 ``run`` returns one row per scored input row: the key column(s), then the prediction. It decides:
 
 - an empty mini-batch gives an empty result (with the result columns);
-- missing feature columns raise ``ValueError`` naming them (the whole mini-batch fails, and is retried
-  and counted by ParallelRunStep);
-- rows with a null in a feature column are not scored and not returned, so ParallelRunStep counts them
-  as failed items (``error_threshold``) instead of the model guessing;
-- anything else the model raises (e.g. a column of the wrong type) propagates: exceptions are never
-  swallowed, so ParallelRunStep's error counting sees them.
+- missing or repeated feature columns raise ``ValueError`` naming them (the whole mini-batch fails, and
+  is retried and counted by ParallelRunStep);
+- a row that breaks the model's input rule (``input_rules.py``, the one the online ``score.py`` applies:
+  an empty value, text in a number column, a date that is not one as the model learned them, such as
+  ``2/30/2012``) is not scored and not returned, so ParallelRunStep counts it as a failed item
+  (``error_threshold``) instead of the model guessing; each is logged with its column and why;
+- anything else the model raises propagates: exceptions are never swallowed, so ParallelRunStep's error
+  counting sees them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # Azure puts the source directory on sys.path; a test importing the file may not
+    sys.path.append(_HERE)
+from input_rules import BadRow, Column, InputError, check_frame, date_checker, signature_columns  # noqa: E402
 
 DEFAULT_KEYS = ("instant", "date")
 
@@ -41,7 +49,7 @@ class ScoringConfig:
     features: tuple[str, ...] | None  # None: every column that is not a key
     keys: tuple[str, ...] | None  # None: DEFAULT_KEYS that are present
     prediction_column: str = "prediction"
-    integer_features: tuple[str, ...] = ()  # signature says integer: restored after nulls made them float
+    columns: tuple[Column, ...] | None = None  # the signature's typed columns: the input rule's
 
 
 _MODEL: Any = None
@@ -78,7 +86,7 @@ def init() -> None:
         features=model_features(_MODEL),
         keys=keys,
         prediction_column=args.prediction_column,
-        integer_features=integer_features(_MODEL),
+        columns=signature_columns(_MODEL),
     )
     _logger().info("loaded model %s from %s; features: %s", name, path, _CONFIG.features)
 
@@ -87,15 +95,25 @@ def run(mini_batch: pd.DataFrame) -> pd.DataFrame:
     """Score one mini-batch: key column(s) + prediction, one row per scored input row."""
     if _MODEL is None or _CONFIG is None:
         raise RuntimeError("init() has not loaded a model")
-    result = score(_MODEL, mini_batch, _CONFIG)
-    skipped = len(mini_batch) - len(result)
-    if skipped:
-        _logger().warning("%d of %d rows not scored: null feature values", skipped, len(mini_batch))
+    refused: list[BadRow] = []
+    result = score(_MODEL, mini_batch, _CONFIG, refused)
+    if refused:
+        log = _logger()
+        log.warning(
+            "%d of %d rows not scored: they break the model's input rule", len(refused), len(mini_batch)
+        )
+        for bad in refused[:100]:
+            log.warning("row %d of the mini-batch, column %s: %s", bad.row, bad.column, bad.problem)
     return result
 
 
-def score(model: Any, frame: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
-    """Predict ``frame`` with ``model`` (anything with ``predict(DataFrame)``); pure, no I/O."""
+def score(
+    model: Any, frame: pd.DataFrame, config: ScoringConfig, refused: list[BadRow] | None = None
+) -> pd.DataFrame:
+    """Predict ``frame`` with ``model`` (anything with ``predict(DataFrame)``); pure, no I/O.
+
+    Rows that break the input rule are left out (and appended to ``refused``, if given).
+    """
     keys = list(config.keys) if config.keys is not None else [c for c in DEFAULT_KEYS if c in frame.columns]
     missing_keys = [k for k in keys if k not in frame.columns]
     if missing_keys:
@@ -110,20 +128,34 @@ def score(model: Any, frame: pd.DataFrame, config: ScoringConfig) -> pd.DataFram
             f"(it has: {', '.join(map(str, frame.columns))})"
         )
     columns = [*keys, config.prediction_column]
-    complete = frame[features].notna().all(axis=1) if len(frame) else pd.Series(dtype=bool)
-    usable = frame if bool(complete.all()) else frame[complete]
+    ok, inputs, bad = _follow_rule(model, frame, features, config)
+    if refused is not None:
+        refused.extend(bad)
+    usable = frame if bool(ok.all()) else frame[ok]
     if usable.empty:
         return pd.DataFrame(
             {c: pd.Series(dtype=frame[c].dtype) for c in keys} | {config.prediction_column: []}
         )
-    inputs = usable[features]
-    floats = [c for c in config.integer_features if c in features and pd.api.types.is_float_dtype(inputs[c])]
-    if floats and len(usable) < len(frame):  # nulls made these integer columns float; they are whole again
-        inputs = inputs.astype({c: "int64" for c in floats if (inputs[c] % 1 == 0).all()})
     predictions = _one_column(model.predict(inputs), len(usable))
     out = usable[keys].reset_index(drop=True)
     out[config.prediction_column] = predictions
     return out[columns]
+
+
+def _follow_rule(
+    model: Any, frame: pd.DataFrame, features: list[str], config: ScoringConfig
+) -> tuple[np.ndarray, pd.DataFrame, list[BadRow]]:
+    """``check_frame`` with the model's signature and dates; without a signature, only empty values are refused."""
+    if config.columns is None:
+        complete = frame[features].notna().all(axis=1).to_numpy() if len(frame) else np.ones(0, dtype=bool)
+        bad = [BadRow(int(i), "", "an empty value") for i in np.flatnonzero(~complete)]
+        return complete, frame.loc[complete, features], bad
+    wanted = set(features)
+    columns = tuple(c for c in config.columns if c.name in wanted)
+    try:
+        return check_frame(frame, columns, date_checker(model))
+    except InputError as exc:  # a repeated column: every row is affected
+        raise ValueError(f"mini-batch has {exc}") from None
 
 
 def model_features(model: Any) -> tuple[str, ...] | None:
@@ -132,18 +164,6 @@ def model_features(model: Any) -> tuple[str, ...] | None:
     if schema is None or not schema.has_input_names():
         return None
     return tuple(schema.input_names())
-
-
-def integer_features(model: Any) -> tuple[str, ...]:
-    """Signature columns typed integer/long (pandas turns them to float when a mini-batch has nulls)."""
-    schema = model.metadata.get_input_schema()
-    if schema is None or not schema.has_input_names():
-        return ()
-    return tuple(
-        spec.name
-        for spec in schema.inputs
-        if str(getattr(spec, "type", "")).lower().endswith(("integer", "long"))
-    )
 
 
 def _one_column(predictions: Any, n_rows: int) -> np.ndarray:

@@ -73,7 +73,7 @@ def loaded(registered: Path) -> tuple[Any, scoring.ScoringConfig]:
     path = Path(registry.model_env(MODEL_NAME)["AZUREML_MODEL_DIR"]) / MODEL_NAME
     model = mlflow.pyfunc.load_model(str(path))
     config = scoring.ScoringConfig(
-        features=scoring.model_features(model), keys=None, integer_features=scoring.integer_features(model)
+        features=scoring.model_features(model), keys=None, columns=scoring.signature_columns(model)
     )
     return model, config
 
@@ -91,7 +91,8 @@ def test_scores_every_row_with_keys_then_prediction(loaded: tuple[Any, scoring.S
 def test_features_come_from_the_model_signature(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
     model, config = loaded
     assert config.features == tuple(FEATURES)
-    assert set(config.integer_features) == {"season", "yr", "mnth", "weekday", "weathersit"}
+    whole = {c.name for c in config.columns if c.kind in ("integer", "long")}
+    assert whole == {"season", "yr", "mnth", "weekday", "weathersit"}
     extra = datagen.generate(10).assign(unrelated="x")  # extra columns (label, leaks, others) are ignored
     assert len(scoring.score(model, extra, config)) == 10
 
@@ -109,13 +110,18 @@ def test_missing_feature_columns_raise_a_clear_error(loaded: tuple[Any, scoring.
         scoring.score(model, batch, config)
 
 
-def test_wrong_types_raise_from_the_model(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
-    from mlflow.exceptions import MlflowException
-
+def test_rows_with_values_of_the_wrong_type_are_left_out(loaded: tuple[Any, scoring.ScoringConfig]) -> None:
     model, config = loaded
-    batch = datagen.generate(5).assign(temp=["warm"] * 5)
-    with pytest.raises(MlflowException, match="schema"):
-        scoring.score(model, batch, config)
+    batch = datagen.generate(5, seed=4)
+    # one text cell makes a CSV reader read the whole column as text
+    batch["temp"] = batch.temp.astype(str).astype(object)
+    batch.loc[3, "temp"] = "warm"
+    refused: list = []
+    out = scoring.score(model, batch, config, refused)
+    assert out.instant.tolist() == [1, 2, 3, 5]
+    assert [(r.row, r.column, r.problem) for r in refused] == [(3, "temp", 'expected a number, got "warm"')]
+    clean = datagen.generate(5, seed=4).drop(index=[3])
+    np.testing.assert_allclose(out.prediction, model.predict(clean[FEATURES]))
 
 
 def test_rows_with_nulls_are_left_out_for_prs_to_count(loaded: tuple[Any, scoring.ScoringConfig]) -> None:

@@ -109,14 +109,14 @@ def node_problems(document: dict[str, Any], folder: Path, where: str) -> list[st
     return problems
 
 
-def rest_body(entity: Any) -> Any:
+def rest_body(entity: Any, base: Path) -> Any:
     """The entity's REST body as plain data, with inline anonymous components parsed (their key order aside)."""
     rest = entity._to_rest_object()
     body = rest.as_dict() if hasattr(rest, "as_dict") else rest
-    return _normal(json.loads(json.dumps(body, default=str)))
+    return _normal(json.loads(json.dumps(body, default=str)), base)
 
 
-def _normal(value: Any) -> Any:
+def _normal(value: Any, base: Path | None = None) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -124,13 +124,17 @@ def _normal(value: Any) -> Any:
                 continue
             if key == "componentId" and isinstance(item, str) and item.startswith("$schema"):
                 item = yaml.safe_load(item)
-            if key == "code" and isinstance(item, str):
-                item = Path(item).name  # written relative to its file, dumped absolute
-            out[key] = _normal(item)
+            if key == "code" and isinstance(item, str) and base is not None:
+                item = str((base / item).resolve())  # written relative to its file, dumped absolute
+            out[key] = _normal(item, base)
         return out
     if isinstance(value, list):
-        return [_normal(v) for v in value]
+        return [_normal(v, base) for v in value]
     return value
+
+
+def document_type(path: Path) -> str:
+    return str((yaml.safe_load(path.read_text()) or {}).get("type", ""))
 
 
 def round_trip(entity: Any, path: Path, kind: str) -> None:
@@ -149,8 +153,14 @@ def round_trip(entity: Any, path: Path, kind: str) -> None:
         entity.dump(copy)
         copy.write_text(repair_dump(copy.read_text()))
         again = load(copy, kind)
-        if rest_body(again) != rest_body(entity):
-            raise VerifyError(f"{path.name}: dumping and loading it again changes its REST body")
+        # components referenced by a pipeline sit in components/, so their relative code paths start there
+        base = path.parent / "components" if document_type(path) == "pipeline" else path.parent
+        before, after = rest_body(entity, base), rest_body(again, base)
+        if before != after:
+            where, old, new = first_difference(before, after)
+            raise VerifyError(
+                f"{path.name}: dumping and loading it again changes its REST body at {where}: {old!r} -> {new!r}"
+            )
     finally:
         copy.unlink(missing_ok=True)
 
@@ -197,6 +207,19 @@ def verify_folder(folder: Path, files: list[str]) -> dict[str, str]:
     if problems:
         raise VerifyError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return kinds
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
+    """The first path at which two plain-data values differ, and the two values there."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return first_difference(x, y, f"{where}[{i}]")
+    return where or ".", a, b
 
 
 def _first_line(value: Any) -> str:

@@ -74,6 +74,9 @@ class AutoMLSettings:
     forecast_horizon: int | None = None
     freq: str | None = None
     target_lags: Any = None
+    featurization: str = (
+        "auto"  # AutoMLConfig's featurization: auto, off (a FeaturizationConfig reads as custom)
+    )
 
 
 @dataclass

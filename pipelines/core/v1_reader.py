@@ -184,6 +184,7 @@ def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:
         forecast_horizon=getattr(fc, "forecast_horizon", None) if fc is not None else None,
         freq=getattr(fc, "freq", None) if fc is not None else None,
         target_lags=getattr(fc, "target_lags", None) if fc is not None else None,
+        featurization=_featurization(user.get("featurization")),
     )
     if user.get("is_timeseries") or settings.time_column_name:
         settings.task = "forecasting"
@@ -198,6 +199,13 @@ def _read_automl_step(step: Any, plan: Plan) -> AutoMLStepPlan:
         allow_reuse=bool(step._allow_reuse),
         compute_target=_compute_name(user.get("compute_target")),
     )
+
+
+def _featurization(value: Any) -> str:
+    """AutoMLConfig's featurization as a mode: ``auto``, ``off``, or ``custom`` for a FeaturizationConfig."""
+    if value is None or isinstance(value, str):
+        return (value or "auto").lower()
+    return "custom"
 
 
 def _read_parallel_run_step(step: Any, plan: Plan) -> ParallelRunStepPlan:

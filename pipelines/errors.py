@@ -90,4 +90,6 @@ def refuse_empty_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         value = getattr(args, action.dest, None)
         if action.option_strings and action.default != "" and isinstance(value, str) and not value.strip():
             flag = max(action.option_strings, key=len)
-            raise UserError(f"{flag} is empty", hint=f"give {flag} a value, or leave the option out for its default")
+            raise UserError(
+                f"{flag} is empty", hint=f"give {flag} a value, or leave the option out for its default"
+            )

@@ -145,7 +145,9 @@ class AzureV1Deployments:
         try:
             answer = self._service(name).run(input_data=body)
         except Exception as exc:  # WebserviceException: the service answered an error, or was not reachable
-            raise UserError(f"{name} answered an error: {exc}", hint=f"see amlops deploy logs --name {name}") from None
+            raise UserError(
+                f"{name} answered an error: {exc}", hint=f"see amlops deploy logs --name {name}"
+            ) from None
         return 200, answer if isinstance(answer, str) else json.dumps(answer)
 
     def stop(self, name: str) -> bool:

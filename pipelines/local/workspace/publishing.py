@@ -27,7 +27,7 @@ def service_url() -> str:
     """The workspace service's URL: AMLOPS_SERVICE_URL, else the running service's (its real port), else 8765."""
     url = os.environ.get("AMLOPS_SERVICE_URL")
     if not url:
-        from pipelines.local.workspace.service import read_service_info
+        from pipelines.local.workspace.service_info import read_service_info
 
         info = read_service_info()
         url = (info or {}).get("url") or DEFAULT_SERVICE_URL

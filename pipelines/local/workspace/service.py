@@ -14,7 +14,6 @@ answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import fcntl
 import json
@@ -42,6 +41,7 @@ from pipelines.local.runtime import runs
 from pipelines.local.serving import deployments
 from pipelines.local.workspace import publishing, run_queue, schedules
 from pipelines.local.workspace.keys import KeyStore
+from pipelines.local.workspace.service_info import read_service_info, service_dir, write_service_info
 from pipelines.settings import amlops_home
 
 LOG = service_logging.get("service")
@@ -126,12 +126,6 @@ def key_store() -> KeyStore:
     return KeyStore(
         amlops_home() / "service" / "keys.json", "python -m pipelines.workspace keys --regen primary"
     )
-
-
-def service_dir() -> Path:
-    path = amlops_home() / "service"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 _bearer = HTTPBearer(auto_error=False, description="a key from: python -m pipelines.workspace keys --primary")
@@ -601,29 +595,6 @@ def acquire_lock() -> ServiceLock:
             hint="stop it first, or use another AMLOPS_HOME",
         ) from None
     return ServiceLock(fh)
-
-
-def write_service_info(host: str, port: int, workers: int) -> None:
-    """Record where the service listens (for ``status``), atomically."""
-    path = service_dir() / "service.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({
-        "pid": os.getpid(), "url": f"http://{host}:{port}", "host": host, "port": port, "workers": workers,
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }))  # fmt: skip
-    os.replace(tmp, path)
-
-
-def read_service_info() -> dict[str, Any] | None:
-    """The running service's pid and URL, or None if no live service wrote them."""
-    import psutil
-
-    path = service_dir() / "service.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return info if psutil.pid_exists(int(info.get("pid", 0))) else None
 
 
 def serve(

@@ -35,6 +35,7 @@ import requests
 
 from clients.http_url import check_http_url
 from pipelines.errors import UserError, cli_main
+from pipelines.settings import parse_assignments
 
 FINAL = ("Completed", "Failed", "Canceled")
 STATUS_NAMES = {
@@ -312,16 +313,6 @@ def error_message(response: requests.Response) -> str:
     return str(data)[:300]
 
 
-def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"{flag} expects NAME=VALUE, got {item!r}", hint=f"e.g. {flag} label=cnt")
-        name, value = item.split("=", 1)
-        out[name.strip()] = value
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -374,7 +365,7 @@ def main(argv: list[str] | None) -> int:
         raise UserError("--auth key needs --key or AMLOPS_PIPELINE_KEY", hint="pass the endpoint's key")
     auth: AuthProvider = KeyAuth(key) if mode == "key" else aad_auth(mode)
     entity = submit(
-        url, auth, args.experiment, _pairs(args.param, "--param"), _pairs(args.dataset, "--dataset")
+        url, auth, args.experiment, parse_assignments(args.param, "--param"), parse_assignments(args.dataset, "--dataset")
     )
     run_id = str(entity["Id"])
     status_url = run_status_url(url, run_id)

@@ -365,7 +365,11 @@ def main(argv: list[str] | None) -> int:
         raise UserError("--auth key needs --key or AMLOPS_PIPELINE_KEY", hint="pass the endpoint's key")
     auth: AuthProvider = KeyAuth(key) if mode == "key" else aad_auth(mode)
     entity = submit(
-        url, auth, args.experiment, parse_assignments(args.param, "--param"), parse_assignments(args.dataset, "--dataset")
+        url,
+        auth,
+        args.experiment,
+        parse_assignments(args.param, "--param"),
+        parse_assignments(args.dataset, "--dataset"),
     )
     run_id = str(entity["Id"])
     status_url = run_status_url(url, run_id)

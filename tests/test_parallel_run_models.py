@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.local.parallel_run.job import ParallelRunOptions, run_parallel
+from pipelines.local.parallel_run.job import run_parallel
+from pipelines.local.parallel_run.options import ParallelRunOptions
 
 ENTRY = """
 import json, os

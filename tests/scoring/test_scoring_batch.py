@@ -16,7 +16,9 @@ import pytest
 
 from benchmarks._model import using_env
 from pipelines import datagen
-from pipelines.local.parallel_run.job import ParallelRunOptions, main, run_parallel
+from pipelines.local.parallel_run.cli import main
+from pipelines.local.parallel_run.job import run_parallel
+from pipelines.local.parallel_run.options import ParallelRunOptions
 from pipelines.settings import PROJECT_ROOT
 from scoring import scoring
 

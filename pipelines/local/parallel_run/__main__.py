@@ -3,7 +3,7 @@
 import gc
 import sys
 
-from pipelines.local.parallel_run.job import main
+from pipelines.local.parallel_run.cli import main
 
 if __name__ == "__main__":
     code = main()

@@ -273,7 +273,8 @@ class LocalRun:
     def _parallel_run(
         self, step: ParallelRunStepPlan, outputs: dict[str, Path], env: dict, log_path: Path
     ) -> None:
-        from pipelines.local.parallel_run import job as parallel_run
+        from pipelines.local.parallel_run.job import run_parallel
+        from pipelines.local.parallel_run.options import ParallelRunOptions, failure_summary
 
         data_inputs = [i for i in step.inputs if i in step.input_kinds]
         if len(data_inputs) != 1 or len(step.outputs) != 1:
@@ -285,7 +286,7 @@ class LocalRun:
         step_env = {**opts.get("environment_variables", {}), **registry.mlflow_env()}
         step_env["AML_APP_ROOT"] = str(registry.workspace_models_root())
         step_env["AMLOPS_RUN_ID"] = self.run_id
-        options = parallel_run.ParallelRunOptions(
+        options = ParallelRunOptions(
             entry_script=step.entry_script,
             source_directory=str(step.source_directory),
             mini_batch_size=str(self._resolve_args([opts["mini_batch_size"]])[0])
@@ -315,7 +316,7 @@ class LocalRun:
         try:
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"ParallelRunStep {step.name}: {options}\n")
-            result = parallel_run.run_parallel(
+            result = run_parallel(
                 options,
                 [self._path_of(data_inputs[0])],
                 outputs[step.outputs[0]],
@@ -330,7 +331,7 @@ class LocalRun:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(json.dumps(summary, indent=2, default=str) + "\n")
         if not result.succeeded:
-            self._say(parallel_run.failure_summary(result))
+            self._say(failure_summary(result))
             raise StepFailed(step.name, 1, result.message)
         self._say(
             f"    {step.name}: {result.result_rows} rows from {result.mini_batches} mini-batches "

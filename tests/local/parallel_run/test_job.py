@@ -20,7 +20,8 @@ import pytest
 
 from pipelines import datagen
 from pipelines.errors import UserError
-from pipelines.local.parallel_run.job import JobResult, ParallelRunOptions, failure_summary, run_parallel
+from pipelines.local.parallel_run.job import run_parallel
+from pipelines.local.parallel_run.options import JobResult, ParallelRunOptions, failure_summary
 
 PRELUDE = """
 import argparse, json, os, sys, time
@@ -615,7 +616,7 @@ def test_the_cli_passes_arguments_after_the_double_dash_unchanged_and_stops_its_
     import subprocess
     import sys
 
-    from pipelines.local.parallel_run.job import main
+    from pipelines.local.parallel_run.cli import main
 
     body = """
     def run(mini_batch):

@@ -109,8 +109,16 @@ def flaml_metric(primary_metric: str, task: str) -> str:
     return metric_defs.PRIMARY_METRICS[primary_metric][1]
 
 
-def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None = None) -> tuple[Any, dict]:
-    """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict)."""
+def train(
+    frame: pd.DataFrame,
+    settings: dict[str, Any],
+    log_file: Path | None = None,
+    validation: pd.DataFrame | None = None,
+) -> tuple[Any, dict]:
+    """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict).
+
+    ``validation`` (an SDK v2 node's ``validation_data``) is FLAML's holdout set instead of a split of ``frame``.
+    """
     import raw_model
     from flaml import AutoML
 
@@ -161,9 +169,20 @@ def train(frame: pd.DataFrame, settings: dict[str, Any], log_file: Path | None =
         )
     else:
         n_splits = int(settings.get("n_cross_validations") or 0)
-        eval_kwargs = (
+        eval_kwargs: dict[str, Any] = (
             {"eval_method": "cv", "n_splits": n_splits} if n_splits >= 2 else {"eval_method": "auto"}
         )
+        if validation is not None:
+            if label not in validation.columns:
+                raise AutoMLSettingsError(
+                    f"label_column_name {label!r} is not a column of the validation data"
+                )
+            validation = validation.dropna(subset=[label])
+            eval_kwargs = {
+                "eval_method": "holdout",
+                "X_val": featurizer.transform(validation.drop(columns=[label])),
+                "y_val": validation[label],
+            }
         automl.fit(
             X_train=featurizer.transform(x_raw),
             y_train=y,
@@ -244,6 +263,47 @@ def _trials(log_file: Path | None) -> list[dict]:
     return out
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """Training data: an MLTable folder (SDK v2), a folder of CSV files or one CSV file."""
+    from pipelines.local.runtime import mltable
+
+    if mltable.is_mltable(path):
+        return mltable.read(path)
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def save_mlflow_model(model: Any, sample: pd.DataFrame, folder: Path) -> None:
+    """Write the model into ``folder`` as an MLflow pyfunc model (an SDK v2 AutoML node's ``best_model``)."""
+    import shutil
+    import tempfile
+
+    import cloudpickle
+    import mlflow
+    import numpy as np
+    import raw_model
+    import register
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as tmp:
+        pickle_path = Path(tmp) / "model.pkl"
+        with open(pickle_path, "wb") as fh:
+            cloudpickle.dump(model, fh)
+        saved = Path(tmp) / "mlflow-model"
+        mlflow.pyfunc.save_model(
+            path=str(saved),
+            python_model=raw_model.RawModelPyfunc(),
+            artifacts={"model": str(pickle_path)},
+            code_paths=[raw_model.__file__],
+            signature=infer_signature(sample, np.asarray(model.predict(sample))),
+            input_example=sample.head(2),
+            metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,
+            pip_requirements=register.model_requirements(),
+        )
+        for item in saved.iterdir():
+            shutil.move(str(item), folder / item.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,13 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-data", required=True, type=Path)
     parser.add_argument("--model-out", required=True, type=Path)
     parser.add_argument("--metrics-out", required=True, type=Path)
+    parser.add_argument("--model-format", choices=("pickle", "mlflow"), default="pickle")
+    parser.add_argument("--validation-data", type=Path)
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     import cloudpickle
     import mlflow
 
-    files = sorted(args.training_data.rglob("*.csv")) if args.training_data.is_dir() else [args.training_data]
-    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    from pipelines.local.runtime import mltable
+
+    try:
+        frame = read_table(args.training_data)
+        validation = read_table(args.validation_data) if args.validation_data else None
+    except mltable.MLTableError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
     print(
         f"automl: {settings['task']} on {len(frame)} rows, metric {settings['primary_metric']}, "
         f"budget {settings.get('experiment_timeout_minutes')} min"
@@ -267,13 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.metrics_out.mkdir(parents=True, exist_ok=True)
     try:
-        model, report = train(frame, settings, log_file=args.metrics_out / "flaml.log")
+        model, report = train(frame, settings, log_file=args.metrics_out / "flaml.log", validation=validation)
     except AutoMLSettingsError as exc:
         print(f"error: {exc}", flush=True)
         return 2
     args.model_out.mkdir(parents=True, exist_ok=True)
-    with open(args.model_out / "model.pkl", "wb") as fh:
-        cloudpickle.dump(model, fh)
+    if args.model_format == "mlflow":
+        save_mlflow_model(model, frame.drop(columns=[settings["label_column_name"]]).head(5), args.model_out)
+    else:
+        with open(args.model_out / "model.pkl", "wb") as fh:
+            cloudpickle.dump(model, fh)
     (args.metrics_out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     mlflow.log_metric(settings["primary_metric"], report["best_score"])
     mlflow.log_params({"best_estimator": report["best_estimator"], "iterations": len(report["trials"])})

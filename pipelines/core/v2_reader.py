@@ -39,6 +39,7 @@ LITERAL_TYPES = ("string", "integer", "number", "boolean")
 DATA_TYPES = ("uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model")
 REFERENCE = re.compile(r"\$\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]", re.S)
+ASSET_REF = re.compile(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+|@latest)")  # name:version, name@latest
 PARENT_INPUT = re.compile(r"^parent\.inputs\.([A-Za-z0-9_]+)$")
 PARENT_OUTPUT = re.compile(r"^parent\.jobs\.([A-Za-z0-9_]+)\.outputs\.([A-Za-z0-9_]+)$")
 AUTOML_TASKS = {"regression": "regression", "classification": "classification", "forecasting": "forecasting"}
@@ -317,6 +318,10 @@ class _Reader:
         if isinstance(given, str) and REFERENCE.search(given):
             return self._binding(name, key, kind, given)
         if hasattr(given, "type") and not isinstance(given, str | int | float | bool):
+            if isinstance(given.path, str) and REFERENCE.search(
+                given.path
+            ):  # {type: mltable, path: ${{...}}}
+                return self._binding(name, key, str(given.type), given.path)
             if getattr(given, "path", None) is None:
                 raise V2Error(name, f"input {key}", "a data input needs a path")
             return self._data_source(name, f"input {key}", f"{name}.{key}", given)
@@ -379,6 +384,9 @@ class _Reader:
         """A data input given as a path: a local file or folder, or a model in the local registry."""
         kind = str(item.type)
         path = str(item.path)
+        local = (self.base / path).resolve()
+        if not local.exists() and ASSET_REF.fullmatch(path.removeprefix("azureml:")):
+            path = "azureml:" + path.removeprefix("azureml:")  # azure-ai-ml drops the prefix of name:version
         if (
             path.startswith("azureml:")
             and not path.startswith("azureml://")
@@ -388,9 +396,8 @@ class _Reader:
             self.plan.datasets[data_name] = DatasetSource(data_name, (path,), "mount", "file", kind)
             return DataRef(data_name)
         if path.startswith(("azureml:", "http://", "https://", "wasbs://", "abfss://", "adl://")):
-            raise V2Error(node, where, f"{path} is remote data",
+            raise V2Error(node, where, f"{path} is remote data (a data asset or storage in Azure)",
                           hint="the local engine reads local paths: give path: ./a/local/folder")  # fmt: skip
-        local = (self.base / path).resolve()
         if not local.exists():
             raise V2Error(node, where, f"path {path} does not exist (looked in {self.base})")
         if kind == "uri_file" and not local.is_file():

@@ -48,6 +48,11 @@ def run(argv: list[str] | None) -> int:
     host = EngineHost()  # imports MLflow and the engine on the other core while azure-ai-ml reads the YAML
     try:
         request, pipe = _request(args)
+    except BaseException:
+        host.proc.kill()  # no run was started: nothing of the host's to wait for
+        host.proc.wait()
+        raise
+    try:
         out = sys.stderr if args.json else sys.stdout
         print(f"run {request.run_id}: {pipe.name} ({pipe.source})", file=out, flush=True)
         record = host.run(request, to_stderr=args.json)

@@ -124,12 +124,17 @@ def _read_delimited(path: Path, settings: dict[str, Any]) -> Any:
     if encoding not in ENCODINGS:
         raise MLTableError(f"encoding {encoding} is not one MLTable knows ({', '.join(ENCODINGS)})")
     header = str(settings.get("header", "all_files_same_headers"))
+    if header not in (
+        "all_files_same_headers",
+        "from_first_file",
+        "all_files_different_headers",
+        "no_header",
+    ):
+        raise MLTableError(f"header {header} is not one MLTable knows")
     names = settings.get("names")
     if header == "no_header" and names is None:
         first = pd.read_csv(path, sep=settings.get("delimiter", ","), header=None, nrows=1)
         names = [f"Column{i + 1}" for i in range(first.shape[1])]
-    elif header not in ("all_files_same_headers", "from_first_file", "all_files_different_headers"):
-        raise MLTableError(f"header {header} is not one MLTable knows")
     empty_as_string = bool(settings.get("empty_as_string", False))
     return pd.read_csv(
         path,

@@ -230,7 +230,9 @@ def test_bad_input_is_one_line_naming_node_and_field(
         (["--output", __file__], "is a file"),
     ],
 )
-def test_bad_arguments(args: list[str], expected: str, amlops_home: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_arguments(
+    args: list[str], expected: str, amlops_home: Path, capsys: pytest.CaptureFixture
+) -> None:
     code, lines = _run_in_process([str(TRAIN_SCORE / "pipeline.yml"), *args], capsys)
     assert code == 2
     assert len(lines) == 1 and expected in lines[0], lines

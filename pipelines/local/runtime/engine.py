@@ -596,6 +596,8 @@ class LocalRun:
             names = sorted(step.variables)
             values = self._resolve_args_for_key_values([step.variables[n] for n in names])
             return {"script_name": step.script_name, "variables": dict(zip(names, values, strict=True))}
+        if isinstance(step, AutoMLStepPlan) and step.model_format != "pickle":
+            return {"model_format": step.model_format, "validation_data": step.validation_data}
         if isinstance(step, CommandStepPlan):
             names = sorted(step.variables)
             values = self._resolve_args_for_key_values([step.variables[n] for n in names])

@@ -293,3 +293,61 @@ def test_mltable_reader_honours_delimited_settings(tmp_path: Path) -> None:
     (folder / "MLTable").write_text("paths:\n  - file: https://example.com/x.csv\n")
     with pytest.raises(mltable.MLTableError, match="remote"):
         mltable.read(folder)
+
+
+INLINE = """$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+display_name: inline-shell
+inputs:
+  word: hello
+  table:
+    type: uri_file
+    path: ./table.csv
+    mode: download
+jobs:
+  greet:
+    type: command
+    inputs:
+      word: ${{parent.inputs.word}}
+      table: ${{parent.inputs.table}}
+      model:
+        type: mlflow_model
+        path: azureml:tiny-model:1
+    outputs:
+      out:
+        type: uri_folder
+    environment: azureml:some-env:3
+    command: >-
+      echo "$(head -1 ${{inputs.table}})-${{inputs.word}}" > ${{outputs.out}}/greeting.txt &&
+      cp ${{inputs.model}}/MLmodel ${{outputs.out}}/MLmodel &&
+      echo "$AZURE_ML_INPUT_table" > ${{outputs.out}}/input-env.txt
+"""
+
+
+def test_inline_shell_command_with_a_registered_model_input(
+    tmp_path: Path, amlops_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from pipelines.local.workspace import registry
+    from pipelines.v2 import local_run
+
+    class Constant(PythonModel):  # a model for the registry: what it predicts does not matter here
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            return [1] * len(model_input)
+
+    registry.configure_mlflow()
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Constant(), registered_model_name="tiny-model")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "pipeline.yml").write_text(INLINE)
+    code = local_run.run([str(tmp_path / "pipeline.yml"), "--set", "word=there", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    out = Path(summary["folder"]) / "outputs" / "greet.out"
+    assert (out / "greeting.txt").read_text() == "a,b-there\n"  # the shell ran the command; --set reached it
+    assert "python_function" in (out / "MLmodel").read_text()  # azureml:tiny-model:1 from the local registry
+    copied = Path((out / "input-env.txt").read_text().strip())
+    assert copied.name == "table.csv" and copied != tmp_path / "table.csv"  # mode: download gave a copy
+    assert (tmp_path / "table.csv").is_file()

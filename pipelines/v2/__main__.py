@@ -1,6 +1,6 @@
-"""``python -m pipelines.v2 VERB ...``: SDK v2 pipeline jobs (YAML) on the local engine.
+"""``python -m pipelines.v2 VERB ...``: SDK v2 pipeline jobs (YAML) with this project's engines.
 
-Verbs: run, show. Each takes ``--help``.
+Each verb takes ``--help``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ VERBS = {"run": local_run.run, "show": local_run.show}
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m pipelines.v2 {{{','.join(VERBS)}}} ... (each verb takes --help)"
+    if args and args[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     if not args or args[0] not in VERBS:
-        print(__doc__.strip(), file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
-        if args and args[0] not in ("-h", "--help"):
-            print(f"error: unknown verb {args[0]!r} (verbs: {', '.join(VERBS)})", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        print(usage, file=sys.stderr)
+        print(f"error: {'unknown verb ' + repr(args[0]) if args else 'no verb given'}", file=sys.stderr)
+        return 2
     return VERBS[args[0]](args[1:])
 
 

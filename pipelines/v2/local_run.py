@@ -89,9 +89,10 @@ def _request(args: argparse.Namespace) -> tuple[Any, Any]:
             f"pipeline input {unset[0]} has no value", hint=f"give it with --set {unset[0]}=VALUE"
         )
     engine.resolve_parameters(plan, assignments)  # a value of the wrong type fails here, before a run exists
-    for data_name, ref in pipe.models.items():
+    for data_name, source in plan.datasets.items():  # local paths as they are (any folder, not only CSV)
         if data_name not in paths:
-            paths[data_name] = _registered_model(data_name, ref)
+            ref = pipe.models.get(data_name)
+            paths[data_name] = _registered_model(data_name, ref) if ref else Path(source.paths[0])
     request = engine.RunRequest(
         plan=plan,
         pipeline_name=pipe.name,

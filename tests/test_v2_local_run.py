@@ -351,3 +351,16 @@ def test_inline_shell_command_with_a_registered_model_input(
     copied = Path((out / "input-env.txt").read_text().strip())
     assert copied.name == "table.csv" and copied != tmp_path / "table.csv"  # mode: download gave a copy
     assert (tmp_path / "table.csv").is_file()
+
+
+def test_automl_validation_data_is_the_holdout_set() -> None:
+    import pandas as pd
+
+    from pipelines.local.runtime import automl
+
+    table = pd.read_csv(AUTOML_BATCH / "data" / "train" / "train.csv")
+    settings = {"task": "regression", "primary_metric": "r2_score", "label_column_name": "y",
+                "experiment_timeout_minutes": 1, "iterations": 2, "allowed_models": ["LightGBM"]}  # fmt: skip
+    model, report = automl.train(table.iloc[:90], settings, validation=table.iloc[90:])
+    assert report["validation_rows"] == 30
+    assert len(model.predict(table.drop(columns=["y"]).head(3))) == 3

@@ -57,6 +57,10 @@ def read_automl(reader: Any, name: str, node: Any) -> AutoMLStepPlan:
     inputs = [training_data.name]
     validation = None
     if getattr(node, "validation_data", None) is not None:
+        if task == "forecasting":
+            raise V2Error(
+                name, "field validation_data", "the local AutoML takes no validation data for forecasting"
+            )
         validation = _data_ref(reader, name, "validation_data", node.validation_data).name
         inputs.append(validation)
     if getattr(node, "test_data", None) is not None:

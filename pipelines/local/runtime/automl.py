@@ -152,6 +152,8 @@ def train(
     automl = AutoML()
     started = time.monotonic()
     if task == "forecasting":
+        if validation is not None:
+            raise AutoMLSettingsError("the local AutoML takes no validation data for forecasting")
         if not time_col or time_col not in x_raw.columns:
             raise AutoMLSettingsError(f"forecasting needs the time column {time_col!r} in the training data")
         data = x_raw.copy()
@@ -219,6 +221,8 @@ def train(
         "seconds": round(elapsed, 2),
         "trials": _trials(log_file),
     }
+    if validation is not None:
+        report["validation_rows"] = len(validation)
     return model, report
 
 

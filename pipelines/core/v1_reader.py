@@ -33,6 +33,7 @@ from pipelines.core.plan import (  # noqa: F401 - the plan types are part of thi
     ScriptStepPlan,
     StepPlan,
 )
+from pipelines.core.plan import order_steps as _order
 
 ADAPTED_SDK_VERSION = "1.62.0"
 
@@ -347,40 +348,3 @@ def _compute_name(target: Any) -> str | None:
 def _environment_name(runconfig: Any) -> str | None:
     env = getattr(runconfig, "environment", None)
     return getattr(env, "name", None)
-
-
-def _order(plan: Plan, after: dict[int, set[int]] | None = None) -> list[StepPlan]:
-    """The steps in an order that runs each after the steps producing its inputs and those in ``after``
-    (indexes into ``plan.steps``); among the steps that may run next, the first listed runs first."""
-    producer_of: dict[str, int] = {}
-    for i, step in enumerate(plan.steps):
-        for out in step.outputs:
-            if out in producer_of:
-                first = plan.steps[producer_of[out]].name
-                raise PlanError(
-                    f"steps {first!r} and {step.name!r} both write the output {out!r}; to read it in {step.name!r},"
-                    f" pass it as {out}.as_input()"
-                )
-            producer_of[out] = i
-    needs = {
-        i: {producer_of[name] for name in step.inputs if name in producer_of} | (after or {}).get(i, set())
-        for i, step in enumerate(plan.steps)
-    }
-    remaining = list(range(len(plan.steps)))
-    done: set[int] = set()
-    picked: list[int] = []
-    while remaining:
-        ready = next((i for i in remaining if needs[i] <= done), None)
-        if ready is None:
-            raise PlanError(
-                "the steps' dependencies (data and run_after) form a cycle: "
-                + ", ".join(plan.steps[i].name for i in remaining)
-            )
-        done.add(ready)
-        picked.append(ready)
-        remaining.remove(ready)
-    ordered = [plan.steps[i] for i in picked]
-    missing = [i for s in ordered for i in s.inputs if i not in producer_of and i not in plan.datasets]
-    if missing:
-        raise PlanError("no step produces " + ", ".join(sorted(set(missing))))
-    return ordered

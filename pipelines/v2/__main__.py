@@ -1,4 +1,9 @@
-"""Azure ML SDK v2 tools: python -m pipelines.v2 VERB ... (each verb has --help)."""
+"""Azure ML SDK v2 tools: python -m pipelines.v2 VERB ... (each verb has --help).
+
+export FILE.py:CALLABLE --out DIR   anyone's SDK v1 steps as SDK v2 YAML
+run pipeline.yml                    an SDK v2 pipeline job on the local engine
+show pipeline.yml                   the plan it makes, offline
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ import sys
 
 from pipelines.errors import UserError, cli_main
 
-# verb -> the module whose main(argv) runs it
-VERBS = {"export": "pipelines.v2.export"}
+# verb -> (module, function taking argv)
+VERBS = {
+    "export": ("pipelines.v2.export", "main"),
+    "run": ("pipelines.v2.local_run", "run"),
+    "show": ("pipelines.v2.local_run", "show"),
+}
 
 
 @cli_main
@@ -19,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     if args[0] not in VERBS:
         raise UserError(f"unknown verb {args[0]!r}", hint="use one of " + ", ".join(VERBS))
-    return importlib.import_module(VERBS[args[0]]).main(args[1:])
+    module, function = VERBS[args[0]]
+    return getattr(importlib.import_module(module), function)(args[1:])
 
 
 if __name__ == "__main__":

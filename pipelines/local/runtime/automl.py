@@ -119,11 +119,13 @@ def train(
     log_file: Path | None = None,
     say: Callable[[str], None] | None = None,
     mlflow_run_id: str | None = None,
+    validation: pd.DataFrame | None = None,
 ) -> tuple[Any, dict]:
     """Fit FLAML per the AutoML settings; returns (raw-columns model, metrics dict).
 
     With ``log_file``, each trial is passed to ``say`` as it finishes (see automl_progress) and, with
-    ``mlflow_run_id``, recorded as a child run of that run.
+    ``mlflow_run_id``, recorded as a child run of that run. ``validation`` (an SDK v2 node's
+    ``validation_data``) is FLAML's holdout set instead of a split of ``frame``.
     """
     import raw_model
     from flaml import AutoML
@@ -161,7 +163,7 @@ def train(
     watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id)
     started = time.monotonic()
     try:
-        _fit(automl, task, x_raw, y, featurizer, settings, time_col, label, fit_kwargs)
+        _fit(automl, task, x_raw, y, featurizer, settings, time_col, label, fit_kwargs, validation)
     finally:
         trials = watcher.stop() if watcher else []
     elapsed = time.monotonic() - started
@@ -196,6 +198,8 @@ def train(
             for t in trials
         ],
     }
+    if validation is not None:
+        report["validation_rows"] = len(validation)
     if say and trials:
         lower, _ = metric_defs.PRIMARY_METRICS[settings["primary_metric"]]
         for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
@@ -238,8 +242,11 @@ def _fit(
     time_col: str | None,
     label: str,
     fit_kwargs: dict[str, Any],
+    validation: pd.DataFrame | None = None,
 ) -> None:
     if task == "forecasting":
+        if validation is not None:
+            raise AutoMLSettingsError("the local AutoML takes no validation data for forecasting")
         if not time_col or time_col not in x_raw.columns:
             raise AutoMLSettingsError(f"forecasting needs the time column {time_col!r} in the training data")
         data = x_raw.copy()
@@ -257,9 +264,20 @@ def _fit(
         )
     else:
         n_splits = int(settings.get("n_cross_validations") or 0)
-        eval_kwargs = (
+        eval_kwargs: dict[str, Any] = (
             {"eval_method": "cv", "n_splits": n_splits} if n_splits >= 2 else {"eval_method": "auto"}
         )
+        if validation is not None:
+            if label not in validation.columns:
+                raise AutoMLSettingsError(
+                    f"label_column_name {label!r} is not a column of the validation data"
+                )
+            validation = validation.dropna(subset=[label])
+            eval_kwargs = {
+                "eval_method": "holdout",
+                "X_val": featurizer.transform(validation.drop(columns=[label])),
+                "y_val": validation[label],
+            }
         automl.fit(
             X_train=featurizer.transform(x_raw),
             y_train=y,
@@ -289,6 +307,47 @@ def _primary_score(best_loss: float, primary_metric: str, y: pd.Series) -> float
     return 1.0 - float(best_loss)
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """Training data: an MLTable folder (SDK v2), a folder of CSV files or one CSV file."""
+    from pipelines.local.runtime import mltable
+
+    if mltable.is_mltable(path):
+        return mltable.read(path)
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def save_mlflow_model(model: Any, sample: pd.DataFrame, folder: Path) -> None:
+    """Write the model into ``folder`` as an MLflow pyfunc model (an SDK v2 AutoML node's ``best_model``)."""
+    import shutil
+    import tempfile
+
+    import cloudpickle
+    import mlflow
+    import numpy as np
+    import raw_model
+    import register
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as tmp:
+        pickle_path = Path(tmp) / "model.pkl"
+        with open(pickle_path, "wb") as fh:
+            cloudpickle.dump(model, fh)
+        saved = Path(tmp) / "mlflow-model"
+        mlflow.pyfunc.save_model(
+            path=str(saved),
+            python_model=raw_model.RawModelPyfunc(),
+            artifacts={"model": str(pickle_path)},
+            code_paths=[raw_model.__file__],
+            signature=infer_signature(sample, np.asarray(model.predict(sample))),
+            input_example=sample.head(2),
+            metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,
+            pip_requirements=register.model_requirements(),
+        )
+        for item in saved.iterdir():
+            shutil.move(str(item), folder / item.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -300,18 +359,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--step-name", default="automl", help="prefix of the progress lines (the step's name)"
     )
+    parser.add_argument("--model-format", choices=("pickle", "mlflow"), default="pickle")
+    parser.add_argument("--validation-data", type=Path)
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     import cloudpickle
     import mlflow
 
-    files = sorted(args.training_data.rglob("*.csv")) if args.training_data.is_dir() else [args.training_data]
-    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    from pipelines.local.runtime import mltable
+
     prefix = args.step_name
 
     def say(text: str) -> None:
         print(f"{prefix}: {text}", flush=True)
 
+    try:
+        frame = read_table(args.training_data)
+        validation = read_table(args.validation_data) if args.validation_data else None
+    except mltable.MLTableError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
     print(
         f"{prefix}: {settings['task']} on {len(frame)} rows, metric {settings['primary_metric']}, "
         f"budget {settings.get('experiment_timeout_minutes')} min"
@@ -326,13 +393,17 @@ def main(argv: list[str] | None = None) -> int:
             log_file=args.metrics_out / "flaml.log",
             say=say,
             mlflow_run_id=os.environ.get("MLFLOW_RUN_ID") or None,
+            validation=validation,
         )
     except AutoMLSettingsError as exc:
         print(f"error: {exc}", flush=True)
         return 2
     args.model_out.mkdir(parents=True, exist_ok=True)
-    with open(args.model_out / "model.pkl", "wb") as fh:
-        cloudpickle.dump(model, fh)
+    if args.model_format == "mlflow":
+        save_mlflow_model(model, frame.drop(columns=[settings["label_column_name"]]).head(5), args.model_out)
+    else:
+        with open(args.model_out / "model.pkl", "wb") as fh:
+            cloudpickle.dump(model, fh)
     (args.metrics_out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     mlflow.log_metric(settings["primary_metric"], report["best_score"])
     mlflow.log_params({"best_estimator": report["best_estimator"], "iterations": len(report["trials"])})

@@ -25,6 +25,7 @@ from pipelines.core import defaults
 from pipelines.core.params import ParameterTypeError, coerce, type_phrase
 from pipelines.core.plan import (
     AutoMLStepPlan,
+    CommandStepPlan,
     DataRef,
     ParallelRunStepPlan,
     ParamRef,
@@ -254,21 +255,46 @@ class LocalRun:
                 for source in step.upload_sources.values():  # working files in the source directory go
                     if not Path(source).is_absolute():
                         _remove(step.source_directory / source)
+        elif isinstance(step, CommandStepPlan):
+            self._command(step, env, log_path)
         elif isinstance(step, AutoMLStepPlan):
             settings = json.dumps(step.settings.__dict__, default=str)
+            metrics = (
+                outputs[step.metrics_output]
+                if step.metrics_output
+                else self.folder / "outputs" / f"{step.name}.metrics"
+            )
             argv = [
                 sys.executable, "-m", "pipelines.local.runtime.automl",
                 "--settings", settings,
                 "--training-data", str(self._path_of(step.training_data)),
                 "--model-out", str(outputs[step.model_output]),
-                "--metrics-out", str(outputs[step.metrics_output]),
+                "--metrics-out", str(metrics),
+                "--model-format", step.model_format,
                 "--step-name", step.name,
             ]  # fmt: skip
+            if step.validation_data:
+                argv += ["--validation-data", str(self._path_of(step.validation_data))]
             self._subprocess(step.name, argv, PROJECT_ROOT, env, log_path)
         elif isinstance(step, ParallelRunStepPlan):
             self._parallel_run(step, outputs, env, log_path)
         else:  # pragma: no cover - the adapter only builds the three kinds
             raise StepFailed(step.name, 1, f"unsupported step kind {step.kind}")
+
+    def _command(self, step: CommandStepPlan, env: dict, log_path: Path) -> None:
+        """An SDK v2 command: its template with inputs and outputs substituted, run in its code folder."""
+        copies = self._downloaded_inputs(step)
+        names = list(step.variables)
+        env.update(zip(names, self._resolve_args([step.variables[n] for n in names], copies), strict=True))
+        # ``python`` in the command is this environment's interpreter, as the node's environment's is on Azure
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        try:
+            line = "".join(self._resolve_args(step.command, copies))
+            argv = command_argv(line)
+            host = self._hosts.pop(step.name, None) if argv[0] == sys.executable else None
+            self._subprocess(step.name, argv, step.source_directory, env, log_path, host)
+        finally:
+            shutil.rmtree(self.folder / "inputs" / step.name, ignore_errors=True)
 
     def _parallel_run(
         self, step: ParallelRunStepPlan, outputs: dict[str, Path], env: dict, log_path: Path
@@ -318,7 +344,7 @@ class LocalRun:
                 log.write(f"ParallelRunStep {step.name}: {options}\n")
             result = run_parallel(
                 options,
-                [self._path_of(data_inputs[0])],
+                self._batch_inputs(step, data_inputs[0]),
                 outputs[step.outputs[0]],
                 report_dir,
                 progress=self.out is not None,
@@ -337,6 +363,25 @@ class LocalRun:
             f"    {step.name}: {result.result_rows} rows from {result.mini_batches} mini-batches "
             f"at {result.rows_per_second:,.0f} rows/s with {result.workers} workers"
         )
+
+    def _batch_inputs(self, step: ParallelRunStepPlan, name: str) -> list[Path]:
+        """The paths a parallel step cuts into mini-batches: an MLTable folder's files (as CSV when they are
+        not plain comma-separated files with a header), else the input itself."""
+        from pipelines.local.runtime import mltable
+
+        path = self._path_of(name)
+        if step.input_kinds.get(name) != "tabular" or not mltable.is_mltable(path):
+            return [path]
+        try:
+            plain = mltable.plain_csv_files(path)
+            if plain is not None:
+                return plain
+            target = self.folder / "inputs" / step.name / name / "data.csv"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mltable.read(path).to_csv(target, index=False)
+        except mltable.MLTableError as exc:
+            raise StepFailed(step.name, 2, str(exc)) from None
+        return [target]
 
     def _partition_keys(self, step_name: str, value: Any) -> tuple[str, ...]:
         """ParallelRunConfig's partition_keys: a list, or a PipelineParameter holding its JSON."""
@@ -357,10 +402,11 @@ class LocalRun:
         if index >= len(self.plan.steps) or self._canceled:
             return
         step = self.plan.steps[index]
-        if isinstance(step, ScriptStepPlan) and step.name not in self._hosts:
+        script = step.script_name if isinstance(step, ScriptStepPlan) else _command_script(step)
+        if script and step.name not in self._hosts:
             env = self._step_env("")
             del env["MLFLOW_RUN_ID"]
-            host = warm.WarmHost.for_script(Path(step.source_directory) / step.script_name, env)
+            host = warm.WarmHost.for_script(Path(step.source_directory) / script, env)
             if host is not None:
                 self._hosts[step.name] = host
 
@@ -539,6 +585,13 @@ class LocalRun:
             names = sorted(step.variables)
             values = self._resolve_args_for_key_values([step.variables[n] for n in names])
             return {"script_name": step.script_name, "variables": dict(zip(names, values, strict=True))}
+        if isinstance(step, AutoMLStepPlan) and step.model_format != "pickle":
+            return {"model_format": step.model_format, "validation_data": step.validation_data}
+        if isinstance(step, CommandStepPlan):
+            names = sorted(step.variables)
+            values = self._resolve_args_for_key_values([step.variables[n] for n in names])
+            command = self._resolve_args_for_key_values(step.command)
+            return {"command": command, "variables": dict(zip(names, values, strict=True))}
         if isinstance(step, ParallelRunStepPlan):
             options = {
                 k: self.params[v.name] if isinstance(v, ParamRef) else v for k, v in step.options.items()
@@ -655,9 +708,39 @@ def _mlflow_status(status: str) -> str:
 
 
 def _step_type(step: StepPlan) -> str:
-    return {"script": "PythonScriptStep", "automl": "AutoMLStep", "parallel_run": "ParallelRunStep"}[
-        step.kind
-    ]
+    if getattr(step, "model_format", None) == "mlflow":
+        return "automl node"
+    return {
+        "script": "PythonScriptStep",
+        "command": "command node",
+        "automl": "AutoMLStep",
+        "parallel_run": "ParallelRunStep",
+    }[step.kind]
+
+
+SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]#~{}\n")
+
+
+def command_argv(line: str) -> list[str]:
+    """How to run a command line: ``python x.py ...`` with this interpreter when it is that plain, else the
+    shell (``bash -c``), as Azure runs a command job's command."""
+    import shlex
+
+    words = line.split()
+    if words and words[0] in ("python", "python3") and not (set(line) & SHELL_SYNTAX):
+        return [sys.executable, *shlex.split(line)[1:]]
+    return ["bash", "-c", line]
+
+
+def _command_script(step: StepPlan) -> str | None:
+    """The script a command step runs with ``python`` when its command is that plain (for a warm start)."""
+    if not isinstance(step, CommandStepPlan):
+        return None
+    line = "".join(p if isinstance(p, str) else "x" for p in step.command)
+    argv = command_argv(line)
+    if argv[0] != sys.executable or len(argv) < 2 or not argv[1].endswith(".py"):
+        return None
+    return argv[1]
 
 
 def in_main_thread() -> bool:

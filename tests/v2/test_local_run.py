@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import cli
 
-EXAMPLES = Path(__file__).resolve().parent / "v2_examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 TRAIN_SCORE = EXAMPLES / "train_score"
 AUTOML_BATCH = EXAMPLES / "automl_batch"
 

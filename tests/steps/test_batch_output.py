@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
+from tests.conftest import PROJECT_ROOT  # noqa: E402
+
+sys.path.insert(0, str(PROJECT_ROOT / "steps"))
 import batch_output  # noqa: E402
 
 

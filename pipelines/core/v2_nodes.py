@@ -8,15 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.plan import Arg, AutoMLSettings, AutoMLStepPlan, DataRef, ParallelRunStepPlan, ParamRef
-from pipelines.core.v2_reader import (
-    AUTOML_TASKS,
-    PRIMARY_METRICS,
-    REFERENCE,
-    V2Error,
-    _data_names,
-    _environment_name,
-    _template,
-)
+from pipelines.core.v2_terms import AUTOML_TASKS, PRIMARY_METRICS, REFERENCE, V2Error
+from pipelines.core.v2_terms import data_names as _data_names
+from pipelines.core.v2_terms import environment_name as _environment_name
+from pipelines.core.v2_terms import template as _template
 
 
 def read_automl(reader: Any, name: str, node: Any) -> AutoMLStepPlan:

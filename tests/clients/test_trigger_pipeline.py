@@ -17,6 +17,8 @@ from tests.conftest import JsonHandler
 from tests.local.workspace import test_service_e2e as e2e
 from tests.local.workspace.test_service_e2e import PREFIX, Service
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 running_service = e2e.running_service  # the same fixtures: a service of this module's own
 in_service_home = e2e.in_service_home
 

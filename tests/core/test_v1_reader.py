@@ -15,6 +15,8 @@ from pipelines.definitions import environment
 from pipelines.local.runtime import engine, runs
 from pipelines.settings import Settings
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 def test_training_plan_orders_steps_and_resolves_arguments() -> None:
     plan = adapter.read_steps(train.build(Settings()).steps)

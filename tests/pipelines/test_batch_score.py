@@ -16,6 +16,8 @@ from pipelines.errors import UserError
 from pipelines.settings import Settings
 from tests.conftest import cli
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 @pytest.fixture
 def new_data(tmp_path: Path) -> Path:

@@ -17,6 +17,8 @@ from pipelines.errors import UserError
 from pipelines.settings import Settings
 from tests.conftest import cli
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 def test_run_trains_registers_and_reports(trained: tuple[Path, dict], bike_csv_session: Path) -> None:
     home, summary = trained

@@ -22,6 +22,8 @@ from pipelines.local.parallel_run.options import ParallelRunOptions
 from pipelines.settings import PROJECT_ROOT
 from scoring import scoring
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 ENTRY = PROJECT_ROOT / "scoring" / "scoring.py"
 FEATURES = ["season", "yr", "mnth", "weekday", "weathersit", "temp", "atemp", "hum", "windspeed"]
 MODEL_NAME = "tiny-bike"

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import cli
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 TRAIN_SCORE = EXAMPLES / "train_score"
 AUTOML_BATCH = EXAMPLES / "automl_batch"

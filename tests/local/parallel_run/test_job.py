@@ -23,6 +23,8 @@ from pipelines.errors import UserError
 from pipelines.local.parallel_run.job import run_parallel
 from pipelines.local.parallel_run.options import JobResult, ParallelRunOptions, failure_summary
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 PRELUDE = """
 import argparse, json, os, sys, time
 from pathlib import Path

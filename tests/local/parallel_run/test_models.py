@@ -7,9 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipelines.local.parallel_run.job import run_parallel
 from pipelines.local.parallel_run.options import ParallelRunOptions
+
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
 
 ENTRY = """
 import json, os

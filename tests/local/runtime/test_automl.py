@@ -8,6 +8,8 @@ import pytest
 
 from pipelines.local.runtime import automl
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 def _settings(**overrides) -> dict:
     base = {"task": "regression", "primary_metric": "normalized_root_mean_squared_error", "label_column_name": "y",

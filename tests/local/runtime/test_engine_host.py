@@ -16,6 +16,8 @@ from pipelines.errors import UserError
 from pipelines.local.runtime import runs
 from tests.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 def _start(tmp_path: Path, home: Path, run_id: str) -> subprocess.Popen:
     from pipelines.datagen import write_csv

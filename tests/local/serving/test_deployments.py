@@ -27,6 +27,8 @@ from benchmarks._model import LEAKING_COLUMNS, raw_rows, shared_model_home, usin
 from pipelines.deploy import main as deploy_main
 from pipelines.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 SERVICE = "bike-test"
 PROBE = "probe-test"
 PROBE_TIMEOUT_MS = 1500

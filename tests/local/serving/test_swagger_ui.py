@@ -18,6 +18,8 @@ import requests
 from benchmarks._model import shared_model_home, using_home
 from pipelines.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 SERVICE = "swagger-ui-test"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

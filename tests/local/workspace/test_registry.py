@@ -14,6 +14,8 @@ from pipelines.errors import UserError
 from pipelines.local.workspace import registry
 from pipelines.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 
 def _experiment_id(home: str) -> str:
     os.environ["AMLOPS_HOME"] = home

@@ -26,6 +26,8 @@ import requests
 from benchmarks.pipeline_service import kill_workspace_processes
 from pipelines.settings import PROJECT_ROOT, Settings
 
+pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
+
 PREFIX = "/pipelines/v1.0/PipelineRuns"
 FINAL = ("Completed", "Failed", "Canceled")
 

@@ -9,10 +9,12 @@ python -m pipelines.batch_score publish [--target local|azure] [--json]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,12 +194,14 @@ def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[Refuse
     from pipelines.local.workspace import registry
     from scoring.input_rules import InputError, check_frame, date_checker, signature_columns
 
-    _, model_dir = registry.materialize_model(model.name, model.version)
+    with _no_progress_bars():  # a refusal is one line
+        _, model_dir = registry.materialize_model(model.name, model.version)
     loaded = mlflow.pyfunc.load_model(str(model_dir / model.name))
     columns = signature_columns(loaded)
     if columns is None:  # no typed signature: the model's own checks decide, in the run
         return []
     bad_date = date_checker(loaded)
+    limit = None if error_threshold < 0 else error_threshold  # -1: any (below -1 is refused when built)
     refused: list[RefusedRow] = []
     for file in csv_files(data_path):
         offset = 0
@@ -211,7 +215,7 @@ def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[Refuse
                 ) from None
             refused += [RefusedRow(file, offset + b.row + 1, b.column, b.problem) for b in bad]
             offset += len(frame)
-            if error_threshold != -1 and len(refused) > error_threshold:
+            if limit is not None and len(refused) > limit:
                 first = refused[0]
                 raise UserError(
                     f"{first.file.name} row {first.row}, column "
@@ -221,6 +225,19 @@ def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[Refuse
                     "(-1: any number; they are listed in failed_rows.csv)",
                 )
     return refused
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:

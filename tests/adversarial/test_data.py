@@ -196,6 +196,19 @@ def test_batch_and_online_scoring_refuse_the_same_rows(
         np.testing.assert_allclose(out["prediction"], answer["result"])
 
 
+def test_entry_script_fails_a_mini_batch_with_repeated_columns(
+    both_paths: tuple[ModuleType, Any, Any], bike_csv_session: Path
+) -> None:
+    """On Azure nothing checks before the run: the entry script names the repeated column itself."""
+    from scoring import scoring
+
+    _, model, config = both_paths
+    rows = pd.read_csv(bike_csv_session).head(4)
+    repeated = pd.concat([rows, rows[["temp"]]], axis=1)
+    with pytest.raises(ValueError, match=r"mini-batch has duplicate column name\(s\) 'temp'"):
+        scoring.score(model, repeated, config)
+
+
 # -- 12: --output inside or equal to the input folder ---------------------------------------------
 
 

@@ -9,9 +9,13 @@ python -m pipelines.batch_score publish [--target local|azure] [--json]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,18 @@ from pipelines.settings import Settings
 
 NAME = "amlops-batch-score"
 PREDICTION_COLUMN = "prediction"
+FAILED_ROWS_FILE = "failed_rows.csv"
+CHECK_BLOCK = 8 * 1024**2  # bytes of input read at a time by the check before a run
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """An input row the model's input rule refuses: its file, its row (1 = the first after the header), why."""
+
+    file: Path
+    row: int
+    column: str
+    problem: str
 
 
 def build(settings: Settings, data: str | None = None, model_version: int = 0) -> PipelineDefinition:
@@ -123,7 +139,8 @@ def _option_hint(message: str) -> str:
 
 
 def check_run(check: RunCheck) -> None:
-    """Before a local run starts: the key columns are in the input, and --output can become a folder."""
+    """Before a local run starts: the key columns are in the input, --output can become a folder outside
+    the input, and the input's rows follow the model's input rule (up to error_threshold may not)."""
     keys = [k.strip() for k in check.settings.key_columns.split(",") if k.strip()]
     missing = [k for k in keys if k not in check.columns]
     if missing:
@@ -133,17 +150,27 @@ def check_run(check: RunCheck) -> None:
             hint="name the input columns to copy next to each prediction with --set key_columns=COL1,COL2",
         )
     if check.args.output:
-        check_output_folder(Path(check.args.output))
+        check_output_folder(Path(check.args.output), check.data_path)
+    if check.model is not None and check.data_path is not None:
+        check.args.refused_rows = check_rows(check.data_path, check.model, check.settings.error_threshold)
 
 
-def check_output_folder(target: Path) -> None:
-    """UserError unless ``target`` is a folder or can be made one (probed in its nearest existing parent)."""
+def check_output_folder(target: Path, data_path: Path | None = None) -> None:
+    """UserError unless ``target`` is a folder or can be made one (probed in its nearest existing parent)
+    outside the input folder ``data_path`` (the ParallelRunStep engine's own rule for its output)."""
+    from pipelines.local.parallel_run import inputs
+
     target = target.expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise UserError(
             f"--output {target} is a file, not a folder",
             hint="pass a folder for the predictions (it is created if missing), or move the file away",
         )
+    if data_path is not None:
+        try:
+            inputs.check_output_folder(target, "--output", [data_path])
+        except UserError as exc:
+            raise UserError(f"--output {exc}", hint=exc.hint) from None
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir():
         raise UserError(f"--output {target}: {existing} is a file, not a folder", hint="pass another folder")
@@ -154,6 +181,63 @@ def check_output_folder(target: Path) -> None:
             f"--output {target}: cannot write in {existing} ({exc.strerror})",
             hint="pass a folder you can write to",
         ) from None
+
+
+def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[RefusedRow]:
+    """The input rows that break the model's input rule (``scoring/input_rules.py``, as the entry script
+    applies it), read as the ParallelRunStep workers read them; UserError naming the first one when there
+    are more than ``error_threshold`` (-1: any number is allowed, and all are listed)."""
+    import mlflow.pyfunc
+
+    from pipelines.datasets import csv_files
+    from pipelines.local.parallel_run.mini_batches import read_tabular, tabular_mini_batches
+    from pipelines.local.workspace import registry
+    from scoring.input_rules import InputError, check_frame, date_checker, signature_columns
+
+    with _no_progress_bars():  # a refusal is one line
+        _, model_dir = registry.materialize_model(model.name, model.version)
+    loaded = mlflow.pyfunc.load_model(str(model_dir / model.name))
+    columns = signature_columns(loaded)
+    if columns is None:  # no typed signature: the model's own checks decide, in the run
+        return []
+    bad_date = date_checker(loaded)
+    limit = None if error_threshold < 0 else error_threshold  # -1: any (below -1 is refused when built)
+    refused: list[RefusedRow] = []
+    for file in csv_files(data_path):
+        offset = 0
+        for batch in tabular_mini_batches([file], CHECK_BLOCK):
+            frame = read_tabular(batch, threads=2)
+            try:
+                _, _, bad = check_frame(frame, columns, bad_date)
+            except InputError as exc:
+                raise UserError(
+                    f"{file.name}: {exc}", hint="score data with the columns the model was trained on"
+                ) from None
+            refused += [RefusedRow(file, offset + b.row + 1, b.column, b.problem) for b in bad]
+            offset += len(frame)
+            if limit is not None and len(refused) > limit:
+                first = refused[0]
+                raise UserError(
+                    f"{first.file.name} row {first.row}, column "
+                    f"{first.column!r}: {first.problem} (at least {len(refused)} rows break the model's input "
+                    f"rule; error_threshold is {error_threshold})",
+                    hint="fix those rows, or let up to N rows go unscored with --set error_threshold=N "
+                    "(-1: any number; they are listed in failed_rows.csv)",
+                )
+    return refused
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -177,9 +261,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
-    """``--output DIR``: copy the collected predictions there (the run folder keeps its own copy)."""
+    """``--output DIR``: copy the collected predictions there (the run folder keeps its own copy), with
+    ``failed_rows.csv`` listing the rows left unscored, if any."""
     source = Path(summary["folder"]) / "outputs" / "predictions"
     summary["predictions"] = str(source)
+    refused = getattr(args, "refused_rows", None)
+    if refused and source.is_dir():
+        report = source / FAILED_ROWS_FILE
+        with open(report, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "row", "column", "problem"])
+            writer.writerows([r.file.name, r.row, r.column, r.problem] for r in refused)
+        summary["failed_rows"] = {"count": len(refused), "report": str(report)}
     if args.output and source.is_dir():
         target = Path(args.output).resolve()
         try:  # checked before the run; this fails only if the destination changed meanwhile
@@ -192,6 +285,8 @@ def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:
                 hint=f"they are in {source}",
             ) from None
         summary["predictions"] = str(target)
+        if "failed_rows" in summary:
+            summary["failed_rows"]["report"] = str(target / FAILED_ROWS_FILE)
 
 
 if __name__ == "__main__":

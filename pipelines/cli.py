@@ -173,10 +173,12 @@ def _run_in(
         model = registry.get_model(name, version)  # UserError when it is not registered
         assignments.update(model_name=model.name, model_version=model.version)
         required = registry.model_input_columns(model.name, model.version)
+    else:
+        model = None
     data_file, head = precheck_data(data_path, required, role="label" if label_required else "features")
     if check_run is not None:
         columns = [str(c) for c in head.columns]
-        check_run(RunCheck(settings, given, data_file, columns, head, args))
+        check_run(RunCheck(settings, given, data_file, columns, head, args, data_path, model))
     definition = build(settings, data_ref)
     plan = v1_reader.read_steps(definition.steps)
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
@@ -205,6 +207,14 @@ def precheck_data(path: Path, required_columns: list[str], role: str = "label") 
     from pipelines.datasets import csv_files
 
     files = csv_files(path)
+    for file in files:
+        repeated = repeated_columns(file)
+        if repeated:
+            raise UserError(
+                f"{file.name} repeats the column name(s) {', '.join(repeated)}",
+                hint="give every column its own name (a reader would call the copies "
+                f"{repeated[0]}.1, ... and use them as other columns)",
+            )
     try:
         header = pd.read_csv(files[0], nrows=5)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -228,6 +238,24 @@ def precheck_data(path: Path, required_columns: list[str], role: str = "label") 
             hint="score data with the columns the model was trained on",
         )
     return files[0], header
+
+
+def repeated_columns(file: Path) -> list[str]:
+    """The names that occur more than once in a CSV file's header line (unreadable or empty: none)."""
+    import csv
+
+    try:
+        with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, csv.Error):
+        return []  # reported by the read that follows
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for name in header:
+        if name in seen:
+            repeated[name] = None
+        seen.add(name)
+    return list(repeated)
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +296,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"error: {summary['error'].get('message')}")
     if summary.get("predictions"):
         print(f"predictions: {summary['predictions']}")
+    if summary.get("failed_rows"):
+        failed = summary["failed_rows"]
+        print(
+            f"rows not scored: {failed['count']} (they break the model's input rule; see {failed['report']})"
+        )
     print(f"run folder: {summary['folder']}")
 
 

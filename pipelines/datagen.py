@@ -1,7 +1,9 @@
 """A seeded generator of bike-like daily data of any size, with exactly the columns of ``bike-no.csv``.
 
-Rows are consecutive days from 2011-01-01 (``instant`` 1, 2, ...), with seasonal temperature,
-weather-dependent humidity, and casual/registered counts that sum to ``cnt``. The same ``seed`` and
+Rows are consecutive days from 2011-01-01 (``instant`` 1, 2, ...); after 200 years (73,049 rows) the
+calendar starts again at 2011-01-01, so every date is one a model can read (pandas' dates end in 2262,
+and scoring refuses a date past them as it refuses one that does not exist). Temperature is seasonal,
+humidity depends on the weather, and the casual and registered counts sum to ``cnt``. The same ``seed`` and
 ``n_rows`` always give the same rows, whether built in memory (``generate``) or streamed to a file in
 chunks (``write_csv``), so tests and benchmarks can make data of any size without holding it.
 
@@ -41,6 +43,7 @@ COLUMNS = [
 ]
 CHUNK_ROWS = 100_000
 START = np.datetime64("2011-01-01", "D")
+CYCLE_DAYS = int((np.datetime64("2211-01-01", "D") - START).astype(int))  # 200 years, then the dates repeat
 
 
 def generate(n_rows: int, seed: int = 0) -> pd.DataFrame:
@@ -81,7 +84,7 @@ def _chunks(n_rows: int, seed: int) -> Iterator[pd.DataFrame]:
 def _chunk(start: int, n: int, seed: int, index: int) -> pd.DataFrame:
     """Rows ``start .. start+n-1``; each chunk has its own RNG stream so chunks are independent."""
     rng = np.random.default_rng([seed, index])
-    days = START + np.arange(start, start + n)
+    days = START + np.arange(start, start + n) % CYCLE_DAYS
     years = days.astype("datetime64[Y]").astype(int) + 1970
     months = days.astype("datetime64[M]").astype(int) % 12 + 1
     month_start = days.astype("datetime64[M]").astype("datetime64[D]")

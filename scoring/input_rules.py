@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SCAN_BAD_DATES = 8  # refused dates found by scanning a column before it is checked value by value
 
 # MLflow column types -> (JSON Schema type, swagger format, numpy dtype for the decoded column)
 KINDS: dict[str, tuple[str, str | None, Any]] = {
@@ -192,7 +193,7 @@ def _numbers(series: pd.Series) -> np.ndarray:
 def _bad_dates(
     frame: pd.DataFrame, columns: tuple[Column, ...], bad_date: DateCheck
 ) -> dict[str, np.ndarray]:
-    """Each text column's rows holding a value the model's ``bad_date`` refuses (asked once per distinct value)."""
+    """Each text column's rows holding a value the model's ``bad_date`` refuses (asked about distinct values)."""
     masks: dict[str, np.ndarray] = {}
     for column in columns:
         series = frame[column.name]
@@ -203,6 +204,9 @@ def _bad_dates(
         refused: list[int] = []
         start = 0
         while start < len(values):
+            if len(refused) == SCAN_BAD_DATES:  # many: value by value, so the cost stays linear
+                refused += [i for i in range(start, len(values)) if bad_date(_one(column.name, values[i]))]
+                break
             found = bad_date(pd.DataFrame({column.name: values.iloc[start:].reset_index(drop=True)}))
             if found is None:
                 break
@@ -211,6 +215,10 @@ def _bad_dates(
         if refused:
             masks[column.name] = np.isin(codes, refused)
     return masks
+
+
+def _one(name: str, value: Any) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series([value], dtype=object)})
 
 
 def _a_date_like(series: pd.Series, bad: np.ndarray) -> str:

@@ -7,6 +7,7 @@ Runs unchanged as an Azure ML PythonScriptStep and on the local engine: argument
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import sys
@@ -27,6 +28,12 @@ def load_csvs(path: Path) -> pd.DataFrame:
     files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
     if not files:
         raise PrepError(f"no CSV file found in {path}")
+    for file in files:
+        repeated = repeated_columns(file)
+        if repeated:  # pandas would rename the copies (temp.1) and use them as other columns
+            raise PrepError(
+                f"{file.name} repeats the column name(s) {', '.join(repeated)}; give each column its own name"
+            )
     try:
         frames = [pd.read_csv(f) for f in files]
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -35,6 +42,13 @@ def load_csvs(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise PrepError("the data has no rows")
     return frame
+
+
+def repeated_columns(file: Path) -> list[str]:
+    """The names that occur more than once in a CSV file's header line, in header order."""
+    with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    return sorted({name for name in header if header.count(name) > 1}, key=header.index)
 
 
 def validate_schema(frame: pd.DataFrame, label: str, task: str) -> None:

@@ -155,9 +155,7 @@ class RawColumnsModel:
                 continue
             fmt = getattr(self.featurizer, "date_formats", {}).get(column)
             if fmt in _DAY_PATTERNS:
-                bad = next(
-                    (i for i, value in enumerate(series.to_numpy()) if _day_of(value, fmt) is None), None
-                )
+                bad = _first_bad_day(series.to_numpy(), fmt)
             else:
                 unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
                 bad = int(unread.argmax()) if unread.any() else None
@@ -559,6 +557,18 @@ def _day_of(value: Any, fmt: str) -> np.datetime64 | None:
 
 
 _FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-10", "D")  # pandas' ns range
+
+
+def _first_bad_day(values: np.ndarray, fmt: str) -> int | None:
+    """The position of the first value ``_day_of`` refuses, else None; the days converted in one numpy call
+    (a scalar ``np.datetime64`` per value costs several times more on a batch's thousands of rows)."""
+    iso = [_iso_day(value, fmt) or "NaT" for value in values]
+    try:
+        days = np.array(iso, dtype="datetime64[D]")
+    except ValueError:  # e.g. 30 February: value by value
+        return next((i for i, value in enumerate(values) if _day_of(value, fmt) is None), None)
+    bad = np.isnat(days) | (days < _FIRST_DAY) | (days > _LAST_DAY)
+    return int(bad.argmax()) if bad.any() else None
 
 
 def _datetime_values(series: pd.Series, fmt: str | None) -> np.ndarray:

@@ -39,6 +39,8 @@ class RunCheck:
     columns: list[str]  # its header
     head: Any  # its first rows (a pandas DataFrame)
     args: argparse.Namespace
+    data_path: Path | None = None  # the resolved input: a CSV file or a folder
+    model: Any = None  # the registered model the run uses (registry.RegisteredModel), if any
 
 
 def chosen_settings(settings: Settings, assignments: dict[str, str] | None = None) -> frozenset[str]:

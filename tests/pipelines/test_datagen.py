@@ -38,6 +38,15 @@ def test_values_are_plausible() -> None:
     assert df.instant.is_unique and df.instant.iloc[0] == 1
 
 
+def test_dates_stay_readable_on_many_rows() -> None:
+    """After 200 years the calendar starts again (instant goes on): every date is inside pandas' range."""
+    first = datagen.generate(3, seed=1)
+    later = datagen._chunk(datagen.CYCLE_DAYS - 1, 3, seed=1, index=0)
+    assert later.date.tolist() == ["12/31/2210", *first.date.tolist()[:2]]
+    assert later.instant.tolist() == [datagen.CYCLE_DAYS, datagen.CYCLE_DAYS + 1, datagen.CYCLE_DAYS + 2]
+    assert later.yr.tolist() == [199, 0, 0]
+
+
 def test_same_seed_same_rows_other_seed_other_rows() -> None:
     a, b, c = datagen.generate(300, seed=5), datagen.generate(300, seed=5), datagen.generate(300, seed=6)
     pd.testing.assert_frame_equal(a, b)

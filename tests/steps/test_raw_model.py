@@ -113,6 +113,19 @@ def _mixed_frame(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.parametrize("fmt", ["%m/%d/%Y", "%Y-%m-%d", "%d/%m/%Y"])
+def test_first_bad_day_finds_what_day_of_refuses(fmt: str) -> None:
+    """The batch-sized check (one numpy conversion) refuses exactly the values ``_day_of`` refuses."""
+    days = pd.date_range("2011-01-01", periods=400).strftime(fmt).tolist()
+    strays = ["2/30/2012", "30/2/2012", "2012-02-30", "2/29/2011", "1/ 5/2012", "4/11/2262", "1/1/1600",
+              "notadate", "", None, 7, "12/31/2012", "31/12/2012", "2012-12-31", "2/29/2012", "2012-2-29"]  # fmt: skip
+    for stray in strays:
+        values = np.array([*days[:5], stray, *days[5:]], dtype=object)
+        expected = next((i for i, v in enumerate(values) if raw_model._day_of(v, fmt) is None), None)
+        assert raw_model._first_bad_day(values, fmt) == expected, (fmt, stray)
+    assert raw_model._first_bad_day(np.array(days, dtype=object), fmt) is None
+
+
 def test_lightgbm_regressor_is_called_directly_with_the_wrappers_exact_answers() -> None:
     """Dates, categories (unseen and missing ones too), booleans, NaN: the direct Booster call equals
     scikit-learn's LGBMRegressor.predict on the transformed frame, row for row and bit for bit."""

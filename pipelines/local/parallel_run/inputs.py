@@ -74,15 +74,21 @@ def hidden(relative: Path) -> bool:
 def check_output_folders(output: Path, report: Path, inputs: list[Path]) -> None:
     """The output and report folders must be folders (or not exist yet), and not where an input is read."""
     for folder, flag in ((output, "--output"), (report, "--report-dir")):
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, not a folder", hint=f"pass another {flag}")
-        for source in (p.resolve() for p in inputs):
-            if source.is_dir() and (folder == source or source in folder.parents):
-                if not hidden(folder.relative_to(source)):  # a hidden folder is not read as input
-                    raise UserError(
-                        f"{folder} is inside the input folder {source}",
-                        hint=f"pass a {flag} outside the input: a later run would read the results as input",
-                    )
+        check_output_folder(folder, flag, inputs)
+
+
+def check_output_folder(folder: Path, flag: str, inputs: list[Path]) -> None:
+    """UserError if ``folder`` (resolved) is a file, or equals or lies inside an input folder, where it would
+    be read as input (a hidden folder there is not read, so it is allowed)."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder", hint=f"pass another {flag}")
+    for source in (p.resolve() for p in inputs):
+        if source.is_dir() and (folder == source or source in folder.parents):
+            if not hidden(folder.relative_to(source)):  # a hidden folder is not read as input
+                raise UserError(
+                    f"{folder} is inside the input folder {source}",
+                    hint=f"pass a {flag} outside the input: a later run would read the results as input",
+                )
 
 
 def count_items(batch: MiniBatch) -> int:

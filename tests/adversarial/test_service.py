@@ -105,6 +105,12 @@ SERVER_FILES = [
     "pyproject.toml",
     str(PROJECT_ROOT / "Makefile"),
     "/proc/self/environ",
+    "http://127.0.0.1:8765/openapi.json",  # the local services: a run would echo what they answer
+    "http://localhost/x.csv",
+    "http://[::1]:80/x.csv",
+    "https://0.0.0.0/x.csv",
+    "http://127.1/x.csv",
+    "http://2130706433/x.csv",
 ]
 
 

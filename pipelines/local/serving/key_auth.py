@@ -11,6 +11,8 @@ CORS preflight, which carries no key, goes to the server, which answers it witho
 gunicorn builds it with ``pipelines.local.serving.key_auth:from_environment()``; the deployment folder comes from
 ``AMLOPS_DEPLOYMENT_DIR``. Keys are re-read when the key file changes, so a regenerated key works (and
 the old one stops working) on the next request; so does a change of the service's settings (``update``).
+Before the server logs anything, every log record of the worker is made to carry no key of the workspace
+and no query string's values (keys.keep_keys_out_of_logs), so ``?key=...`` never reaches ``server.log``.
 """
 
 from __future__ import annotations

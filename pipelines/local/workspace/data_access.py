@@ -5,7 +5,9 @@ may be only
 
 - a dataset **name**: a known dataset (``bike-no``) or ``NAME.csv`` in ``AMLOPS_DATA_DIR`` or the workspace's
   dataset cache, looked up as a name only (never as a path relative to the service's folder);
-- an **http(s) URL**, which this machine downloads into the workspace's cache;
+- an **http(s) URL**, which this machine downloads into the workspace's cache, except one naming this machine
+  itself (``localhost``, a loopback or unspecified address), where the workspace service and the deployments
+  listen;
 - an absolute **path inside a folder the workspace's owner allowed** (``serve --allow-data DIR``, or
   ``AMLOPS_ALLOW_DATA`` with folders separated by ``:``), checked after symlinks and ``..`` are resolved.
 
@@ -66,6 +68,9 @@ class DataAccess:
                 hint=self.what_is_allowed(),
             )
         if ref.startswith(("http://", "https://")):
+            if _names_this_machine(ref):
+                raise UserError(f"dataset parameter {param!r}: a URL of this machine cannot be a run's data "
+                                "over HTTP", hint=self.what_is_allowed())  # fmt: skip
             return ref
         if DATASET_NAME.fullmatch(ref):
             found = datasets.find_local(ref)
@@ -100,3 +105,28 @@ class DataAccess:
             + (f"an allowed folder ({folders})" if folders else "a folder the workspace's owner allows with "
                "python -m pipelines.workspace serve --allow-data DIR (none is allowed now)")
         )  # fmt: skip
+
+
+def _names_this_machine(url: str) -> bool:
+    """True for a URL whose host is, or resolves now to, a loopback or unspecified address of this machine (where
+    the workspace service and the deployments listen); ``127.1`` and ``2130706433`` are such hosts too."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return True  # not a URL urllib would fetch as meant
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False  # not resolvable now: the download fails in the run, naming the URL
+    for text in found:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        address = getattr(address, "ipv4_mapped", None) or address
+        if address.is_loopback or address.is_unspecified:
+            return True
+    return False

@@ -9,7 +9,9 @@ one stops working) at once. Errors are JSON in Azure's shape: ``{"error": {"code
 Submitting (``POST`` to an endpoint URL, ``<endpoint URL>/<version>`` or a published pipeline URL)
 validates everything first (key, JSON, field names, parameter names and types, dataset references);
 a request that fails gets 400/401/404/413 and queues nothing. A valid one is queued (run_queue) and
-answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``.
+answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``. The data it may name is what
+data_access allows; ids in URLs follow api_schema's rules (else 400), and ``/openapi.json`` lists every
+answer a route gives. No key and no query string's values reach the service's log (keys.keep_keys_out_of_logs).
 """
 
 from __future__ import annotations

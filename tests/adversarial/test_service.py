@@ -345,6 +345,15 @@ def test_the_redactor_hides_keys_and_query_values_and_formatters_still_work(tmp_
     assert secret not in logging.Formatter().format(redactor.record(failed))
     keys_file.write_text(json.dumps({"primary": "n" * 43, "secondary": other}))  # a regenerated key: at once
     assert redactor.redact("n" * 43) == f"[key {fingerprint('n' * 43)}]"
+    assert redactor.redact("POST /score 200 1.2ms") == "POST /score 200 1.2ms"
+    quick = LogRedactor(
+        lambda: [keys_file, *sorted(tmp_path.glob("deployments/*/keys.json"))], relist_seconds=0
+    )
+    assert quick.redact(f"GET /{'q' * 43}") == f"GET /{'q' * 43}"  # not a key yet
+    later = tmp_path / "deployments" / "new" / "keys.json"  # a key file that appears later (a new deployment)
+    later.parent.mkdir(parents=True)
+    later.write_text(json.dumps({"primary": "q" * 43, "secondary": "r" * 43}))
+    assert "q" * 43 not in quick.redact(f"GET /{'q' * 43}")
 
 
 def wait_for(condition: Any, seconds: float) -> bool:

@@ -21,6 +21,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def _new_key() -> str:
 
 # ---- keeping keys out of logs --------------------------------------------------------------------------------
 HIDDEN = "[hidden]"
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_-]{16,}")  # what every generated key is (43 characters)
 _QUERY_VALUE = re.compile(r"(?<=[?&])([^=&?#\s\"']{1,200})=[^&#\s\"']*")
 
 
@@ -123,16 +125,29 @@ def workspace_key_files(home: Path) -> list[Path]:
 
 
 class LogRedactor:
-    """Hides query-string values and the keys found in ``key_files()`` in a text (re-read when a file changes)."""
+    """Hides query-string values and the keys found in ``key_files()`` in a text.
 
-    def __init__(self, key_files: Callable[[], Iterable[Path]]) -> None:
+    A key file is read again as soon as it changes (a regenerated key is hidden from its first use); the list of
+    key files is asked for again at most every ``relist_seconds`` (a new deployment's keys within that time).
+    A text with no run of 16 key characters cannot hold a generated key: while every key is such a run, it is
+    passed without looking at the key files (at most ``relist_seconds`` since they were last looked at)."""
+
+    def __init__(self, key_files: Callable[[], Iterable[Path]], relist_seconds: float = 1.0) -> None:
         self.key_files = key_files
+        self.relist_seconds = relist_seconds
+        self._files: list[Path] = []
+        self._listed = float("-inf")
         self._seen: dict[Path, tuple[tuple[int, int, int], list[str]]] = {}
         self._lock = threading.Lock()
+        self._all_key_like = False
+        self._checked = float("-inf")
 
     def redact(self, text: str) -> str:
         if "=" in text and ("?" in text or "&" in text):
             text = _QUERY_VALUE.sub(rf"\1={HIDDEN}", text)
+        recent = time.monotonic() - self._checked < self.relist_seconds
+        if recent and self._all_key_like and not _KEY_LIKE.search(text):
+            return text
         for key in self.keys():
             if key in text:
                 text = text.replace(key, f"[key {fingerprint(key)}]")
@@ -142,7 +157,9 @@ class LogRedactor:
         """The current keys of every key file (a damaged or missing file has none)."""
         out: list[str] = []
         with self._lock:
-            for path in self.key_files():
+            if time.monotonic() - self._listed > self.relist_seconds:
+                self._files, self._listed = list(self.key_files()), time.monotonic()
+            for path in self._files:
                 try:
                     st = os.stat(path)
                 except OSError:
@@ -153,6 +170,8 @@ class LogRedactor:
                     seen = (stamp, _read_keys(path))
                     self._seen[path] = seen
                 out += seen[1]
+            self._all_key_like = all(_KEY_LIKE.fullmatch(key) for key in out)
+            self._checked = time.monotonic()
         return out
 
     def record(self, record: logging.LogRecord) -> logging.LogRecord:
@@ -161,7 +180,10 @@ class LogRedactor:
             message = record.getMessage()
         except Exception:  # a broken format: logging reports it itself, with this record
             return record
-        if self.redact(message) != message:
+        clean = self.redact(message)
+        if clean != message and not record.args:
+            record.msg, record.args = clean, None
+        elif clean != message:
             if isinstance(record.msg, str):
                 record.msg = self.redact(record.msg)
             if isinstance(record.args, tuple):  # uvicorn's access formatter unpacks these
@@ -169,11 +191,12 @@ class LogRedactor:
             elif isinstance(record.args, dict):  # gunicorn's access log formats with a mapping
                 record.args = {k: self.redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
             try:
-                still = self.redact(record.getMessage()) != record.getMessage()
+                formatted = record.getMessage()
+                still = self.redact(formatted) != formatted
             except Exception:
                 still = True
             if still:  # a key inside an argument of another type: give up the arguments
-                record.msg, record.args = self.redact(message), None
+                record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return record

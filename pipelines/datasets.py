@@ -56,7 +56,7 @@ def resolve(ref: str) -> Path:
     if ref.startswith(("http://", "https://")):
         known = next((k for k in KNOWN.values() if k.url == ref), None)
         if known is not None:  # a known dataset's URL: the local data folder and the cache come first
-            return resolve(known.name)
+            return find_local(known.name) or _download(known.url, _cache_dir() / known.name, known)
         return _download(ref, _cache_dir() / hashlib.sha256(ref.encode()).hexdigest()[:16], known)
     path = Path(ref).expanduser()
     if path.exists():
@@ -67,7 +67,25 @@ def resolve(ref: str) -> Path:
                     f"folder {ref} holds no .csv file", hint="pass a CSV file or a folder of CSVs"
                 )
         return path.resolve()
+    found = find_local(ref)
+    if found is not None:
+        return found
+    known = KNOWN.get(ref[:-4] if ref.endswith(".csv") else ref)
+    if known is None:
+        raise UserError(
+            f"dataset {ref!r} is neither a file nor a known dataset name",
+            hint="pass a CSV path or URL, put NAME.csv in AMLOPS_DATA_DIR, or use one of: "
+            + ", ".join(KNOWN),
+        )
+    return _download(known.url, _cache_dir() / known.name, known)
+
+
+def find_local(ref: str) -> Path | None:
+    """The file a dataset *name* stands for on this machine (``NAME.csv`` in AMLOPS_DATA_DIR, then the
+    workspace's cache), never downloaded and never read as a path; None if neither holds it."""
     name = ref[:-4] if ref.endswith(".csv") else ref
+    if not name or name.startswith(".") or "/" in name or os.sep in name:
+        return None  # a name, not a path
     known = KNOWN.get(name)
     file_name = known.file_name if known else f"{name}.csv"
     data_dir = os.environ.get("AMLOPS_DATA_DIR")
@@ -76,13 +94,7 @@ def resolve(ref: str) -> Path:
     cached = _cache_dir() / name / file_name
     if cached.is_file() and (known is None or sha256_of(cached) == known.sha256):
         return cached
-    if known is None:
-        raise UserError(
-            f"dataset {ref!r} is neither a file nor a known dataset name",
-            hint="pass a CSV path or URL, put NAME.csv in AMLOPS_DATA_DIR, or use one of: "
-            + ", ".join(KNOWN),
-        )
-    return _download(known.url, cached.parent, known)
+    return None
 
 
 def _cache_dir() -> Path:

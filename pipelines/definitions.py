@@ -50,9 +50,14 @@ def dataset_url(ref: str) -> str:
     """The URL an SDK Dataset is built from: the ref itself, a known dataset's public URL, or a file URI.
 
     A local file becomes a placeholder URL (``LOCAL_PLACEHOLDER`` + its name) that only the local
-    engine understands (it binds the real path); the Azure backend refuses to publish it.
+    engine understands (it binds the real path); the Azure backend refuses to publish it. Called before an
+    SDK Dataset is built, it also keeps the SDK's own log of that in the workspace.
     """
+    from pipelines.core.v1_reader import keep_sdk_logs_in_workspace
     from pipelines.datasets import KNOWN
+    from pipelines.settings import amlops_home
+
+    keep_sdk_logs_in_workspace(amlops_home())
 
     if ref.startswith(("http://", "https://")):
         return ref

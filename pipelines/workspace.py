@@ -1,6 +1,6 @@
 """The local workspace: serve published pipelines over HTTP, and inspect runs, keys, endpoints and schedules.
 
-python -m pipelines.workspace serve [--port 8765] [--host 127.0.0.1] [--workers 2]
+python -m pipelines.workspace serve [--port 8765] [--host 127.0.0.1] [--workers 2] [--allow-data DIR]...
 python -m pipelines.workspace status [--json]
 python -m pipelines.workspace keys [--regen primary|secondary] [--primary] [--json]
 python -m pipelines.workspace runs [--status S] [--limit N] [--json]
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int_in_range(1), default=DEFAULT_WORKERS,
                        help=f"pipeline runs executed at once; more wait in the queue (default {DEFAULT_WORKERS})")  # fmt: skip
     serve.add_argument("--json", action="store_true", help="print the service's URL and pid as one JSON line")
+    serve.add_argument("--allow-data", action="append", default=[], metavar="DIR",
+                       help="a folder whose files and subfolders REST callers may name as a run's data (repeatable; "
+                            "also AMLOPS_ALLOW_DATA=DIR:DIR). Without it they may name only dataset names and URLs")  # fmt: skip
 
     status = sub.add_parser("status", help="is the service running; queue, endpoints, schedules")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -178,7 +181,15 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: other machines can reach it, and keys travel unencrypted (http)",
               file=sys.stderr)  # fmt: skip
-    service.serve(args.host, args.port, args.workers, as_json=args.json)
+    from pipelines.local.workspace.data_access import DataAccess
+
+    service.serve(
+        args.host,
+        args.port,
+        args.workers,
+        as_json=args.json,
+        data_access=DataAccess.from_folders(args.allow_data),
+    )
     return 0
 
 

@@ -3,7 +3,8 @@
 This is the only module that reads the SDK objects' private configuration. It is pinned to the SDK
 versions in pyproject.toml (azureml-pipeline-core/-steps 1.62.0, azureml-train-automl-client 1.62.0)
 and tested against them in tests/core/test_v1_reader.py. Nothing here constructs a ``Workspace`` or a
-``Pipeline`` (both call the service).
+``Pipeline`` (both call the service). It also points the SDK's own data-access log into the workspace
+(``keep_sdk_logs_in_workspace``).
 """
 
 from __future__ import annotations
@@ -348,3 +349,17 @@ def _compute_name(target: Any) -> str | None:
 def _environment_name(runconfig: Any) -> str | None:
     env = getattr(runconfig, "environment", None)
     return getattr(env, "name", None)
+
+
+def keep_sdk_logs_in_workspace(home: Path) -> Path:
+    """Have azureml-dataprep write its own log (``rslex.log.*``) in ``home/logs/azureml-dataprep/``; returns it.
+
+    The SDK picks ``<system temp>/azureml-logs/dataprep`` when it is imported and starts appending there when
+    the first Dataset of a process is built. Called before that, nothing a run does is logged under the temp
+    folder (the import itself still creates that folder, empty)."""
+    from azureml.dataprep.api import _loggerfactory, _rslex_executor
+
+    folder = Path(home) / "logs" / "azureml-dataprep"
+    folder.mkdir(parents=True, exist_ok=True)
+    _loggerfactory.log_directory = _rslex_executor.log_directory = str(folder)
+    return folder

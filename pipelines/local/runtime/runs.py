@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -20,6 +21,11 @@ from pipelines.settings import amlops_home
 
 STATUSES = ("NotStarted", "Queued", "Running", "Completed", "Failed", "Canceled")
 FINAL = ("Completed", "Failed", "Canceled")
+RUN_ID_MAX = 200  # a run id names a folder: well under the file system's 255 bytes
+RUN_ID_PATTERN = (
+    rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{RUN_ID_MAX - 1}}}$"  # what new_run_id makes, and --run-id takes
+)
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 def runs_dir() -> Path:
@@ -38,8 +44,13 @@ def now() -> str:
 
 
 def run_folder(run_id: str) -> Path:
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise UserError(f"bad run id {run_id!r}", hint="list runs with: python -m pipelines.workspace runs")
+    """The folder of a run; UserError for an id that is no run id (too long, or a character no id has)."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        shown = run_id if not isinstance(run_id, str) or len(run_id) <= 60 else run_id[:60] + "..."
+        raise UserError(
+            f"bad run id {shown!r}: a run id is 1-{RUN_ID_MAX} letters, digits, '_', '-' or '.'",
+            hint="list runs with: python -m pipelines.workspace runs",
+        )
     return runs_dir() / run_id
 
 

@@ -11,6 +11,8 @@ CORS preflight, which carries no key, goes to the server, which answers it witho
 gunicorn builds it with ``pipelines.local.serving.key_auth:from_environment()``; the deployment folder comes from
 ``AMLOPS_DEPLOYMENT_DIR``. Keys are re-read when the key file changes, so a regenerated key works (and
 the old one stops working) on the next request; so does a change of the service's settings (``update``).
+Before the server logs anything, every log record of the worker is made to carry no key of the workspace
+and no query string's values (keys.keep_keys_out_of_logs), so ``?key=...`` never reaches ``server.log``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.local.workspace.keys import KEY_NAMES, KeyStore
+from pipelines.local.workspace.keys import KEY_NAMES, KeyStore, keep_keys_out_of_logs, workspace_key_files
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -103,8 +105,10 @@ class KeyAuthMiddleware:
         request_log: RequestLog | None = None,
         swagger_ui_dir: Path | None = None,
         script_input: Callable[[], str] = lambda: "json",
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.inner = inner
+        self.redact = redact
         self._script_input = script_input
         self._input_kind: str | None = None
         self.keys = keys
@@ -192,7 +196,7 @@ class KeyAuthMiddleware:
                 time=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 request_id=request_id,
                 method=environ.get("REQUEST_METHOD"),
-                path=path,
+                path=self.redact(path),
                 status=status,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 key=key_name,
@@ -470,6 +474,10 @@ def from_environment() -> KeyAuthMiddleware:
     from pipelines.local.serving.deployments import LocalService, key_store, model_settings
 
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
+    # before the server logs its first request line: no key and no query string value reaches server.log
+    redactor = keep_keys_out_of_logs(
+        lambda: [folder / "keys.json", *workspace_key_files(folder.parent.parent)]
+    )
     service = LocalService(**json.loads((folder / "service.json").read_text()))
     os.environ.update(model_settings(service))  # read by the inference server's config at its import
     from azureml_inference_server_http.server.entry import app as inner
@@ -480,6 +488,7 @@ def from_environment() -> KeyAuthMiddleware:
         KeyChecker(key_store(service.name, folder)),
         swagger_ui_dir=swagger_ui_folder(),
         script_input=lambda: script_input(main_blueprint.user_script.input_parser),
+        redact=redactor.redact,
     )
     mark_ready(folder / "workers", f"{service.model_name}:{service.model_version}")
     return middleware.follow(folder / "service.json")

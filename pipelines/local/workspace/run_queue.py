@@ -38,6 +38,7 @@ from pipelines import service_logging
 from pipelines.core.params import ParameterTypeError, as_text, coerce, type_phrase
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
+from pipelines.local.workspace.data_access import DataAccess
 from pipelines.local.workspace.db import connect
 from pipelines.settings import PROJECT_ROOT, Settings
 
@@ -97,11 +98,13 @@ def prepare(
     parameters: dict[str, Any] | None = None,
     dataset: str | None = None,
     extra: dict[str, Any] | None = None,
+    data_access: DataAccess | None = None,
 ) -> Submission:
     """Validate parameter assignments against a published pipeline and build the run's command.
 
     Unknown names, values of the wrong type and settings the pipeline would reject raise UserError,
-    before anything is queued.
+    before anything is queued. With ``data_access`` (a REST submission), the dataset may only be what that
+    policy allows, and the run reads what the policy resolved it to.
     """
     defaults: dict[str, Any] = published["parameters"]
     dataset_param = published.get("dataset_param")
@@ -119,11 +122,16 @@ def prepare(
                     f"dataset parameter {name!r} is assigned twice",
                     hint="assign it in ParameterAssignments or DataSetDefinitionValueAssignments, not both",
                 )
-            data_ref = check_dataset_ref(name, value)
+            data_ref = value
         else:
             sets[name] = check_value(name, defaults[name], value)
-    if data_ref is not None and dataset is not None:
-        data_ref = check_dataset_ref(dataset_param or "dataset", data_ref)
+    data_arg = None
+    if data_ref is not None:
+        param = dataset_param or "dataset"
+        if data_access is not None:
+            data_arg = data_access.resolve(param, data_ref)
+        else:
+            data_arg = data_ref = check_dataset_ref(param, data_ref)
     if experiment_name:
         sets["experiment_name"] = experiment_name
     # not a setting: the batch run's --model NAME:VERSION (check_value has made it an integer's text)
@@ -134,8 +142,8 @@ def prepare(
     args = ["--settings-json", json.dumps(published["settings"])]
     for name, value in sets.items():
         args += ["--set", f"{name}={value}"]
-    if data_ref is not None:
-        args += ["--data", data_ref]
+    if data_arg is not None:
+        args += ["--data", data_arg]
     if model_version is not None:
         if model_version < 0:
             raise UserError(f"{MODEL_VERSION} must be 0 (the latest version) or a registered version number, "

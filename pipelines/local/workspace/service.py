@@ -9,7 +9,9 @@ one stops working) at once. Errors are JSON in Azure's shape: ``{"error": {"code
 Submitting (``POST`` to an endpoint URL, ``<endpoint URL>/<version>`` or a published pipeline URL)
 validates everything first (key, JSON, field names, parameter names and types, dataset references);
 a request that fails gets 400/401/404/413 and queues nothing. A valid one is queued (run_queue) and
-answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``.
+answered at once with the run ``Id`` and ``Status.StatusCode`` ``Queued``. The data it may name is what
+data_access allows; ids in URLs follow api_schema's rules (else 400), and ``/openapi.json`` lists every
+answer a route gives. No key and no query string's values reach the service's log (keys.keep_keys_out_of_logs).
 """
 
 from __future__ import annotations
@@ -32,15 +34,28 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines import service_logging
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
 from pipelines.local.serving import deployments
-from pipelines.local.workspace import publishing, run_queue, schedules
-from pipelines.local.workspace.keys import KeyStore
+from pipelines.local.workspace import api_schema, publishing, run_queue, schedules
+from pipelines.local.workspace.api_schema import (
+    SUBMIT_FIELDS,
+    DeploymentName,
+    EndpointId,
+    PipelineId,
+    PipelineRun,
+    RunId,
+    StatusQuery,
+    StepName,
+    SubmitBody,
+    Version,
+    VersionQuery,
+)
+from pipelines.local.workspace.data_access import DataAccess
+from pipelines.local.workspace.keys import KeyStore, keep_keys_out_of_logs, workspace_key_files
 from pipelines.local.workspace.service_info import read_service_info, service_dir, write_service_info
 from pipelines.settings import amlops_home
 
@@ -48,12 +63,7 @@ LOG = service_logging.get("service")
 
 API_PREFIX = "/pipelines/v1.0/PipelineRuns"
 MAX_BODY_BYTES = 1 << 20
-SUBMIT_FIELDS = {
-    "ExperimentName", "ParameterAssignments", "DataPathAssignments", "DataSetDefinitionValueAssignments",
-    "Description", "RunSource", "RunType", "tags", "Properties", "ContinueRunOnStepFailure",
-    "EnableNotification", "DisplayName",
-}  # fmt: skip
-EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][\w\-.]{0,254}$")
+EXPERIMENT_NAME = re.compile(api_schema.EXPERIMENT_NAME)
 DEFAULT_PORT = 8765
 KEEPER_SECONDS = 5.0  # how often the deployment keeper looks for services to start again
 
@@ -72,52 +82,6 @@ class ApiError(Exception):
             413: "PayloadTooLarge",
             503: "ServiceUnavailable",
         }.get(status, "Error")
-
-
-# ---- request/response models (for the OpenAPI description) ---------------------------------------
-class SubmitBody(BaseModel):
-    """Azure's PipelineSubmissionInfo (the fields the local engine uses)."""
-
-    ExperimentName: str = Field(description="the experiment (MLflow experiment locally) the run goes to")
-    ParameterAssignments: dict[str, Any] = Field(
-        default_factory=dict,
-        description="pipeline parameter values by name (types of the published defaults)",
-    )
-    DataPathAssignments: dict[str, Any] = Field(
-        default_factory=dict, description="DataPath parameters; the local workspace has no datastores (400)"
-    )
-    DataSetDefinitionValueAssignments: dict[str, Any] = Field(
-        default_factory=dict,
-        description='dataset parameters: {"<param>": {"DataSetReference": {"Name": "<dataset name>"}}}',
-    )
-
-
-class RunStatus(BaseModel):
-    StatusCode: str = Field(description="NotStarted, Queued, Running, Completed, Failed or Canceled")
-    StatusDetail: str = ""
-    CreationTime: str = ""
-    EndTime: str = ""
-
-
-class PipelineRun(BaseModel):
-    """Azure's PipelineRunEntity (the fields the local service fills in), plus ``RunUrl``."""
-
-    Id: str
-    Status: RunStatus
-    Description: str = ""
-    RunHistoryExperimentName: str = ""
-    PipelineId: str = ""
-    PipelineEndpointId: str = ""
-    PipelineEndpointVersion: str = ""
-    ScheduleId: str = ""
-    RunType: str = ""
-    ParameterAssignments: dict[str, str] = Field(default_factory=dict)
-    TotalRunSteps: int = 0
-    IsSubmitted: bool = True
-    HasErrors: bool = False
-    CreatedDate: str = ""
-    LastModifiedDate: str = ""
-    RunUrl: str = ""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -204,17 +168,18 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - SUBMIT_FIELDS)
     if unknown:
-        raise ApiError(400, "unknown field(s) in the body: " + ", ".join(unknown)
-                       + " (expected ExperimentName, ParameterAssignments, DataPathAssignments, "
-                         "DataSetDefinitionValueAssignments)")  # fmt: skip
-    for name in ("ParameterAssignments", "DataPathAssignments", "DataSetDefinitionValueAssignments"):
+        shown = ", ".join(name[:40] for name in unknown[:5])
+        raise ApiError(400, f"unknown field(s) in the body: {shown} (expected ExperimentName, ParameterAssignments, "
+                            "DataPathAssignments, DataSetDefinitionValueAssignments)")  # fmt: skip
+    for name, kind in api_schema.FIELD_TYPES.items():
         value = body.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise ApiError(400, f"{name} must be a JSON object, got {json.dumps(value)[:80]}")
+        if value is not None and not isinstance(value, kind):
+            wanted = {dict: "a JSON object", str: "a string", bool: "true or false"}[kind]
+            raise ApiError(400, f"{name} must be {wanted}, got {json.dumps(value)[:80]}")
     experiment = body.get("ExperimentName")
-    if experiment is not None and (not isinstance(experiment, str) or not EXPERIMENT_NAME.match(experiment)):
+    if experiment is not None and not EXPERIMENT_NAME.fullmatch(experiment):
         raise ApiError(400, f"ExperimentName {json.dumps(experiment)[:80]} is not a valid experiment name "
-                            "(letters, digits, '_', '-', '.'; starting with a letter or digit)")  # fmt: skip
+                            "(1-255 letters, digits, '_', '-', '.'; starting with a letter or digit)")  # fmt: skip
     return body
 
 
@@ -261,8 +226,10 @@ def _lookup(kind: str, ident: str, version: str | None = None) -> dict[str, Any]
         if kind == "endpoint":
             number = None
             if version is not None:
-                if not str(version).isdigit():
-                    raise ApiError(400, f"pipeline endpoint version must be a whole number, got {version!r}")
+                if not re.fullmatch(api_schema.VERSION, version):
+                    raise ApiError(
+                        400, f"pipeline endpoint version must be a whole number, got {version[:20]!r}"
+                    )
                 number = int(version)
             return publishing.get_endpoint_version(ident, number)
         return publishing.get_published_pipeline(ident)
@@ -279,6 +246,7 @@ def _submit(published: dict[str, Any], body: dict[str, Any], app: FastAPI, base_
             parameters=body.get("ParameterAssignments") or {},
             dataset=dataset,
             extra={"submitted_by": "rest"},
+            data_access=app.state.data_access,
         )
     except UserError as exc:
         raise ApiError(400, str(exc)) from None
@@ -306,8 +274,16 @@ def _logs(run_id: str) -> dict[str, Path]:
 
 
 # ---- the app -----------------------------------------------------------------------------------------
-def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 1.0) -> FastAPI:
-    """The service app; ``background`` starts the run queue and the scheduler (and takes the service lock)."""
+def create_app(
+    workers: int = 2,
+    background: bool = True,
+    tick_seconds: float = 1.0,
+    data_access: DataAccess | None = None,
+) -> FastAPI:
+    """The service app; ``background`` starts the run queue and the scheduler (and takes the service lock).
+
+    ``data_access`` says what data REST callers may name (default: AMLOPS_ALLOW_DATA's folders).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -350,6 +326,15 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
         lifespan=lifespan,
     )
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
+    app.state.data_access = data_access or DataAccess.from_folders([])
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = api_schema.document_errors(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -360,16 +345,16 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # routing's own answers (404, 405 with its Allow header) keep their headers
         return JSONResponse({"error": {"code": "NotFound" if exc.status_code == 404 else "Error",
-                                       "message": str(exc.detail)}}, exc.status_code)  # fmt: skip
+                                       "message": str(exc.detail)}}, exc.status_code, headers=exc.headers)  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"error": {"code": "UserError", "message": f"{where}: {first.get('msg', 'invalid')}"}}, 400
-        )
+        where = " ".join(str(p) for p in first.get("loc", ()))  # e.g. "path run_id"
+        message = f"{where}: {first.get('msg', 'invalid')}"
+        return JSONResponse({"error": {"code": "UserError", "message": message[:300]}}, 400)
 
     ui_dir = swagger_ui_folder()
     app.mount("/docs/assets", StaticFiles(directory=ui_dir), name="swagger-ui")
@@ -390,9 +375,6 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
 
     submit_doc = {"requestBody": {"required": True, "content": {"application/json": {
         "schema": SubmitBody.model_json_schema(ref_template="#/components/schemas/{model}")}}}}  # fmt: skip
-    errors_doc = {400: {"description": "bad input (named in error.message); nothing runs"},
-                  401: {"description": "no or wrong key; nothing runs"},
-                  404: {"description": "unknown endpoint, version or pipeline"}}  # fmt: skip
 
     async def _read(request: Request) -> dict[str, Any]:
         declared = request.headers.get("content-length", "")
@@ -403,9 +385,13 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
     @app.post(
         f"{API_PREFIX}/PipelineEndpointSubmit/Id/{{endpoint_id}}", tags=["submit"], response_model=PipelineRun,
         summary="run the endpoint's default version (or ?pipelineVersion=N)", openapi_extra=submit_doc,
-        responses=errors_doc, dependencies=[Depends(require_key)],
+        dependencies=[Depends(require_key)],
     )  # fmt: skip
-    async def submit_endpoint(endpoint_id: str, request: Request, pipelineVersion: str | None = None) -> dict:  # noqa: N803
+    async def submit_endpoint(
+        endpoint_id: EndpointId,
+        request: Request,
+        pipelineVersion: VersionQuery = None,  # noqa: N803
+    ) -> dict:
         body = await _read(request)
         published = await run_in_threadpool(_lookup, "endpoint", endpoint_id, pipelineVersion)
         return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
@@ -413,50 +399,44 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
     @app.post(
         f"{API_PREFIX}/PipelineEndpointSubmit/Id/{{endpoint_id}}/{{version}}", tags=["submit"],
         response_model=PipelineRun, summary="run one version of the endpoint", openapi_extra=submit_doc,
-        responses=errors_doc, dependencies=[Depends(require_key)],
+        dependencies=[Depends(require_key)],
     )  # fmt: skip
-    async def submit_endpoint_version(
-        endpoint_id: str,
-        version: str,
-        request: Request,
-        pipelineVersion: str | None = None,  # noqa: N803
-    ) -> dict:
-        if pipelineVersion is not None and pipelineVersion != version:
-            raise ApiError(400, f"the URL names version {version} but pipelineVersion={pipelineVersion}")
+    async def submit_endpoint_version(endpoint_id: EndpointId, version: Version, request: Request) -> dict:
+        also = request.query_params.get("pipelineVersion")  # not documented here: the URL says the version
+        if also is not None and (not re.fullmatch(api_schema.VERSION, also) or int(also) != int(version)):
+            raise ApiError(400, f"the URL names version {version} but pipelineVersion={also[:20]}")
         body = await _read(request)
         published = await run_in_threadpool(_lookup, "endpoint", endpoint_id, version)
         return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
 
     @app.post(
         f"{API_PREFIX}/PipelineSubmit/{{pipeline_id}}", tags=["submit"], response_model=PipelineRun,
-        summary="run a published pipeline", openapi_extra=submit_doc, responses=errors_doc,
+        summary="run a published pipeline", openapi_extra=submit_doc,
         dependencies=[Depends(require_key)],
     )  # fmt: skip
-    async def submit_pipeline(pipeline_id: str, request: Request) -> dict:
+    async def submit_pipeline(pipeline_id: PipelineId, request: Request) -> dict:
         body = await _read(request)
         published = await run_in_threadpool(_lookup, "pipeline", pipeline_id)
         return await run_in_threadpool(_submit, published, body, request.app, str(request.base_url))
 
     @app.get(f"{API_PREFIX}/{{run_id}}", tags=["runs"], response_model=PipelineRun,
              summary="a run in Azure's PipelineRunEntity shape", dependencies=[Depends(require_key)])  # fmt: skip
-    def pipeline_run(run_id: str, request: Request) -> dict:
+    def pipeline_run(run_id: RunId, request: Request) -> dict:
         return run_entity(_record(run_id), str(request.base_url))
 
     @app.delete(f"{API_PREFIX}/{{run_id}}/Execution", tags=["runs"], summary="cancel a run (as Azure's route)",
                 dependencies=[Depends(require_key)])  # fmt: skip
-    def cancel_execution(run_id: str, request: Request) -> dict:
+    def cancel_execution(run_id: RunId, request: Request) -> dict:
         return _cancel(run_id, request.app)
 
     @app.get("/runs", tags=["runs"], summary="list runs, newest first", dependencies=[Depends(require_key)])
-    def list_runs(status: str | None = None, limit: Annotated[int, Query(ge=1)] = 100) -> dict:
-        if status is not None and status not in runs.STATUSES:
-            raise ApiError(400, f"unknown status {status!r} (one of {', '.join(runs.STATUSES)})")
+    def list_runs(status: StatusQuery = None, limit: Annotated[int, Query(ge=1)] = 100) -> dict:
         found = [r for r in run_queue.list_runs() if status is None or r.get("status") == status]
         return {"runs": [run_view(r) for r in found[:limit]]}
 
     @app.get("/runs/{run_id}", tags=["runs"], summary="a run: status, steps, metrics, error",
              dependencies=[Depends(require_key)])  # fmt: skip
-    def get_run(run_id: str) -> dict:
+    def get_run(run_id: RunId) -> dict:
         return run_view(_record(run_id))
 
     @app.get(
@@ -465,13 +445,15 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
         summary="a run's metrics",
         dependencies=[Depends(require_key)],
     )
-    def get_metrics(run_id: str) -> dict:
+    def get_metrics(run_id: RunId) -> dict:
         record = _record(run_id)
         return {"run_id": run_id, "status": record.get("status"), "metrics": record.get("metrics") or {}}
 
     @app.get("/runs/{run_id}/logs", tags=["runs"], summary="a run's logs (each step's, and the driver's)",
              dependencies=[Depends(require_key)])  # fmt: skip
-    def get_logs(run_id: str, tail: int = 200) -> dict:
+    def get_logs(
+        run_id: RunId, tail: Annotated[int, Query(ge=0, description="last lines of each log; 0: all")] = 200
+    ) -> dict:
         _record(run_id)
         out = {}
         for name, path in _logs(run_id).items():
@@ -481,7 +463,7 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
 
     @app.get("/runs/{run_id}/logs/{step}", tags=["runs"], summary="one step's full log (text)",
              response_class=PlainTextResponse, dependencies=[Depends(require_key)])  # fmt: skip
-    def get_step_log(run_id: str, step: str) -> PlainTextResponse:
+    def get_step_log(run_id: RunId, step: StepName) -> PlainTextResponse:
         _record(run_id)
         logs = _logs(run_id)
         if step not in logs:
@@ -491,7 +473,7 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
     @app.post(
         "/runs/{run_id}/cancel", tags=["runs"], summary="cancel a run", dependencies=[Depends(require_key)]
     )
-    def cancel_run(run_id: str, request: Request) -> dict:
+    def cancel_run(run_id: RunId, request: Request) -> dict:
         return _cancel(run_id, request.app)
 
     @app.get("/endpoints", tags=["publishing"], summary="pipeline endpoints and their versions",
@@ -509,8 +491,8 @@ def create_app(workers: int = 2, background: bool = True, tick_seconds: float = 
         return {"deployments": [deployment_view(s) for s in deployments.list_services()]}
 
     @app.get("/deployments/{name}", tags=["deployments"], summary="one local real-time service",
-             dependencies=[Depends(require_key)], responses={404: {"description": "no such service"}})  # fmt: skip
-    def get_deployment(name: str) -> dict:
+             dependencies=[Depends(require_key)])  # fmt: skip
+    def get_deployment(name: DeploymentName) -> dict:
         try:
             return deployment_view(deployments.load(name))
         except UserError as exc:
@@ -603,13 +585,20 @@ def serve(
     workers: int = 2,
     tick_seconds: float = 1.0,
     as_json: bool = False,
+    data_access: DataAccess | None = None,
 ) -> None:
-    """Run the service in the foreground until interrupted (port 0: any free port, see ``status``)."""
+    """Run the service in the foreground until interrupted (port 0: any free port, see ``status``).
+
+    ``data_access``: what data REST callers may name (default: only dataset names and URLs, and the folders in
+    AMLOPS_ALLOW_DATA). No key of the workspace and no query string's values reach its log."""
     import socket
 
     import uvicorn
 
     log_level = service_logging.configure()
+    home = amlops_home()
+    keep_keys_out_of_logs(lambda: workspace_key_files(home))
+    data_access = data_access or DataAccess.from_folders([])
     lock = acquire_lock()
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -627,7 +616,7 @@ def serve(
             ) from None
         port = sock.getsockname()[1]
         os.environ["AMLOPS_SERVICE_URL"] = f"http://{host}:{port}"  # the URLs this service prints and answers
-        app = create_app(workers=workers, background=True, tick_seconds=tick_seconds)
+        app = create_app(workers=workers, background=True, tick_seconds=tick_seconds, data_access=data_access)
         write_service_info(host, port, workers)
         if as_json:  # one line on stdout a script can read the URL from
             print(
@@ -637,6 +626,12 @@ def serve(
         print(
             f"workspace {amlops_home()}: serving on http://{host}:{port} with {workers} run workers"
             " (Swagger UI: /docs; key: python -m pipelines.workspace keys --primary)",
+            file=sys.stderr,
+            flush=True,
+        )
+        allowed = ", ".join(str(f) for f in data_access.allowed) or "none (--allow-data DIR adds one)"
+        print(
+            f"data REST callers may name: dataset names, http(s) URLs, and paths in these folders: {allowed}",
             file=sys.stderr,
             flush=True,
         )

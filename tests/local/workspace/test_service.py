@@ -193,7 +193,7 @@ def test_unknown_run_is_404(client, key) -> None:
 
 
 # ---- submitting ----------------------------------------------------------------------------------------
-def test_submit_answers_azure_shape_and_queues_the_assignments(client, published, key) -> None:
+def test_submit_answers_azure_shape_and_queues_the_assignments(client, published, key, tmp_path) -> None:
     body = {
         "ExperimentName": "from-rest",
         "ParameterAssignments": {"seed": 7, "label": "cnt", "tiny_dataset": "tiny"},
@@ -212,7 +212,9 @@ def test_submit_answers_azure_shape_and_queues_the_assignments(client, published
     )
     args = json.loads(row["args"])
     assert "seed=7" in args and "experiment_name=from-rest" in args
-    assert args[args.index("--data") + 1] == "tiny"
+    # the run reads the file the name stands for (never a path the name might also be); the record shows the name
+    assert args[args.index("--data") + 1] == str((tmp_path / "data" / "tiny.csv").resolve())
+    assert entity["ParameterAssignments"]["tiny_dataset"] == "tiny"
     assert runs.read_record(entity["Id"])["status"] == "Queued"
 
 
@@ -226,7 +228,7 @@ def test_version_url_query_and_pipeline_url_all_submit(client, published, key) -
     assert len(set(ids)) == 3 and len(run_queue.rows()) == 3
 
 
-def test_dataset_reference_by_name_binds_the_dataset(client, published, key) -> None:
+def test_dataset_reference_by_name_binds_the_dataset(client, published, key, tmp_path) -> None:
     body = {
         "ExperimentName": "e",
         "DataSetDefinitionValueAssignments": {
@@ -236,7 +238,7 @@ def test_dataset_reference_by_name_binds_the_dataset(client, published, key) -> 
     r = post(client, endpoint_path(published), body, key)
     assert r.status_code == 200, r.text
     args = json.loads(run_queue.rows()[0]["args"])
-    assert args[args.index("--data") + 1] == "tiny"
+    assert args[args.index("--data") + 1] == str((tmp_path / "data" / "tiny.csv").resolve())
 
 
 def test_default_version_decides_what_the_endpoint_url_runs(client, published, key) -> None:

@@ -380,7 +380,7 @@ def _script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produc
         if isinstance(value, str):
             variables[key] = value
         elif (
-            isinstance(value, ParamRef) and value.name not in used
+            isinstance(value, ParamRef) and value.name not in used and not _is_dataset(plan, value.name)
         ):  # params= the script reads from its environment
             name = ident(value.name)
             prefix.append(f"{key}=${{{{inputs.{name}}}}}")
@@ -438,6 +438,11 @@ def _script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produc
     if mltables:
         node["outputs"] = mltables
     return node
+
+
+def _is_dataset(plan: Plan, parameter: str) -> bool:
+    default = plan.parameters.get(parameter)
+    return isinstance(default, str) and default.startswith("dataset:")
 
 
 def _entry_arguments(args: list[Any]) -> list[Any]:

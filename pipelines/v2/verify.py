@@ -49,7 +49,9 @@ def kind_of(document: dict[str, Any]) -> str:
 def load(path: Path, kind: str) -> Any:
     """The azure-ai-ml entity of one file, loaded by its own loader."""
     import azure.ai.ml as ml
-    from azure.ai.ml.entities._load_functions import load_schedule  # not exported by azure.ai.ml in 1.35.2
+
+    # not exported by azure.ai.ml in 1.35.2; load_batch_deployment reads a pipeline deployment as a model one
+    from azure.ai.ml.entities._load_functions import load_pipeline_component_batch_deployment, load_schedule
 
     loader = {
         "component": ml.load_component,
@@ -57,7 +59,7 @@ def load(path: Path, kind: str) -> Any:
         "environment": ml.load_environment,
         "schedule": load_schedule,
         "batch_endpoint": ml.load_batch_endpoint,
-        "batch_deployment": ml.load_batch_deployment,
+        "batch_deployment": load_pipeline_component_batch_deployment,
         "online_endpoint": ml.load_online_endpoint,
         "online_deployment": ml.load_online_deployment,
     }[kind]
@@ -171,6 +173,11 @@ def _round_trip_dict(entity: Any, path: Path, kind: str) -> None:
     copy = path.with_name(f".roundtrip-{path.name}")
     try:
         plain = json.loads(json.dumps(entity._to_dict(), default=str))
+        # a dump inlines the component / pipeline job, which 1.35.2 does not load back: keep the file reference
+        # (the referenced file is verified on its own)
+        reference = {"batch_deployment": "component", "schedule": "create_job"}.get(kind)
+        if reference:
+            plain[reference] = yaml.safe_load(path.read_text())[reference]
         copy.write_text(repair_dump(yaml.safe_dump(plain, sort_keys=False)))
         again = load(copy, kind)
         if _normal(again._to_dict()) != _normal(entity._to_dict()):
@@ -194,7 +201,7 @@ def verify_folder(folder: Path, files: list[str]) -> dict[str, str]:
         validate = getattr(entity, "_validate", None)
         if validate is not None:
             result = validate()
-            if not result.passed:
+            if result is not None and not result.passed:
                 raise VerifyError(
                     f"{rel}: azure-ai-ml's validation fails: {_first_line(result.error_messages)}"
                 )
@@ -202,7 +209,14 @@ def verify_folder(folder: Path, files: list[str]) -> dict[str, str]:
             problems += binding_problems(document, rel)
         if kind == "job" or (kind == "component" and document.get("type") == "pipeline"):
             problems += node_problems(document, path.parent, rel)
-        round_trip(entity, path, kind)
+        try:
+            round_trip(entity, path, kind)
+        except VerifyError:
+            raise
+        except Exception as exc:  # the dump does not load again
+            raise VerifyError(
+                f"{rel}: dumped by azure-ai-ml, it does not load again: {_first_line(exc)}"
+            ) from None
         kinds[rel] = kind
     if problems:
         raise VerifyError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

@@ -122,6 +122,10 @@ def translate(plan: Plan, ctx: Context) -> Translation:
     settings = {"continue_on_step_failure": False}
     if ctx.default_compute:
         settings["default_compute"] = f"azureml:{ctx.default_compute}"
+    bound = set(re.findall(r"parent\.inputs\.(\w+)", repr(jobs)))
+    for name in [k for k in inputs if k not in bound]:
+        del inputs[name]
+        out.differences.append(f"pipeline parameter {name} is used by no v2 step; it is left out")
     # a pipeline job's inputs are values (data: type and path); a pipeline component's are typed, with defaults
     values = {k: v["default"] if "default" in v else v for k, v in inputs.items()}
     body = {"jobs": jobs}

@@ -432,7 +432,7 @@ def _script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produc
     }
     if variables:
         component["environment_variables"] = variables
-    path = f"components/{step.name}.yml"
+    path = f"components/{ident(step.name)}.yml"
     out.files[path] = component
     out.mapped.append(
         f"step {step.name} (PythonScriptStep) -> command component {path}, is_deterministic={step.allow_reuse}"
@@ -557,7 +557,7 @@ def _parallel_node(step: ParallelRunStepPlan, plan: Plan, types: dict[str, str],
             f"step {step.name}: allowed_failed_percent={opts['allowed_failed_percent']} has no v2 equivalent"
             " (v2 has error_threshold and mini_batch_error_threshold)"
         )
-    path = f"components/{step.name}.yml"
+    path = f"components/{ident(step.name)}.yml"
     out.files[path] = component
     out.mapped.append(
         f"step {step.name} (ParallelRunStep) -> parallel component {path}: mini_batch_size, error_threshold,"

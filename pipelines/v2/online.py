@@ -81,7 +81,7 @@ def online_translation(spec: OnlineSpec) -> Translation:
     }
     if kubernetes:
         cpu, memory = spec.cpu_cores or 1, spec.memory_gb or 1
-        deployment["resources"] = {"requests": {"cpu": str(cpu), "memory": f"{memory}Gi"}}
+        deployment["resources"] = {"requests": {"cpu": f"{cpu:g}", "memory": f"{memory:g}Gi"}}
     else:
         deployment["instance_type"] = spec.instance_type
     if spec.scoring_timeout_ms:

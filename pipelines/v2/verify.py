@@ -135,8 +135,14 @@ def _normal(value: Any, base: Path | None = None) -> Any:
     return value
 
 
-def document_type(path: Path) -> str:
-    return str((yaml.safe_load(path.read_text()) or {}).get("type", ""))
+def component_folder(path: Path) -> Path:
+    """Where a file's relative code paths start: its own folder, or for a pipeline that of its components."""
+    document = yaml.safe_load(path.read_text()) or {}
+    for node in (document.get("jobs") or {}).values():
+        ref = node.get("component")
+        if isinstance(ref, str) and ref.startswith("./"):
+            return (path.parent / ref).parent
+    return path.parent
 
 
 def round_trip(entity: Any, path: Path, kind: str) -> None:
@@ -156,7 +162,7 @@ def round_trip(entity: Any, path: Path, kind: str) -> None:
         copy.write_text(repair_dump(copy.read_text()))
         again = load(copy, kind)
         # components referenced by a pipeline sit in components/, so their relative code paths start there
-        base = path.parent / "components" if document_type(path) == "pipeline" else path.parent
+        base = component_folder(path)
         before, after = rest_body(entity, base), rest_body(again, base)
         if before != after:
             where, old, new = first_difference(before, after)
@@ -209,6 +215,8 @@ def verify_folder(folder: Path, files: list[str]) -> dict[str, str]:
             problems += binding_problems(document, rel)
         if kind == "job" or (kind == "component" and document.get("type") == "pipeline"):
             problems += node_problems(document, path.parent, rel)
+        if problems:
+            raise VerifyError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         try:
             round_trip(entity, path, kind)
         except VerifyError:
@@ -218,8 +226,6 @@ def verify_folder(folder: Path, files: list[str]) -> dict[str, str]:
                 f"{rel}: dumped by azure-ai-ml, it does not load again: {_first_line(exc)}"
             ) from None
         kinds[rel] = kind
-    if problems:
-        raise VerifyError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return kinds
 
 

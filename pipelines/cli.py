@@ -73,6 +73,10 @@ def pipeline_cli(
     run_p.add_argument(
         "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
     )
+    run_p.add_argument(
+        "--target", choices=("local", "azure-v2"), default="local",
+        help="local: run it here; azure-v2: submit it as an Azure ML SDK v2 pipeline job",
+    )  # fmt: skip
     run_p.add_argument("--run-id", help=argparse.SUPPRESS)
     # a published version's frozen settings (JSON); --set still applies on top (service use)
     run_p.add_argument("--settings-json", help=argparse.SUPPRESS)
@@ -107,6 +111,8 @@ def pipeline_cli(
         )
         assignments = parse_assignments(args.assignments)
         settings = base.with_overrides(assignments)
+        if args.verb == "run" and args.target != "local":
+            return _submit(build(settings, args.data), args)
         if args.verb == "run":
             given = chosen_settings(settings, assignments)
             return _run(build, settings, given, args, label_required, after_run, check_run)
@@ -349,6 +355,18 @@ def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     else:
         for line in result.get("lines", []):
             print(line)
+    return 0
+
+
+def _submit(definition: PipelineDefinition, args: argparse.Namespace) -> int:
+    """``run --target azure-v2``: submit the pipeline as a v2 pipeline job and print where it is."""
+    from pipelines.backends import load_backend
+
+    result = load_backend(args.target).submit(definition, {})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"submitted {result['run_id']} ({result['status']}): {result['url']}")
     return 0
 
 

@@ -22,7 +22,12 @@ from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json
 from pipelines.settings import load_settings
 
 VERBS = ("deploy", "list", "show", "logs", "keys", "update", "stop", "start", "delete", "export")
-TARGETS = ("local", "aci", "aks")
+TARGETS = (
+    "local",
+    "aci",
+    "aks",
+    "azure-v2",
+)  # azure-v2: a managed online endpoint (Kubernetes with --aks-cluster)
 ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
 

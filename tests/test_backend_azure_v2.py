@@ -106,3 +106,54 @@ def test_deleting_a_schedule_sends_delete() -> None:
     assert [(r.method, r.url.split("?")[0]) for r in transport.requests] == [
         ("DELETE", f"https://management.azure.com{ARM}/schedules/amlops-train-schedule")
     ]
+
+
+def test_schedule_create_puts_a_recurrence_that_starts_later_on_the_published_component(
+    tmp_path: Any,
+) -> None:
+    """A JobSchedule for version 3 of the published pipeline component: the REST body's trigger and job."""
+    import datetime as dt
+
+    import yaml
+    from azureml.pipeline.core.schedule import ScheduleRecurrence
+
+    from pipelines import train
+    from pipelines.backends import ScheduleRequest
+    from pipelines.settings import Settings
+    from pipelines.v2.export import export_definition
+
+    export_definition(train.build(Settings()), tmp_path / "v2")
+    inputs = yaml.safe_load((tmp_path / "v2/amlops-train.component.yml").read_text())["inputs"]
+    component_id = f"{ARM}/components/amlops_train_pipeline/versions/3"
+    spec = {"name": "amlops_train_pipeline", "version": "3", "type": "pipeline", "inputs": inputs, "jobs": {}}
+
+    def answer(method: str, url: str, body: Any) -> tuple[int, Any]:
+        path = url.split("?")[0]
+        if method == "GET" and path.endswith("/components/amlops_train_pipeline/versions/3"):
+            return 200, {"id": component_id, "name": "3", "properties": {"componentSpec": spec}}
+        if method == "PUT" and path.endswith("/schedules/nightly"):
+            body["properties"]["isEnabled"] = True
+            return 200, {**body, "id": f"{ARM}/schedules/nightly", "name": "nightly"}
+        return 404, {"error": {"code": "NotFound", "message": url}}
+
+    backend, transport = _backend(answer)
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    recurrence = ScheduleRecurrence(
+        frequency="Week", interval=2, hours=[2], minutes=[30], week_days=["Monday"]
+    )
+    request = ScheduleRequest(name="nightly", recurrence=recurrence, endpoint="amlops-train", version=3,
+                              parameters={"cutoff_date": "2012-06-30"}, experiment_name="nightly")  # fmt: skip
+    row = backend.schedules().create(request)
+    assert row["status"] == "Active" and row["frequency"] == "week"
+    put = transport.requests[-1]
+    assert put.method == "PUT"
+    trigger = put.body["properties"]["trigger"]
+    assert (
+        trigger["triggerType"] == "Recurrence" and trigger["frequency"] == "week" and trigger["interval"] == 2
+    )
+    assert trigger["schedule"] == {"hours": [2], "minutes": [30], "weekDays": ["monday"]}
+    assert trigger["timeZone"] == "UTC"
+    assert dt.datetime.fromisoformat(trigger["startTime"]) > before  # creating it never runs at once
+    job = put.body["properties"]["action"]["jobDefinition"]
+    assert job["componentId"] == component_id and job["experimentName"] == "nightly"
+    assert job["inputs"]["cutoff_date"] == {"value": "2012-06-30", "jobInputType": "literal"}

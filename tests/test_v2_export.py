@@ -251,6 +251,7 @@ def test_exporter_maps_the_projects_own_tiny_pipeline(tmp_path: Path) -> None:
     [
         ("missing", "has no callable 'missing'"),
         ("nothing", "returned no steps"),
+        ("raises", "raises() raised RuntimeError: no workspace here"),
         ("command_step", "CommandStep has no SDK v2 translation"),
         ("two_batched_inputs", "cuts one input into mini-batches"),
     ],

@@ -247,6 +247,10 @@ def load_callable(spec: str) -> Any:
     sys.path.insert(0, str(path.parent))
     try:
         module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: say what broke, in one line
+        raise UserError(
+            f"importing {path.name} failed: {type(exc).__name__}: {exc}", hint="run it with python"
+        ) from None
     finally:
         sys.path.remove(str(path.parent))
     func = getattr(module, name, None)
@@ -254,7 +258,12 @@ def load_callable(spec: str) -> Any:
         raise UserError(
             f"{path.name} has no callable {name!r}", hint="name a function that returns the v1 steps"
         )
-    steps = func()
+    try:
+        steps = func()
+    except Exception as exc:
+        raise UserError(
+            f"{name}() raised {type(exc).__name__}: {exc}", hint="fix the function that builds the steps"
+        ) from None
     flat = steps if isinstance(steps, list | tuple) else [steps] if steps is not None else []
     if not flat:
         raise UserError(f"{name}() returned no steps", hint="return a list of SDK v1 steps")

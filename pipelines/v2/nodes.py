@@ -133,6 +133,13 @@ def script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produce
                  dropped: set[str], ctx: Context, out: Translation) -> dict[str, Any]:  # fmt: skip
     """PythonScriptStep -> a command component in its own file and the node using it."""
     cmd = _arguments(step, step.arguments, plan, types, producers, dropped, out)
+    models = [n for n in step.inputs if types.get(n) == "mlflow_model" and n in producers]
+    if models:
+        out.differences.append(
+            f"step {step.name}: reads AutoML's MLflow model ({', '.join(models)}); on Azure that model's own"
+            f" environment lists the AutoML runtime, which {step.environment or 'its environment'} lacks: give the step"
+            " an environment with the same runtime pins to load it"
+        )
     variables, prefix = {}, []
     used = {a.name for a in step.arguments if isinstance(a, ParamRef)}
     for key, value in step.variables.items():

@@ -147,3 +147,7 @@ def command_step():
 
 def nothing():
     return []
+
+
+def raises():
+    raise RuntimeError("no workspace here")

@@ -29,7 +29,9 @@ def ml_client(**kwargs: Any) -> Any:
     from azure.identity import DefaultAzureCredential
 
     from pipelines.azure.workspace import ENV_KEYS, workspace_details
+    from pipelines.v2.verify import quiet_sdk
 
+    quiet_sdk()
     details = workspace_details()
     if details is None:
         raise UserError(
@@ -68,12 +70,13 @@ class AzureV2Backend:
 
         from pipelines.v2 import verify
 
+        client = self.client  # a missing workspace fails here, before any work
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "v2"
             result = _exported(definition, folder)
             name = definition.name
             component = verify.load(folder / f"{name}.component.yml", "component")
-            registered = self.client.components.create_or_update(component)
+            registered = client.components.create_or_update(component)
             endpoint = verify.load(folder / f"{name}.batch-endpoint.yml", "batch_endpoint")
             existing = self._batch_endpoint(endpoint.name)
             if existing is None:
@@ -113,6 +116,7 @@ class AzureV2Backend:
         """Submit the pipeline as a v2 pipeline job; its id and studio URL."""
         from pipelines.v2 import verify
 
+        client = self.client  # a missing workspace fails here, before any work
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "v2"
             _exported(definition, folder)
@@ -123,7 +127,7 @@ class AzureV2Backend:
                         f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs)
                     )
                 job.inputs[key] = value
-            submitted = self.client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
+            submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
         return {"run_id": submitted.name, "status": submitted.status, "url": submitted.studio_url}
 
     def schedules(self) -> AzureV2Schedules:
@@ -225,6 +229,7 @@ class AzureV2Deployments:
         from pipelines.v2.export import write_verified
         from pipelines.v2.online import OnlineSpec, online_translation
 
+        self.backend.client  # noqa: B018 - a missing workspace fails here, before any work
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "online"
             spec = OnlineSpec(

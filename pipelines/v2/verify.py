@@ -46,8 +46,16 @@ def kind_of(document: dict[str, Any]) -> str:
     }[name]
 
 
+def quiet_sdk() -> None:
+    """Keep azure-ai-ml's "experimental class" notices (one per schema it builds) off the user's terminal."""
+    import logging
+
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+
+
 def load(path: Path, kind: str) -> Any:
     """The azure-ai-ml entity of one file, loaded by its own loader."""
+    quiet_sdk()
     import azure.ai.ml as ml
 
     # not exported by azure.ai.ml in 1.35.2; load_batch_deployment reads a pipeline deployment as a model one

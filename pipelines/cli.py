@@ -46,8 +46,11 @@ def pipeline_cli(
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None = None,
     check_run: Callable[[RunCheck], None] | None = None,
     setting_groups: tuple[str, ...] | None = None,
+    model_input: bool = False,
 ) -> int:
-    """Parse and dispatch ``run``/``show``/``publish``/``models`` for one pipeline builder.
+    """Parse and dispatch ``run``/``show``/``publish``/``models``/``export`` for one pipeline builder.
+
+    ``model_input``: in the v2 export, the model reaches the ParallelRunStep's entry script as a model input.
 
     ``check_run`` raises UserError for what the module can tell is wrong before a run starts (it sees
     the data's header); ``after_run`` handles a completed run's results.
@@ -70,6 +73,10 @@ def pipeline_cli(
     run_p.add_argument(
         "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
     )
+    run_p.add_argument(
+        "--target", choices=("local", "azure-v2"), default="local",
+        help="local: run it here; azure-v2: submit it as an Azure ML SDK v2 pipeline job",
+    )  # fmt: skip
     run_p.add_argument("--run-id", help=argparse.SUPPRESS)
     # a published version's frozen settings (JSON); --set still applies on top (service use)
     run_p.add_argument("--settings-json", help=argparse.SUPPRESS)
@@ -85,6 +92,10 @@ def pipeline_cli(
     pub_p.add_argument("--target", choices=("auto", *targets()), default="auto")
     pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
     pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
+    export_p = sub.add_parser("export", help="write the pipeline as Azure ML SDK v2 YAML (offline, verified)")
+    common(export_p)
+    export_p.add_argument("--sdk", choices=("v2",), required=True, help="the SDK to export for")
+    export_p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
     models_p = sub.add_parser("models", help="list registered model versions in the local registry")
     models_p.add_argument("--json", action="store_true")
 
@@ -101,12 +112,16 @@ def pipeline_cli(
         )
         assignments = parse_assignments(args.assignments)
         settings = base.with_overrides(assignments)
+        if args.verb == "run" and args.target != "local":
+            return _submit(build(settings, args.data), args)
         if args.verb == "run":
             given = chosen_settings(settings, assignments)
             return _run(build, settings, given, args, label_required, after_run, check_run)
         definition = build(settings, None)
         if args.verb == "show":
             return _show(definition, args.json)
+        if args.verb == "export":
+            return _export(definition, args, model_input)
         return _publish(definition, args)
 
     return dispatch(argv)
@@ -374,6 +389,26 @@ def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     else:
         for line in result.get("lines", []):
             print(line)
+    return 0
+
+
+def _submit(definition: PipelineDefinition, args: argparse.Namespace) -> int:
+    """``run --target azure-v2``: submit the pipeline as a v2 pipeline job and print where it is."""
+    from pipelines.backends import load_backend
+
+    result = load_backend(args.target).submit(definition, {})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"submitted {result['run_id']} ({result['status']}): {result['url']}")
+    return 0
+
+
+def _export(definition: PipelineDefinition, args: argparse.Namespace, model_input: bool) -> int:
+    from pipelines.v2.export import export_definition, report
+
+    model = {"name": definition.settings.model_name, "version": "0"} if model_input else None
+    report(export_definition(definition, args.out, model), args.json)
     return 0
 
 

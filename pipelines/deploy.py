@@ -22,8 +22,13 @@ from typing import Any
 from pipelines.errors import PORT, UserError, cli_main, int_in_range, print_json, refuse_empty_options
 from pipelines.settings import load_settings
 
-VERBS = ("deploy", "list", "show", "logs", "keys", "update", "invoke", "stop", "start", "delete")
-TARGETS = ("local", "aci", "aks")
+VERBS = ("deploy", "list", "show", "logs", "keys", "update", "invoke", "stop", "start", "delete", "export")
+TARGETS = (
+    "local",
+    "aci",
+    "aks",
+    "azure-v2",
+)  # azure-v2: a managed online endpoint (Kubernetes with --aks-cluster)
 ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
 
@@ -83,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to wait for health (default 180)"
     )
+    p = verb("export", "write the deployment as Azure ML SDK v2 online endpoint + deployment YAML (offline)")
+    p.add_argument("--sdk", choices=("v2",), required=True, help="the SDK to export for")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
+    p.add_argument("--model", help="NAME or NAME:VERSION (default: the settings' model_name, latest version)")
+    p.add_argument("--aks-cluster", default="", help="a Kubernetes online endpoint on this attached cluster")
+    p.add_argument("--instance-type", default="Standard_DS3_v2", help="managed: the VM size")
+    p.add_argument("--instance-count", type=int_in_range(1), default=1, help="instances (default 1)")
+    p.add_argument("--scoring-timeout-ms", type=int_in_range(1), help="request_settings.request_timeout_ms")
+    p.add_argument("--cors-origins", default="", metavar="ORIGINS", help="AML_CORS_ORIGINS for the server")
+    p.add_argument("--disable-app-insights", action="store_true", help="app_insights_enabled: false")
+    p.add_argument("--cpu-cores", type=float, help="kubernetes: CPU request")
+    p.add_argument("--memory-gb", type=float, help="kubernetes: memory request in GB")
     verb("list", "list the deployed services")
     verb("show", "show a service: state, URIs, where its keys and logs are")
     p = verb("logs", "print a service's logs")
@@ -129,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     refuse_empty_options(parser, args)
-    target = args.target or default_target()
     name = args.name if args.name is not None else default_service_name()
+    if args.verb == "export":
+        return _export(args, name)
+    target = args.target or default_target()
     if args.verb == "deploy":
         _check_sizes(args)
     if args.verb == "update" and args.model is None and args.app_insights is None:
@@ -208,6 +227,28 @@ def _invoke(services: Any, args: argparse.Namespace, name: str) -> int:
         print(json.dumps(answer))
         print(f"{name}: status {status} in {seconds * 1000:.0f} ms", file=sys.stderr)
     return 0 if status == 200 else 1
+
+
+def _export(args: argparse.Namespace, name: str) -> int:
+    """``deploy export --sdk v2``: the online endpoint and deployment YAML, verified with azure-ai-ml."""
+    from pipelines.definitions import ENVIRONMENTS_DIR, SCORING_DIR
+    from pipelines.local.workspace.registry import parse_model_ref
+    from pipelines.v2.export import check_out_dir, report, write_verified
+    from pipelines.v2.online import OnlineSpec, online_translation
+
+    out = check_out_dir(args.out)
+    model_name, version = parse_model_ref(args.model or load_settings().model_name)
+    spec = OnlineSpec(
+        name, model_name, version, SCORING_DIR, ENVIRONMENTS_DIR, out, aks_cluster=args.aks_cluster,
+        instance_type=args.instance_type, instance_count=args.instance_count,
+        scoring_timeout_ms=args.scoring_timeout_ms, app_insights=not args.disable_app_insights,
+        cors_origins=args.cors_origins, cpu_cores=args.cpu_cores, memory_gb=args.memory_gb,
+    )  # fmt: skip
+    translation = online_translation(spec)
+    files = write_verified(out, translation)
+    report({"out": str(out), "files": files, "mapped": translation.mapped,
+            "differences": translation.differences}, args.json)  # fmt: skip
+    return 0
 
 
 def _update(services: Any, args: argparse.Namespace, name: str, target: str) -> int:

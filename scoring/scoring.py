@@ -6,6 +6,8 @@ Runs unchanged on Azure ML and on the local engine (``pipelines.local.parallel_r
 - ``--model_name NAME`` the registered model (found with ``Model.get_model_path``); default: the model
   folder named by ``AZUREML_MODEL_DIR``;
 - ``--model_version N`` optional;
+- ``--model PATH`` instead of a name: the MLflow model folder itself (an SDK v2 parallel job's model input,
+  since v2 has no lookup by name);
 - ``--key_columns a,b`` input columns copied to each result row (default: ``instant,date`` when present);
 - ``--prediction_column NAME`` (default ``prediction``).
 
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ParallelRunStep batch scoring entry script")
     parser.add_argument("--model_name", default=None, help="registered model name")
     parser.add_argument("--model_version", type=int, default=None, help="model version (default: latest)")
+    parser.add_argument(
+        "--model", default=None, help="the MLflow model folder (a v2 model input), not a name"
+    )
     parser.add_argument("--key_columns", default=None, help="comma-separated input columns to keep")
     parser.add_argument("--prediction_column", default="prediction", help="name of the prediction column")
     args, _ = parser.parse_known_args(argv)
@@ -71,15 +76,9 @@ def init() -> None:
     """Load the registered model once per worker process."""
     global _MODEL, _CONFIG
     import mlflow.pyfunc
-    from azureml.core.model import Model
 
     args = parse_args()
-    name = args.model_name or _model_name_from_env()
-    path = (
-        Model.get_model_path(name, version=args.model_version)
-        if args.model_version
-        else Model.get_model_path(name)
-    )
+    name, path = model_location(args)
     _MODEL = mlflow.pyfunc.load_model(path)
     keys = tuple(k.strip() for k in args.key_columns.split(",") if k.strip()) if args.key_columns else None
     _CONFIG = ScoringConfig(
@@ -89,6 +88,21 @@ def init() -> None:
         columns=signature_columns(_MODEL),
     )
     _logger().info("loaded model %s from %s; features: %s", name, path, _CONFIG.features)
+
+
+def model_location(args: argparse.Namespace) -> tuple[str, str]:
+    """The model's name and folder: the ``--model`` folder as given, else ``Model.get_model_path`` by name."""
+    if args.model:
+        path = Path(args.model)
+        if not (path / "MLmodel").is_file():
+            raise ValueError(f"--model {path} is not an MLflow model folder (no MLmodel file in it)")
+        return path.name, str(path)
+    from azureml.core.model import Model
+
+    name = args.model_name or _model_name_from_env()
+    if args.model_version:
+        return name, Model.get_model_path(name, version=args.model_version)
+    return name, Model.get_model_path(name)
 
 
 def run(mini_batch: pd.DataFrame) -> pd.DataFrame:

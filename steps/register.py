@@ -24,8 +24,18 @@ import pandas as pd
 MODEL_FILE_NAMES = ("model.pkl", "model.joblib")
 
 
+def is_mlflow_model(path: Path) -> bool:
+    """An MLflow model folder, as Azure AutoML's ``best_model`` output (SDK v2) is."""
+    return path.is_dir() and (path / "MLmodel").is_file()
+
+
 def load_automl_model(path: Path) -> Any:
-    """The model from an AutoML ``TrainingOutput(type="Model")``: a pickle file, or a folder holding one."""
+    """The model from an AutoML ``TrainingOutput(type="Model")``: a pickle file, or a folder holding one; or
+    Azure AutoML's MLflow model folder (the v2 ``best_model``), loaded as an MLflow pyfunc model."""
+    if is_mlflow_model(path):
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(str(path))
     import cloudpickle
 
     if path.is_dir():
@@ -111,6 +121,16 @@ def model_requirements() -> list[str]:
     return out
 
 
+def register_mlflow_folder(model_path: Path, name: str, tags: dict[str, str]) -> str:
+    """Log an MLflow model folder unchanged in the current run and register it under ``name``; the version."""
+    import mlflow
+
+    run = mlflow.active_run() or mlflow.start_run()
+    mlflow.log_artifacts(str(model_path), artifact_path="model")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", name, tags=tags)
+    return str(version.version)
+
+
 def metric_tags(test_metrics: dict[str, float]) -> dict[str, str]:
     """Test metrics as model tags, at full precision: a later run compares its exact value with them."""
     return {k: str(float(v)) for k, v in test_metrics.items()}
@@ -119,8 +139,15 @@ def metric_tags(test_metrics: dict[str, float]) -> dict[str, str]:
 def register(
     model: Any, model_path: Path, test: pd.DataFrame, label: str, name: str, tags: dict[str, str]
 ) -> str:
-    """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version."""
+    """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version.
+
+    An MLflow model folder (Azure AutoML's) is registered as it is: it already takes the raw columns and
+    carries its own environment (the AutoML runtime), which serving it needs.
+    """
     import mlflow
+
+    if is_mlflow_model(model_path):
+        return register_mlflow_folder(model_path, name, tags)
     import raw_model
     from mlflow.models import infer_signature
 

@@ -22,6 +22,7 @@ BACKENDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "azure": ("pipelines.backends.azure_v1", "AzureV1Backend", {}),
     "aci": ("pipelines.backends.azure_v1", "AzureV1Backend", {"compute": "aci"}),
     "aks": ("pipelines.backends.azure_v1", "AzureV1Backend", {"compute": "aks"}),
+    "azure-v2": ("pipelines.backends.azure_v2", "AzureV2Backend", {}),
 }
 
 
@@ -105,6 +106,9 @@ class Backend(Protocol):
     def schedules(self) -> Schedules: ...
 
     def deployments(self) -> Deployments: ...
+
+    # backends that run pipelines remotely also have
+    # submit(definition, parameters) -> {"run_id", "status", "url"}: one pipeline run now (azure-v2)
 
 
 def targets(kind: str = "pipeline") -> tuple[str, ...]:

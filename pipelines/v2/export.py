@@ -39,9 +39,34 @@ def check_out_dir(out: Path) -> Path:
     return out
 
 
+# v1 step kinds the translation has no v2 node for, and what to use instead
+INSTEAD = {
+    "CommandStep": "a PythonScriptStep (it becomes a v2 command component)",
+    "HyperDriveStep": "a v2 sweep job, written by hand",
+    "DataTransferStep": "a v2 data import or a PythonScriptStep that copies the data",
+    "DatabricksStep": "a v2 Spark component, written by hand",
+    "AdlaStep": "a PythonScriptStep",
+    "MpiStep": "a PythonScriptStep with a distribution set on its v2 command component",
+    "EstimatorStep": "a PythonScriptStep",
+    "ModuleStep": "the PythonScriptSteps the module runs",
+    "SynapseSparkStep": "a v2 Spark component, written by hand",
+}
+
+
 def plan_of(steps: Any) -> Any:
-    """The plan of SDK v1 steps; a PlanError becomes a UserError naming the construct."""
+    """The plan of SDK v1 steps; an unsupported step kind or a PlanError becomes a one-line UserError."""
+    from azureml.pipeline.steps import AutoMLStep, ParallelRunStep, PythonScriptStep
+
     from pipelines.core import v1_reader
+
+    for step in v1_reader._flatten(steps)[0]:
+        if type(step) not in (PythonScriptStep, AutoMLStep, ParallelRunStep):
+            kind = type(step).__name__
+            instead = INSTEAD.get(kind, "a PythonScriptStep, AutoMLStep or ParallelRunStep")
+            raise UserError(
+                f"step {getattr(step, 'name', step)!r}: {kind} has no SDK v2 translation",
+                hint=f"use {instead}",
+            )
 
     try:
         return v1_reader.read_steps(steps)
@@ -222,6 +247,10 @@ def load_callable(spec: str) -> Any:
     sys.path.insert(0, str(path.parent))
     try:
         module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: say what broke, in one line
+        raise UserError(
+            f"importing {path.name} failed: {type(exc).__name__}: {exc}", hint="run it with python"
+        ) from None
     finally:
         sys.path.remove(str(path.parent))
     func = getattr(module, name, None)
@@ -229,7 +258,12 @@ def load_callable(spec: str) -> Any:
         raise UserError(
             f"{path.name} has no callable {name!r}", hint="name a function that returns the v1 steps"
         )
-    steps = func()
+    try:
+        steps = func()
+    except Exception as exc:
+        raise UserError(
+            f"{name}() raised {type(exc).__name__}: {exc}", hint="fix the function that builds the steps"
+        ) from None
     flat = steps if isinstance(steps, list | tuple) else [steps] if steps is not None else []
     if not flat:
         raise UserError(f"{name}() returned no steps", hint="return a list of SDK v1 steps")

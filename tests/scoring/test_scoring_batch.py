@@ -236,3 +236,29 @@ def test_cli_missing_model_argument_is_an_init_error(registered: Path, tmp_path:
         "1",
     ]
     assert main(argv) == 2  # no --model_name and no AZUREML_MODEL_DIR: init() fails, said in one line
+
+
+def test_init_takes_the_model_folder_as_a_v2_model_input(
+    registered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--model PATH (a v2 parallel job's mlflow_model input) loads that folder; no lookup by name is made."""
+    import mlflow.pyfunc
+
+    from pipelines.local.workspace import registry
+
+    folder = Path(registry.model_env(MODEL_NAME)["AZUREML_MODEL_DIR"]) / MODEL_NAME
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["scoring.py", "--model", str(folder), "--key_columns", "instant"])
+    monkeypatch.setattr(scoring, "_MODEL", None)
+    scoring.init()
+    batch = datagen.generate(40, seed=5)
+    result = scoring.run(batch)
+    expected = mlflow.pyfunc.load_model(str(folder)).predict(batch[FEATURES])
+    assert list(result.columns) == ["instant", "prediction"]
+    np.testing.assert_allclose(result["prediction"].to_numpy(), np.asarray(expected))
+
+
+def test_a_model_input_that_is_not_an_mlflow_model_is_refused(tmp_path: Path) -> None:
+    args = scoring.parse_args(["--model", str(tmp_path)])
+    with pytest.raises(ValueError, match="not an MLflow model folder"):
+        scoring.model_location(args)

@@ -50,3 +50,35 @@ def test_an_equal_model_is_not_registered_again() -> None:
     ok, why = register.decide({"test_nrmse": value}, tags, "normalized_root_mean_squared_error")
     assert ok is False, why
     assert "not better" in why
+
+
+def test_an_mlflow_model_from_azure_automl_is_loaded_and_registered_as_it_is(tmp_path: Path) -> None:
+    """SDK v2 AutoML's best_model is an MLflow model folder (not the local engine's pickle)."""
+    import mlflow
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    frame = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3, "y": np.arange(20.0) * 2 + 1})
+    fitted = LinearRegression().fit(frame[["a", "b"]], frame.y)
+    folder = tmp_path / "best_model"
+    mlflow.sklearn.save_model(fitted, str(folder), signature=infer_signature(frame[["a", "b"]], frame.y),
+                              serialization_format="cloudpickle")  # fmt: skip
+    model = register.load_automl_model(folder)
+    metrics = register.evaluate(model, frame, "y", "regression", label_range=38.0)
+    assert metrics["test_rmse"] < 1e-6
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            version = register.register(model, folder, frame, "y", "azure-automl-model", {"test_rmse": "0.0"})
+        assert version == "1"
+        loaded = mlflow.pyfunc.load_model("models:/azure-automl-model/1")
+        np.testing.assert_allclose(loaded.predict(frame[["a", "b"]]), fitted.predict(frame[["a", "b"]]))
+        tags = mlflow.MlflowClient().get_model_version("azure-automl-model", "1").tags
+        assert tags["test_rmse"] == "0.0"
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -1,0 +1,323 @@
+"""The Azure ML SDK v2 backend (azure-ai-ml): pipeline jobs, batch endpoints, JobSchedules, online endpoints.
+
+Everything it sends is what ``export --sdk v2`` writes (the same translation, verified the same way),
+loaded with azure-ai-ml's loaders and sent with an ``MLClient`` that authenticates with azure-identity's
+``DefaultAzureCredential``:
+
+    publish    pipeline component (a new version) + batch endpoint + PipelineComponentBatchDeployment per
+               version; the first version, or --set-default, becomes the endpoint's default deployment
+    schedules  JobSchedule with a RecurrenceTrigger whose start time is the next minute (never runs at once)
+    deploy     ManagedOnlineEndpoint(auth_mode="key") or KubernetesOnlineEndpoint + a deployment serving
+               scoring/score.py; keys, regenerate, update (another model version), logs, delete
+    submit     a pipeline job (``train run`` / ``batch_score run`` with ``--target azure-v2``)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipelines.backends import DeployRequest, ScheduleRequest
+from pipelines.errors import UserError
+
+
+def ml_client(**kwargs: Any) -> Any:
+    """An MLClient for the configured workspace (config.json or AZUREML_* variables), DefaultAzureCredential."""
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    from pipelines.azure.workspace import ENV_KEYS, workspace_details
+    from pipelines.v2.verify import quiet_sdk
+
+    quiet_sdk()
+    details = workspace_details()
+    if details is None:
+        raise UserError(
+            "no Azure ML workspace is configured", hint="set " + ", ".join(ENV_KEYS) + " or add config.json"
+        )
+    credential = kwargs.pop("credential", None) or DefaultAzureCredential()
+    return MLClient(credential, details["subscription_id"], details["resource_group"], details["workspace_name"],
+                    **kwargs)  # fmt: skip
+
+
+def _exported(definition: Any, folder: Path) -> dict[str, Any]:
+    """The definition exported (and verified) into ``folder``; the export result."""
+    from pipelines.v2.export import export_definition
+
+    model = None
+    if definition.module == "pipelines.batch_score":
+        model = {"name": definition.settings.model_name, "version": "0"}
+    return export_definition(definition, folder, model)
+
+
+class AzureV2Backend:
+    name = "azure-v2"
+
+    def __init__(self, compute: str = "managed", client: Any = None) -> None:
+        self.compute = compute
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = ml_client()
+        return self._client
+
+    def publish(self, definition: Any, *, set_default: bool, schedule: bool) -> dict[str, Any]:
+        from azure.ai.ml.entities import PipelineComponentBatchDeployment
+
+        from pipelines.v2 import verify
+
+        client = self.client  # a missing workspace fails here, before any work
+        with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
+            folder = Path(tmp) / "v2"
+            result = _exported(definition, folder)
+            name = definition.name
+            component = verify.load(folder / f"{name}.component.yml", "component")
+            registered = client.components.create_or_update(component)
+            endpoint = verify.load(folder / f"{name}.batch-endpoint.yml", "batch_endpoint")
+            existing = self._batch_endpoint(endpoint.name)
+            if existing is None:
+                existing = self.client.batch_endpoints.begin_create_or_update(endpoint).result()
+            deployment = PipelineComponentBatchDeployment(
+                name=f"v{registered.version}", endpoint_name=endpoint.name, component=registered,
+                settings={"default_compute": definition.settings.compute_name, "continue_on_step_failure": False},
+            )  # fmt: skip
+            self.client.batch_deployments.begin_create_or_update(deployment).result()
+            lines = [f"registered pipeline component {registered.name} version {registered.version}",
+                     f"batch endpoint {endpoint.name}: deployment {deployment.name}"]  # fmt: skip
+            current = getattr(getattr(existing, "defaults", None), "deployment_name", None)
+            if set_default or not current:
+                existing.defaults.deployment_name = deployment.name
+                self.client.batch_endpoints.begin_create_or_update(existing).result()
+                lines.append(f"default deployment: {deployment.name}")
+            if schedule and definition.schedule is not None:
+                created = self._create_schedule(verify.load(folder / f"{name}.schedule.yml", "schedule"))
+                lines.append(f"schedule {created['name']}: first run at or after {created['start_time']}")
+        lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
+        return {"target": self.name, "endpoint": endpoint.name, "deployment": deployment.name,
+                "differences": result["differences"], "lines": lines}  # fmt: skip
+
+    def _batch_endpoint(self, name: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.client.batch_endpoints.get(name)
+        except ResourceNotFoundError:
+            return None
+
+    def _create_schedule(self, job_schedule: Any) -> dict[str, Any]:
+        created = self.client.schedules.begin_create_or_update(job_schedule).result()
+        return _schedule_row(created)
+
+    def submit(self, definition: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Submit the pipeline as a v2 pipeline job; its id and studio URL."""
+        from pipelines.v2 import verify
+
+        client = self.client  # a missing workspace fails here, before any work
+        with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
+            folder = Path(tmp) / "v2"
+            _exported(definition, folder)
+            job = verify.load(folder / f"{definition.name}.pipeline.yml", "job")
+            for key, value in (parameters or {}).items():
+                if key not in job.inputs:
+                    raise UserError(
+                        f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs)
+                    )
+                job.inputs[key] = value
+            submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
+        return {"run_id": submitted.name, "status": submitted.status, "url": submitted.studio_url}
+
+    def schedules(self) -> AzureV2Schedules:
+        return AzureV2Schedules(self)
+
+    def deployments(self) -> AzureV2Deployments:
+        return AzureV2Deployments(self)
+
+
+def _schedule_row(schedule: Any) -> dict[str, Any]:
+    trigger = schedule.trigger
+    return {
+        "id": schedule.name,
+        "name": schedule.name,
+        "status": "Active" if schedule.is_enabled else "Disabled",
+        "frequency": getattr(trigger, "frequency", None),
+        "interval": getattr(trigger, "interval", None),
+        "start_time": str(getattr(trigger, "start_time", "") or ""),
+        "time_zone": str(getattr(trigger, "time_zone", "") or ""),
+    }
+
+
+class AzureV2Schedules:
+    def __init__(self, backend: AzureV2Backend) -> None:
+        self.backend = backend
+
+    def list(self, include_inactive: bool) -> list[dict[str, Any]]:
+        from azure.ai.ml.constants import ScheduleListViewType
+
+        view = ScheduleListViewType.ALL if include_inactive else ScheduleListViewType.ENABLED_ONLY
+        return [_schedule_row(s) for s in self.backend.client.schedules.list(list_view_type=view)]
+
+    def create(self, request: ScheduleRequest) -> dict[str, Any]:
+        """A JobSchedule for a published version: it invokes the endpoint's pipeline component as a job."""
+        from azure.ai.ml.entities import JobSchedule, PipelineJob, RecurrencePattern, RecurrenceTrigger
+
+        from pipelines.v2.translate import FREQUENCIES
+
+        if request.datastore:
+            raise UserError(
+                "a datastore trigger has no SDK v2 schedule equivalent", hint="use --frequency (a recurrence)"
+            )
+        rec = request.recurrence
+        start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        pattern = None
+        if rec.hours or rec.minutes or rec.week_days:
+            pattern = RecurrencePattern(hours=rec.hours or [0], minutes=rec.minutes or [0],
+                                        week_days=[d.lower() for d in rec.week_days] if rec.week_days else None)  # fmt: skip
+        zone = getattr(rec, "time_zone", None)
+        trigger = RecurrenceTrigger(
+            frequency=FREQUENCIES[rec.frequency], interval=rec.interval, schedule=pattern,
+            start_time=rec.start_time or start.strftime("%Y-%m-%dT%H:%M:%S"), time_zone=getattr(zone, "value", "UTC"),
+        )  # fmt: skip
+        from pipelines.v2.translate import component_name
+
+        if not request.endpoint:
+            raise UserError("a v2 schedule runs a published pipeline", hint="name it with --endpoint NAME")
+        version = str(request.version) if request.version is not None else None
+        component = self.backend.client.components.get(
+            component_name(request.endpoint, "pipeline"), version=version, label=None if version else "latest"
+        )
+        job = PipelineJob(
+            component=component, inputs=dict(request.parameters), experiment_name=request.experiment_name
+        )
+        schedule = JobSchedule(
+            name=request.name, trigger=trigger, create_job=job, description=request.description
+        )
+        return self.backend._create_schedule(schedule)
+
+    def set_status(self, schedule_id: str, action: str) -> dict[str, Any]:
+        ops = self.backend.client.schedules
+        if action == "delete":
+            ops.begin_delete(schedule_id).result()
+            return {"id": schedule_id, "name": schedule_id, "status": "Deleted"}
+        poller = ops.begin_disable(schedule_id) if action == "disable" else ops.begin_enable(schedule_id)
+        return _schedule_row(poller.result())
+
+    def line(self, schedule: dict[str, Any]) -> str:
+        return (f"{schedule['name']}  {schedule['status']}  every {schedule['interval']} {schedule['frequency']}"
+                f"  from {schedule['start_time']} {schedule['time_zone']}")  # fmt: skip
+
+    def done(self, action: str, schedule: dict[str, Any]) -> str:
+        return f"{action}d schedule {schedule['name']} ({schedule['status']})"
+
+
+class AzureV2Deployments:
+    """Online endpoints with key authentication: one endpoint per service, its deployment named ``blue``."""
+
+    def __init__(self, backend: AzureV2Backend) -> None:
+        self.backend = backend
+
+    @property
+    def ops(self) -> Any:
+        return self.backend.client.online_endpoints
+
+    def deploy(self, request: DeployRequest) -> dict[str, Any]:
+        from pipelines.definitions import ENVIRONMENTS_DIR, SCORING_DIR
+        from pipelines.v2 import verify
+        from pipelines.v2.export import write_verified
+        from pipelines.v2.online import OnlineSpec, online_translation
+
+        self.backend.client  # noqa: B018 - a missing workspace fails here, before any work
+        with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
+            folder = Path(tmp) / "online"
+            spec = OnlineSpec(
+                request.name, request.model_name, request.model_version, SCORING_DIR, ENVIRONMENTS_DIR, folder,
+                aks_cluster=request.aks_cluster, scoring_timeout_ms=request.scoring_timeout_ms,
+                app_insights=request.app_insights, cors_origins=request.cors_origins or "",
+                cpu_cores=request.cpu_cores, memory_gb=request.memory_gb,
+            )  # fmt: skip
+            write_verified(folder, online_translation(spec))
+            endpoint = verify.load(folder / f"{request.name}.endpoint.yml", "online_endpoint")
+            deployment = verify.load(folder / f"{request.name}.deployment.yml", "online_deployment")
+            self._progress(request, f"creating online endpoint {request.name} (auth_mode key)")
+            self.ops.begin_create_or_update(endpoint).result()
+            self._progress(request, f"creating deployment {deployment.name} of {deployment.model}")
+            self.backend.client.online_deployments.begin_create_or_update(deployment).result()
+            endpoint.traffic = {deployment.name: 100}
+            self.ops.begin_create_or_update(endpoint).result()
+        return self.show(request.name)
+
+    @staticmethod
+    def _progress(request: DeployRequest, message: str) -> None:
+        if request.progress is not None:
+            request.progress(message)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self._row(e) for e in self.ops.list()]
+
+    def show(self, name: str) -> dict[str, Any]:
+        return self._row(self.ops.get(name))
+
+    @staticmethod
+    def _row(endpoint: Any) -> dict[str, Any]:
+        return {"name": endpoint.name, "state": endpoint.provisioning_state, "auth_mode": endpoint.auth_mode,
+                "scoring_uri": endpoint.scoring_uri, "swagger_uri": endpoint.openapi_uri,
+                "traffic": dict(endpoint.traffic or {}), "target": "azure-v2"}  # fmt: skip
+
+    def logs(self, name: str, tail: int, requests: bool) -> dict[str, Any]:
+        text = self.backend.client.online_deployments.get_logs(name="blue", endpoint_name=name, lines=tail)
+        return {"lines": text.splitlines(), "log": None}
+
+    def keys(self, name: str, regenerate: str | None = None) -> dict[str, str]:
+        if regenerate:
+            self._regenerate(name, regenerate)
+        keys = self.ops.get_keys(name)
+        return {"primary": keys.primary_key, "secondary": keys.secondary_key}
+
+    def _regenerate(self, name: str, which: str) -> None:
+        """Ask the service for a new key of that type.
+
+        azure-ai-ml 1.35.2's ``begin_regenerate_keys`` sends the key's current value as ``keyValue``, which the
+        REST API documents as "the value the key is set to"; this request names only the key type, so the
+        service generates the new value (tests/test_backend_azure_v2.py asserts the body).
+        """
+        from azure.ai.ml._restclient.arm_ml_service.models import KeyType, RegenerateEndpointKeysRequest
+
+        ops = self.ops
+        body = RegenerateEndpointKeysRequest(
+            key_type=KeyType.PRIMARY if which == "primary" else KeyType.SECONDARY
+        )
+        ops._online_operation.begin_regenerate_keys(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+            endpoint_name=name, body=body, **ops._init_kwargs,
+        ).result()  # fmt: skip
+
+    def update(self, name: str, model: tuple[str, int | None] | None, app_insights: bool | None,
+               timeout: float) -> dict[str, Any]:  # fmt: skip
+        deployment = self.backend.client.online_deployments.get(name="blue", endpoint_name=name)
+        if model is not None:
+            model_name, version = model
+            if version is None:
+                version = self.backend.client.models.get(model_name, label="latest").version
+            deployment.model = f"azureml:{model_name}:{version}"
+        if app_insights is not None:
+            deployment.app_insights_enabled = app_insights
+        self.backend.client.online_deployments.begin_create_or_update(deployment).result()
+        return {
+            **self.show(name),
+            "model": str(deployment.model),
+            "app_insights": deployment.app_insights_enabled,
+        }
+
+    def stop(self, name: str) -> bool:
+        raise UserError(
+            "an online endpoint cannot be stopped", hint="delete it, or update it to another model"
+        )
+
+    def start(self, name: str, timeout: float) -> dict[str, Any]:
+        raise UserError("an online endpoint cannot be stopped or started", hint="deploy it again")
+
+    def delete(self, name: str) -> None:
+        self.ops.begin_delete(name=name).result()

@@ -1,0 +1,1 @@
+"""Placeholder script (the exporter tests only read the steps)."""

@@ -281,7 +281,7 @@ class AzureV2Deployments:
 
         azure-ai-ml 1.35.2's ``begin_regenerate_keys`` sends the key's current value as ``keyValue``, which the
         REST API documents as "the value the key is set to"; this request names only the key type, so the
-        service generates the new value (tests/test_backend_azure_v2.py asserts the body).
+        service generates the new value (tests/backends/test_azure_v2.py asserts the body).
         """
         from azure.ai.ml._restclient.arm_ml_service.models import KeyType, RegenerateEndpointKeysRequest
 
@@ -310,6 +310,21 @@ class AzureV2Deployments:
             "model": str(deployment.model),
             "app_insights": deployment.app_insights_enabled,
         }
+
+    def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
+        """POST the body to the endpoint's scoring URI with its primary key (what ``az ml online-endpoint
+        invoke`` does)."""
+        import requests
+
+        endpoint = self.ops.get(name)
+        key = self.ops.get_keys(name).primary_key
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        try:
+            resp = requests.post(endpoint.scoring_uri, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise UserError(f"cannot reach {name} at {endpoint.scoring_uri}: {exc}",
+                            hint=f"see amlops deploy show --target azure-v2 --name {name}") from None  # fmt: skip
+        return resp.status_code, resp.text
 
     def stop(self, name: str) -> bool:
         raise UserError(

@@ -1,6 +1,6 @@
 """Check emitted v2 YAML with azure-ai-ml itself: load, validate, check bindings, round-trip to the same REST body.
 
-azure-ai-ml 1.35.2 bugs met here, each with its workaround (tests/test_v2_verify.py pins them):
+azure-ai-ml 1.35.2 bugs met here, each with its workaround (tests/v2/test_verify.py pins them):
 
 - an AutoML node's ``mlflow_model`` output is dumped as ``job_output_type:`` and does not load back: the
   translation writes ``type:``, and ``repair_dump`` rewrites a dump the same way;

@@ -9,7 +9,7 @@ import pytest
 from pipelines.backends import load_backend, targets
 from pipelines.backends.azure_v2 import AzureV2Backend
 from pipelines.errors import UserError
-from tests.azure_v2_transport import ARM, FakeTransport, StaticCredential, online_endpoint
+from tests.backends.azure_v2_transport import ARM, FakeTransport, StaticCredential, online_endpoint
 
 
 def _backend(answer: Any) -> tuple[AzureV2Backend, FakeTransport]:

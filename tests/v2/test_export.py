@@ -15,8 +15,8 @@ from pipelines import batch_score, deploy, train
 from pipelines.settings import Settings
 from pipelines.v2 import verify
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "tests" / "v1_samples" / "pipelines.py"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "tests" / "v2" / "v1_samples" / "pipelines.py"
 
 
 def _yaml(path: Path) -> dict[str, Any]:

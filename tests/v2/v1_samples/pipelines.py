@@ -18,7 +18,7 @@ def _run_config(variables: dict[str, str] | None = None):
 
     config = RunConfiguration()
     config.environment = Environment.from_conda_specification(
-        "amlops-train", str(HERE.parent.parent / "environments" / "train.yml")
+        "amlops-train", str(HERE.parents[2] / "environments" / "train.yml")
     )
     config.environment_variables = dict(variables or {})
     return config
@@ -89,7 +89,7 @@ def file_batch_inference():
         output_action="append_row",
         append_row_file_name="mnist_outputs.txt",
         environment=Environment.from_conda_specification(
-            "amlops-batch", str(HERE.parent.parent / "environments" / "batch.yml")
+            "amlops-batch", str(HERE.parents[2] / "environments" / "batch.yml")
         ),
         compute_target="gpu-cluster",
         process_count_per_node=PipelineParameter(name="process_count_param", default_value=2),

@@ -140,7 +140,10 @@ def _caller_class() -> type:
 
         def update_pipeline_endpoint_async(self, endpoint_id: str, updated: Any) -> Any:
             versions = [(v.version, v.pipeline_id) for v in updated.pipeline_version_list]
-            self.record("endpoint.update", {"id": endpoint_id, "versions": versions, "default": updated.default_version})
+            self.record(
+                "endpoint.update",
+                {"id": endpoint_id, "versions": versions, "default": updated.default_version},
+            )
             self.endpoints[endpoint_id] = copy.deepcopy(updated)
             return copy.deepcopy(updated)
 
@@ -155,7 +158,7 @@ def _caller_class() -> type:
                 "recurrence": schedule.recurrence, "datastore_name": schedule.datastore_name,
                 "description": schedule.description, "data_path_parameter_name": schedule.data_path_parameter_name,
                 "polling_interval": schedule.polling_interval, "path_on_datastore": schedule.path_on_datastore,
-                "pipeline_parameters": {p.name: p.value for p in submission.parameter_assignments or []} or None,
+                "pipeline_parameters": dict(submission.parameter_assignments or {}) or None,
                 "status": schedule.status, "body": entity,
             }  # fmt: skip
 
@@ -186,7 +189,10 @@ def _caller_class() -> type:
             updated.provisioning_status = self.service.schedule_provisioning[0]
             self.schedules[schedule_id] = updated
             row = self.row(updated)
-            self.record("schedule.update", {"id": schedule_id, "status": row["status"], "recurrence": row["recurrence"]})
+            self.record(
+                "schedule.update",
+                {"id": schedule_id, "status": row["status"], "recurrence": row["recurrence"]},
+            )
             return copy.deepcopy(updated)
 
         def _listed(self, keep: Any, query: dict[str, Any]) -> list[Any]:
@@ -194,7 +200,9 @@ def _caller_class() -> type:
             return [copy.deepcopy(e) for e in self.schedules.values() if keep(e)]
 
         def get_all_schedules_async(self, active_only: bool = True) -> list[Any]:
-            return self._listed(lambda e: e.entity_status == "0" or not active_only, {"active_only": active_only})
+            return self._listed(
+                lambda e: e.entity_status == "0" or not active_only, {"active_only": active_only}
+            )
 
         def get_schedules_by_pipeline_id_async(self, pipeline_id: str) -> list[Any]:
             return self._listed(lambda e: e.pipeline_id == pipeline_id, {"pipeline_id": pipeline_id})
@@ -285,7 +293,9 @@ class FakeAzureML:
 
         monkeypatch.setattr(workspace_module._commands, "get_workspace", get_workspace_rest)
         monkeypatch.setattr(
-            ServiceContext, "_fetch_endpoints", lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), SERVICE)
+            ServiceContext,
+            "_fetch_endpoints",
+            lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), SERVICE),
         )
         monkeypatch.setattr(ServicePrincipalAuthentication, "_get_arm_token", lambda self: "aad-token")
 
@@ -332,13 +342,17 @@ class FakeAzureML:
 
         def default_datastore(workspace):
             service.calls.append(("datastore.get", "workspaceblobstore"))
-            return AzureBlobDatastore(workspace, "workspaceblobstore", "azureml-blobstore-0000", "wsstorage0000")
+            return AzureBlobDatastore(
+                workspace, "workspaceblobstore", "azureml-blobstore-0000", "wsstorage0000"
+            )
 
         def datastore_get(workspace, datastore_name):
             service.calls.append(("datastore.get", datastore_name))
             return service.datastores[datastore_name]
 
-        def ensure_saved(dataset, workspace):  # the dataset service's "ensure saved": an id for the definition
+        def ensure_saved(
+            dataset, workspace
+        ):  # the dataset service's "ensure saved": an id for the definition
             if not dataset._registration or not dataset._registration.saved_id:
                 body = _dataset_to_saved_dataset_dto(dataset)
                 service.saved_datasets.append(body)
@@ -391,7 +405,9 @@ class FakeAzureML:
             service.calls.append(("snapshot.upload", directory))
             return f"snapshot-{len(service.snapshots)}"
 
-        monkeypatch.setattr(_AevaWorkflowProvider, "create_service_caller", staticmethod(create_service_caller))
+        monkeypatch.setattr(
+            _AevaWorkflowProvider, "create_service_caller", staticmethod(create_service_caller)
+        )
         monkeypatch.setattr(_AevaModuleSnapshotUploader, "upload", upload)
 
     def names(self) -> list[str]:

@@ -63,7 +63,9 @@ class Graph:
         return next(d["pip"] for d in deps if isinstance(d, dict))
 
     def automl(self) -> dict[str, Any]:
-        config = next(p.value for p in self.nodes["automl"].module_metadata_parameters if p.name == "AutoMLConfig")
+        config = next(
+            p.value for p in self.nodes["automl"].module_metadata_parameters if p.name == "AutoMLConfig"
+        )
         return json.loads(json.loads(config)["aml_settings_json_string"])
 
     def batch_metadata(self) -> dict[str, Any]:
@@ -96,7 +98,12 @@ def test_training_pipeline_publishes_its_real_graph(azure, tmp_path):
         ("automl", "metrics_data", "register", "metrics_data"),
         ("prep", "test_data", "register", "test_data"),
     }
-    assert g.parameters == {"label": "cnt", "time_column": "date", "cutoff_date": "2012-08-31", "model_name": "bike-demand"}
+    assert g.parameters == {
+        "label": "cnt",
+        "time_column": "date",
+        "cutoff_date": "2012-08-31",
+        "model_name": "bike-demand",
+    }
     assert g.dataset_parameters == ["training_dataset"]
     # the default dataset: its saved definition reads the public bike data, assigned by saved id
     [saved] = azure.saved_datasets
@@ -106,7 +113,11 @@ def test_training_pipeline_publishes_its_real_graph(azure, tmp_path):
 
     for step, script in (("prep", "prep.py"), ("register", "register.py")):
         params = g.params(step)
-        assert (params["Script"], params["Target"], params["MLCComputeType"]) == (script, "cpu-cluster", "AmlCompute")
+        assert (params["Script"], params["Target"], params["MLCComputeType"]) == (
+            script,
+            "cpu-cluster",
+            "AmlCompute",
+        )
         env = g.runconfig(step)["environment"]
         assert env["name"] == "amlops-train" and g.pip(step) == pip_pins("train")
     assert (g.params("prep")["label"], g.params("register")["model_name"]) == ("label", "model_name")  # bound
@@ -118,7 +129,10 @@ def test_training_pipeline_publishes_its_real_graph(azure, tmp_path):
     assert automl["experiment_timeout_minutes"] >= 15 and automl["n_cross_validations"] == 3
     assert (automl["compute_target"], automl["path"], automl["is_timeseries"]) == ("cpu-cluster", None, False)
     assert automl["scenario"] == "AutoML"  # the released curated environment, not "non-prod"
-    assert (g.params("automl")["MLCComputeType"], g.params("automl")["target"]) == ("AmlCompute", "cpu-cluster")
+    assert (g.params("automl")["MLCComputeType"], g.params("automl")["target"]) == (
+        "AmlCompute",
+        "cpu-cluster",
+    )
     assert g.params("automl")["path"] == STEPS_DIR
 
     # three small snapshots (the steps folder), nothing from the folder publish ran in
@@ -173,7 +187,11 @@ def test_batch_pipeline_publishes_its_real_graph(azure):
     assert (meta["EntryScript"], meta["NodeCount"], meta["ProcessCountPerNode"], meta["OutputAction"]) == (
         "scoring.py", 2, 2, "append_row",
     )  # fmt: skip
-    assert (meta["ComputeName"], meta["EnvironmentName"], meta["ErrorThreshold"]) == ("cpu-cluster", "amlops-batch", 10)
+    assert (meta["ComputeName"], meta["EnvironmentName"], meta["ErrorThreshold"]) == (
+        "cpu-cluster",
+        "amlops-batch",
+        10,
+    )
     assert g.params("batch-score")["Script"] == "driver/amlbi_main.py"  # Azure's ParallelRunStep driver
     for step in ("batch-score", "collect"):
         assert g.params(step)["Target"] == "cpu-cluster"
@@ -218,7 +236,9 @@ def test_a_local_data_file_is_refused_before_azure_is_reached(azure, capsys, tmp
 def test_a_cluster_that_is_not_ready_is_refused_by_the_automl_step(azure, capsys):
     from pipelines import train
 
-    azure.computes["cpu-cluster"] = azure.compute_payload("cpu-cluster", "STANDARD_DS3_V2", 0, 2, state="Failed")
+    azure.computes["cpu-cluster"] = azure.compute_payload(
+        "cpu-cluster", "STANDARD_DS3_V2", 0, 2, state="Failed"
+    )
     assert train.main(["publish", "--target", "azure", "--no-schedule", "--set", "timeout_minutes=15"]) == 2
     err = one_line_error(capsys)
     assert "Azure ML refused pipeline amlops-train: Compute not in 'Succeeded' state" in err
@@ -249,7 +269,9 @@ def test_a_pipeline_the_service_rejects_is_one_line(capsys, monkeypatch, tmp_pat
 
     import tests.azure_fake as fake
 
-    monkeypatch.setattr(fake, "_caller_class", _wrapped(fake._caller_class, "create_pipeline_async", rejected))
+    monkeypatch.setattr(
+        fake, "_caller_class", _wrapped(fake._caller_class, "create_pipeline_async", rejected)
+    )
     azure = fake.configured_fake(monkeypatch, tmp_path)
     assert batch_score.main(["publish", "--target", "azure", "--no-schedule"]) == 2
     err = one_line_error(capsys)

@@ -78,7 +78,8 @@ def _publish(definition: Any, set_default: bool, schedule: bool, workspace: Any)
         errors = pipeline.validate()
         if errors:
             raise UserError(
-                f"pipeline {definition.name} failed Azure ML validation: " + "; ".join(map(str, errors)),
+                f"pipeline {definition.name} failed Azure ML validation: "
+                + "; ".join(str(e).strip().splitlines()[0] for e in errors if str(e).strip()),
                 hint="fix the step wiring (python -m " + definition.module + " show) and publish again",
             )
         published = pipeline.publish(

@@ -14,7 +14,14 @@ from typing import Any
 
 from pipelines.cli import exit_now, pipeline_cli
 from pipelines.core.definition import PipelineDefinition, RunCheck
-from pipelines.definitions import STEPS_DIR, dataset_input, recurrence, run_config
+from pipelines.definitions import (
+    AZURE_AUTOML_ENVIRONMENT,
+    STEPS_DIR,
+    dataset_input,
+    recurrence,
+    run_config,
+    workspace_run_config,
+)
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
@@ -136,7 +143,10 @@ def build(
         ],
         inputs=[model_data, metrics_data],
         compute_target=compute,
-        runconfig=run_config("train"),
+        # on Azure it loads Azure AutoML's model, which needs AutoML's runtime: AutoML's own environment
+        runconfig=run_config("train")
+        if isinstance(compute, str)
+        else workspace_run_config(compute.workspace, AZURE_AUTOML_ENVIRONMENT),
         allow_reuse=False,
     )  # fmt: skip
     return PipelineDefinition(

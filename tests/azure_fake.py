@@ -219,6 +219,20 @@ def _caller_class() -> type:
     return FakeAevaCaller
 
 
+def curated_automl_environment() -> dict[str, Any]:
+    """An environment definition shaped as the service returns a curated one (AutoML's runtime inside)."""
+    from azureml.core import Environment
+    from azureml.core.conda_dependencies import CondaDependencies
+
+    env = Environment("AzureML-AutoML")
+    env.python.conda_dependencies = CondaDependencies.create(
+        python_version="3.9", pip_packages=["azureml-train-automl-runtime==1.62.0", "azureml-mlflow==1.62.0"]
+    )
+    body = Environment._serialize_to_dict(env)
+    body["version"] = "171"
+    return body
+
+
 class FakeAzureML:
     """The Azure ML service as the SDK sees it on the wire, in memory."""
 
@@ -238,6 +252,9 @@ class FakeAzureML:
         self.schedule_provisioning: list[str] = ["0"]  # '0' Completed, '1' Provisioning, '2' Failed
         self.workspace_seen: Any = None
         self.caller: Any = None
+        self.curated_environments: dict[str, dict[str, Any]] = {
+            "AzureML-AutoML": curated_automl_environment()
+        }
 
     def compute_payload(self, name: str, vm_size: str, min_nodes: int, max_nodes: int,
                         state: str = "Succeeded") -> dict[str, Any]:  # fmt: skip
@@ -378,8 +395,10 @@ class FakeAzureML:
             service.calls.append(("environment.register", env.name))
             return registered
 
-        def environment_get(client, name, version=None):  # the service's answer when none is registered
+        def environment_get(client, name, version=None):  # a curated one, else the service's 404
             service.calls.append(("environment.get", name))
+            if name in service.curated_environments:
+                return copy.deepcopy(service.curated_environments[name])
             raise Exception(
                 "Error retrieving the environment definition. Code: 404\n: "
                 + json.dumps({"error": {"code": "UserError", "message": f"Environment {name} NotFound"}})

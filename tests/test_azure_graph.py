@@ -118,8 +118,11 @@ def test_training_pipeline_publishes_its_real_graph(azure, tmp_path):
             "cpu-cluster",
             "AmlCompute",
         )
-        env = g.runconfig(step)["environment"]
-        assert env["name"] == "amlops-train" and g.pip(step) == pip_pins("train")
+    assert g.runconfig("prep")["environment"]["name"] == "amlops-train" and g.pip("prep") == pip_pins("train")
+    # the register step loads Azure AutoML's model: it runs in AutoML's curated environment, as found
+    register_env = g.runconfig("register")["environment"]
+    assert (register_env["name"], register_env["version"]) == ("AzureML-AutoML", "171")
+    assert "azureml-train-automl-runtime==1.62.0" in g.pip("register")
     assert (g.params("prep")["label"], g.params("register")["model_name"]) == ("label", "model_name")  # bound
 
     automl = g.automl()
@@ -139,7 +142,8 @@ def test_training_pipeline_publishes_its_real_graph(azure, tmp_path):
     assert azure.snapshots == [STEPS_DIR] * 3
     assert not (tmp_path / "automl.log").exists()
     assert (tmp_path / "home" / "logs" / "automl-publish.log").is_file()
-    assert "environment.get" not in azure.names()
+    # AutoML's released environment: no look-up of the non-production ones
+    assert [c for c in azure.calls if c[0] == "environment.get"] == [("environment.get", "AzureML-AutoML")]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +200,7 @@ def test_batch_pipeline_publishes_its_real_graph(azure):
     for step in ("batch-score", "collect"):
         assert g.params(step)["Target"] == "cpu-cluster"
         assert g.runconfig(step)["environment"]["name"] == "amlops-batch" and g.pip(step) == pip_pins("batch")
-    assert azure.snapshots == [SCORING_DIR, STEPS_DIR]
+    assert sorted(azure.snapshots) == [SCORING_DIR, STEPS_DIR]  # (modules are created concurrently)
     outputs = {s.name: s.data_store_name for s in g.nodes["batch-score"].module_output_settings}
     assert outputs == {"scores": "workspaceblobstore"}
 

@@ -72,7 +72,10 @@ def test_first_publish_creates_scale_to_zero_compute_registers_env_and_makes_ver
         PROJECT_ROOT / "environments/train.yml"
     )
     assert "azureml-core==1.61.0.post4" in list(env.python.conda_dependencies.pip_packages)
-    assert result["environments"] == [{"name": "amlops-train", "action": "registered", "version": "1"}]
+    assert result["environments"] == [
+        {"name": "amlops-train", "action": "registered", "version": "1"},
+        {"name": "AzureML-AutoML", "action": "used as is", "version": None},  # the register step's
+    ]
 
     # the SDK built the graph from these very steps, in this workspace, and published it
     [body] = azure.pipelines
@@ -90,8 +93,10 @@ def test_first_publish_creates_scale_to_zero_compute_registers_env_and_makes_ver
     assert {p.name: p.value for p in automl.module_parameters}["target"] == "train-cluster"
 
     names = azure.names()
-    assert names[:6] == [
-        "workspace.get", "compute.get", "compute.create", "compute.get", "compute.wait", "environment.register",
+    assert names[:7] == [
+        "workspace.get", "compute.get", "compute.create", "compute.get", "compute.wait",
+        "environment.get",  # the register step's curated AutoML environment, when the steps are rebuilt
+        "environment.register",
     ]  # fmt: skip
     assert names.index("pipeline.create") < names.index("endpoint.create")
     assert [n for n in names if n.startswith("endpoint.")] == [

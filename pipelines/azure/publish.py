@@ -71,6 +71,7 @@ def _publish(definition: Any, set_default: bool, schedule: bool, workspace: Any)
     if definition.with_compute_targets is not None:
         with sdk_refusals(definition):
             definition = definition.with_compute_targets({s["name"]: target for s, target in found})
+        plan = v1_reader.read_steps(definition.steps)
     environments = register_environments(ws, environment_names(plan))
 
     with sdk_refusals(definition), automl_client_log():

@@ -67,7 +67,7 @@ def build(
         config = ParallelRunConfig(
             source_directory=str(SCORING_DIR),
             entry_script="scoring.py",
-            environment=environment("batch"),
+            environment=_scoring_environment(settings, compute),
             compute_target=compute,
             node_count=settings.node_count,
             process_count_per_node=settings.process_count_per_node,
@@ -121,6 +121,15 @@ def build(
         dataset_param="input_dataset",
         with_compute_targets=lambda targets: build(settings, data, model_version, targets),
     )
+
+
+def _scoring_environment(settings: Settings, compute: Any) -> Any:
+    """environments/batch.yml, or on Azure (a ComputeTarget object) the workspace's ``batch_environment``."""
+    if settings.batch_environment and not isinstance(compute, str):
+        from azureml.core import Environment
+
+        return Environment.get(compute.workspace, settings.batch_environment)
+    return environment("batch")
 
 
 def _option_hint(message: str) -> str:

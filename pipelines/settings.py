@@ -55,6 +55,9 @@ class Settings:
     error_threshold: int = 10
     run_invocation_timeout: int = 60
     run_max_try: int = 3
+    # Azure only: the workspace Environment the ParallelRunStep loads the model in, e.g. AzureML-AutoML for
+    # a model Azure AutoML trained (it needs AutoML's runtime); empty: environments/batch.yml
+    batch_environment: str = ""
     # schedule (Azure's ScheduleRecurrence vocabulary)
     schedule_frequency: str = "Week"
     schedule_interval: int = 1

@@ -205,6 +205,18 @@ def test_batch_pipeline_publishes_its_real_graph(azure):
     assert outputs == {"scores": "workspaceblobstore"}
 
 
+def test_batch_scoring_of_an_azure_automl_model_runs_in_automl_s_environment(azure):
+    from pipelines import batch_score
+    from pipelines.azure import publish
+
+    publish.publish(batch_score.build(Settings(batch_environment="AzureML-AutoML")), schedule=False)
+    g = Graph(azure)
+    assert g.batch_metadata()["EnvironmentName"] == "AzureML-AutoML"
+    assert g.runconfig("batch-score")["environment"]["name"] == "AzureML-AutoML"
+    assert "azureml-train-automl-runtime==1.62.0" in g.pip("batch-score")
+    assert g.runconfig("collect")["environment"]["name"] == "amlops-batch"  # it loads no model
+
+
 def test_cli_publishes_the_batch_pipeline_to_azure(azure, capsys):
     from pipelines import batch_score
 

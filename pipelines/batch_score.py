@@ -41,8 +41,17 @@ class RefusedRow:
     problem: str
 
 
-def build(settings: Settings, data: str | None = None, model_version: int = 0) -> PipelineDefinition:
-    """The batch pipeline's SDK objects: a ParallelRunStep and the step that collects its output."""
+def build(
+    settings: Settings,
+    data: str | None = None,
+    model_version: int = 0,
+    compute_targets: dict[str, Any] | None = None,
+) -> PipelineDefinition:
+    """The batch pipeline's SDK objects: a ParallelRunStep and the step that collects its output.
+
+    ``compute_targets``: compute names to ``ComputeTarget`` objects, as in ``pipelines.train.build``
+    (with the object, the SDK also checks ``node_count`` against the cluster's size).
+    """
     from azureml.core import Dataset
     from azureml.data import OutputFileDatasetConfig
     from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
@@ -51,6 +60,7 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
 
     from pipelines.definitions import dataset_url
 
+    compute = (compute_targets or {}).get(settings.batch_compute_name, settings.batch_compute_name)
     params = {
         "model_name": PipelineParameter("model_name", default_value=settings.model_name),
         "model_version": PipelineParameter("model_version", default_value=model_version),
@@ -73,8 +83,8 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
         config = ParallelRunConfig(
             source_directory=str(SCORING_DIR),
             entry_script="scoring.py",
-            environment=environment("batch"),
-            compute_target=settings.batch_compute_name,
+            environment=_scoring_environment(settings, compute),
+            compute_target=compute,
             node_count=settings.node_count,
             process_count_per_node=settings.process_count_per_node,
             mini_batch_size=params["mini_batch_size"],
@@ -111,7 +121,7 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
             "--append_row_file_name", "parallel_run_step.txt",
             "--predictions", predictions,
         ],
-        compute_target=settings.batch_compute_name,
+        compute_target=compute,
         runconfig=run_config("batch"),
         allow_reuse=False,
     )  # fmt: skip
@@ -125,7 +135,17 @@ def build(settings: Settings, data: str | None = None, model_version: int = 0) -
         settings=settings,
         module="pipelines.batch_score",
         dataset_param="input_dataset",
+        with_compute_targets=lambda targets: build(settings, data, model_version, targets),
     )
+
+
+def _scoring_environment(settings: Settings, compute: Any) -> Any:
+    """environments/batch.yml, or on Azure (a ComputeTarget object) the workspace's ``batch_environment``."""
+    if settings.batch_environment and not isinstance(compute, str):
+        from azureml.core import Environment
+
+        return Environment.get(compute.workspace, settings.batch_environment)
+    return environment("batch")
 
 
 def _option_hint(message: str) -> str:

@@ -32,6 +32,20 @@ def run_config(env_name: str) -> Any:
     return config
 
 
+# Azure AutoML's curated environment: the AutoML runtime (and MLflow) that Azure AutoML's models need to load
+AZURE_AUTOML_ENVIRONMENT = "AzureML-AutoML"
+
+
+def workspace_run_config(workspace: Any, env_name: str) -> Any:
+    """A run configuration using the workspace's Environment ``env_name`` (e.g. a curated one; a look-up)."""
+    from azureml.core import Environment
+    from azureml.core.runconfig import RunConfiguration
+
+    config = RunConfiguration()
+    config.environment = Environment.get(workspace, env_name)
+    return config
+
+
 def dataset_input(name: str, ref: str, param_name: str) -> Any:
     """A FileDataset input (downloaded on the compute) that REST callers can swap via a PipelineParameter.
 

@@ -91,6 +91,11 @@ class Settings:
         defaults.PRS_RUN_INVOCATION_TIMEOUT, "batch", "seconds one run() call may take"
     )
     run_max_try: int = setting(defaults.PRS_RUN_MAX_TRY, "batch", "tries per mini-batch")
+    batch_environment: str = setting(
+        "",
+        "azure",
+        "Azure: the Environment batch scoring loads the model in (AzureML-AutoML for a model Azure AutoML trained; empty: environments/batch.yml)",
+    )
     # schedule (Azure's ScheduleRecurrence vocabulary)
     schedule_frequency: str = setting(
         "Week", "schedule", "the default schedule's frequency: Minute, Hour, Day, Week or Month"

@@ -14,15 +14,29 @@ from typing import Any
 
 from pipelines.cli import exit_now, pipeline_cli
 from pipelines.core.definition import PipelineDefinition, RunCheck
-from pipelines.definitions import STEPS_DIR, dataset_input, recurrence, run_config
+from pipelines.definitions import (
+    AZURE_AUTOML_ENVIRONMENT,
+    STEPS_DIR,
+    dataset_input,
+    recurrence,
+    run_config,
+    workspace_run_config,
+)
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
 NAME = "amlops-train"
 
 
-def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
-    """The training pipeline's SDK objects: three steps, their parameters, the default schedule."""
+def build(
+    settings: Settings, data: str | None = None, compute_targets: dict[str, Any] | None = None
+) -> PipelineDefinition:
+    """The training pipeline's SDK objects: three steps, their parameters, the default schedule.
+
+    ``compute_targets`` maps compute names to the workspace's ``ComputeTarget`` objects (the Azure
+    backend passes them: Azure's AutoMLStep needs the object, not its name); without it the steps name
+    their compute target, which is all the local engine reads.
+    """
     from azureml.automl.core.forecasting_parameters import ForecastingParameters
     from azureml.automl.core.shared.exceptions import ConfigException
     from azureml.data import OutputFileDatasetConfig
@@ -30,6 +44,7 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
     from azureml.pipeline.steps import AutoMLStep, PythonScriptStep
     from azureml.train.automl import AutoMLConfig
 
+    compute = (compute_targets or {}).get(settings.compute_name, settings.compute_name)
     params = {
         "label": PipelineParameter("label", default_value=settings.label),
         "time_column": PipelineParameter("time_column", default_value=settings.time_column),
@@ -60,7 +75,7 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
             "--train_data", train_data,
             "--test_data", test_data,
         ],
-        compute_target=settings.compute_name,
+        compute_target=compute,
         runconfig=run_config("train"),
         allow_reuse=True,
     )  # fmt: skip
@@ -71,9 +86,12 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
         "training_data": train_data.read_delimited_files(),
         "label_column_name": settings.label,
         "n_cross_validations": settings.n_cross_validations,
-        "compute_target": settings.compute_name,
+        "compute_target": compute,
         "enable_early_stopping": True,
         "featurization": "auto",
+        # AutoML's released curated environment on Azure: the installed client's own check for a released
+        # SDK fails on its package index URL, and it would otherwise ask for a non-production environment
+        "force_curated_environment": True,
     }
     if settings.allowed_models:
         automl_kwargs["allowed_models"] = _model_list(settings.allowed_models)
@@ -99,8 +117,11 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
             f"AutoML setting {target}{value}: {message}" if target else f"AutoML settings: {message}",
             hint=_AUTOML_HINTS.get(target, "see --help for the settings"),
         ) from None
+    # path: the folder Azure snapshots for the AutoML step (without it, the current directory)
     automl_config = AutoMLConfig(
-        experiment_timeout_minutes=max(1, math.ceil(settings.timeout_minutes)), **automl_kwargs
+        experiment_timeout_minutes=max(1, math.ceil(settings.timeout_minutes)),
+        path=str(STEPS_DIR),
+        **automl_kwargs,
     )
     automl = AutoMLStep(
         name="automl", automl_config=automl_config, outputs=[model_data, metrics_data], allow_reuse=False
@@ -121,8 +142,11 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
             "--result", registration,
         ],
         inputs=[model_data, metrics_data],
-        compute_target=settings.compute_name,
-        runconfig=run_config("train"),
+        compute_target=compute,
+        # on Azure it loads Azure AutoML's model, which needs AutoML's runtime: AutoML's own environment
+        runconfig=run_config("train")
+        if isinstance(compute, str)
+        else workspace_run_config(compute.workspace, AZURE_AUTOML_ENVIRONMENT),
         allow_reuse=False,
     )  # fmt: skip
     return PipelineDefinition(
@@ -135,6 +159,7 @@ def build(settings: Settings, data: str | None = None) -> PipelineDefinition:
         settings=settings,
         module="pipelines.train",
         dataset_param="training_dataset",
+        with_compute_targets=lambda targets: build(settings, data, targets),
     )
 
 

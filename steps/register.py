@@ -4,6 +4,12 @@ The first model always registers; a later one only when its test score on the pr
 the latest registered version's. The log says why it did or did not. Tags carry the test metrics,
 the data checksum and the run id. Runs unchanged on Azure (azureml-mlflow sends MLflow calls to the
 workspace registry) and locally (MLflow on SQLite).
+
+The model is what the AutoML step trained: locally, the FLAML model's pickle (registered wrapped in a
+pyfunc that takes the raw columns); on Azure, AutoML's best model as an MLflow model (the step's
+``TrainingOutput`` holds only its pickle, so the MLflow model is fetched from the AutoML step's best
+child run), loaded with MLflow's pyfunc flavor and registered as it is, with its own conda environment
+(AutoML's runtime). On Azure this step runs in AutoML's curated environment, which has that runtime.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +29,46 @@ import numpy as np
 import pandas as pd
 
 MODEL_FILE_NAMES = ("model.pkl", "model.joblib")
+AUTOML_STEP_NAME = "automl"  # the training pipeline's AutoMLStep
+MLFLOW_MODEL_PREFIX = "outputs/mlflow-model"  # where Azure AutoML's runs keep their MLflow model
 
 
-def is_mlflow_model(path: Path) -> bool:
-    """An MLflow model folder, as Azure AutoML's ``best_model`` output (SDK v2) is."""
-    return path.is_dir() and (path / "MLmodel").is_file()
+def mlflow_model_folder(path: Path) -> Path | None:
+    """``path`` (or its ``mlflow-model`` folder) if it holds an MLflow model (an ``MLmodel`` file)."""
+    for folder in (path, path / "mlflow-model"):
+        if folder.is_dir() and (folder / "MLmodel").is_file():
+            return folder
+    return None
+
+
+def azure_automl_mlflow_model(run: Any, target: Path) -> Path | None:
+    """On Azure: download the MLflow model of the AutoML step's best child run into ``target``.
+
+    None where there is no pipeline run to ask (the local engine's offline run has no parent)."""
+    parent = getattr(run, "parent", None)
+    if parent is None or not hasattr(parent, "find_step_run"):
+        return None
+    step_runs = parent.find_step_run(AUTOML_STEP_NAME)
+    if not step_runs:
+        raise RuntimeError(f"no step run named {AUTOML_STEP_NAME!r} in pipeline run {parent.id}")
+    from azureml.train.automl.run import AutoMLRun
+
+    best = AutoMLRun(step_runs[0].experiment, step_runs[0].id).get_best_child()
+    best.download_files(prefix=MLFLOW_MODEL_PREFIX, output_directory=str(target))
+    folder = mlflow_model_folder(target / MLFLOW_MODEL_PREFIX)
+    if folder is None:
+        raise RuntimeError(f"AutoML's best run {best.id} has no MLflow model under {MLFLOW_MODEL_PREFIX}")
+    return folder
 
 
 def load_automl_model(path: Path) -> Any:
-    """The model from an AutoML ``TrainingOutput(type="Model")``: a pickle file, or a folder holding one; or
-    Azure AutoML's MLflow model folder (the v2 ``best_model``), loaded as an MLflow pyfunc model."""
-    if is_mlflow_model(path):
+    """The AutoML step's model: an MLflow model folder (Azure AutoML's, or the SDK v2 ``best_model``, loaded
+    with its pyfunc flavor), else a pickle file or a folder holding one (the local engine's FLAML model)."""
+    folder = mlflow_model_folder(path)
+    if folder is not None:
         import mlflow.pyfunc
 
-        return mlflow.pyfunc.load_model(str(path))
+        return mlflow.pyfunc.load_model(str(folder))
     import cloudpickle
 
     if path.is_dir():
@@ -141,13 +174,12 @@ def register(
 ) -> str:
     """Log the model as an MLflow pyfunc taking raw columns, register it under ``name``; the version.
 
-    An MLflow model folder (Azure AutoML's) is registered as it is: it already takes the raw columns and
-    carries its own environment (the AutoML runtime), which serving it needs.
-    """
+    An MLflow model (Azure AutoML's) is logged and registered as it is, its own environment included."""
     import mlflow
 
-    if is_mlflow_model(model_path):
-        return register_mlflow_folder(model_path, name, tags)
+    folder = mlflow_model_folder(model_path)
+    if folder is not None:
+        return register_mlflow_folder(folder, name, tags)
     import raw_model
     from mlflow.models import infer_signature
 
@@ -199,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     test = pd.read_csv(args.test_data / "data.csv")
     report = json.loads((args.test_data / "prep_report.json").read_text())
     label_range = (report.get("label_max") or 0) - (report.get("label_min") or 0)
-    model = load_automl_model(args.model_data)
+    model_path = args.model_data
+    if mlflow_model_folder(model_path) is None and os.environ.get("AZUREML_RUN_ID"):  # on Azure
+        from azureml.core import Run
+
+        model_path = azure_automl_mlflow_model(Run.get_context(), Path(tempfile.mkdtemp())) or model_path
+    model = load_automl_model(model_path)
     test_metrics = evaluate(model, test, args.label, args.task, label_range)
     mlflow.log_metrics({k: v for k, v in test_metrics.items() if not math.isnan(v)})
     print("register: test metrics " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
@@ -220,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label": args.label,
             }
         )
-        result["version"] = int(register(model, args.model_data, test, args.label, args.model_name, tags))
+        result["version"] = int(register(model, model_path, test, args.label, args.model_name, tags))
         print(f"register: registered {args.model_name} version {result['version']}: {why}")
     else:
         result["version"] = int(current[0]) if current else None

@@ -2,12 +2,15 @@
 
 Generic over ``PipelineDefinition`` (training, batch scoring, ...). In order:
 
-1. the configured workspace (``pipelines.azure.workspace``); the recurrence is checked first, so bad
-   input fails before anything is created;
+1. the configured workspace (``pipelines.azure.workspace``); the recurrence, the AutoML budget and the
+   data (a local file cannot be read from Azure) are checked first, so bad input fails before anything
+   is created;
 2. every compute target the steps name: looked up, else created as AmlCompute that scales to zero
-   (``min_nodes=0``, ``max_nodes`` and ``vm_size`` from settings);
+   (``min_nodes=0``, ``max_nodes`` and ``vm_size`` from settings); the definition is then rebuilt with
+   these ``ComputeTarget`` objects (Azure's AutoMLStep needs the object, not the name);
 3. the project Environments the steps use (``environments/<name>.yml`` as ``amlops-<name>``) registered;
-4. ``Pipeline(workspace, steps, description)`` and ``validate()``: any error fails with a UserError;
+4. ``Pipeline(workspace, steps, description)`` (the SDK builds every step's module and the graph here)
+   and ``validate()``; a configuration the SDK refuses, or a validation error, fails with a UserError;
 5. ``pipeline.publish(name, description, version, continue_on_step_failure=False)``;
 6. the ``PipelineEndpoint`` named after the pipeline: created from the first published pipeline (which
    becomes its default version; Azure numbers versions from "0"), else the new pipeline is added as the
@@ -22,8 +25,10 @@ The result has the local publisher's keys (``pipelines.local.workspace.publishin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 from typing import Any
 
 from pipelines.azure import schedules
@@ -37,7 +42,15 @@ PROJECT_ENV_PREFIX = "amlops-"
 def publish(
     definition: Any, set_default: bool = False, schedule: bool = True, workspace: Any = None
 ) -> dict[str, Any]:
-    """Publish ``definition`` as a new version of its Azure ML pipeline endpoint; returns what was done."""
+    """Publish ``definition`` as a new version of its Azure ML pipeline endpoint; returns what was done.
+
+    What the SDK prints while it works ("Created step ...") goes to stderr, so ``--json`` output stays JSON.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _publish(definition, set_default, schedule, workspace)
+
+
+def _publish(definition: Any, set_default: bool, schedule: bool, workspace: Any) -> dict[str, Any]:
     from azureml.pipeline.core import Pipeline
 
     from pipelines.core import v1_reader
@@ -47,27 +60,35 @@ def publish(
     if workspace is None:
         azure_workspace.workspace_details()  # an incomplete configuration is the first thing to hear about
     check_automl_budgets(plan)
+    check_data(plan)
     if schedule and definition.schedule is not None:
         schedules.validated(definition.schedule)
         schedules.zone_info(definition.schedule.time_zone)
     ws = workspace if workspace is not None else azure_workspace.get_workspace()
 
-    computes = [ensure_compute(ws, name, definition.settings) for name in compute_names(plan)]
+    found = [ensure_compute(ws, name, definition.settings) for name in compute_names(plan)]
+    computes = [summary for summary, _ in found]
+    if definition.with_compute_targets is not None:
+        with sdk_refusals(definition):
+            definition = definition.with_compute_targets({s["name"]: target for s, target in found})
+        plan = v1_reader.read_steps(definition.steps)
     environments = register_environments(ws, environment_names(plan))
 
-    pipeline = Pipeline(workspace=ws, steps=definition.steps, description=definition.description)
-    errors = pipeline.validate()
-    if errors:
-        raise UserError(
-            f"pipeline {definition.name} failed Azure ML validation: " + "; ".join(map(str, errors)),
-            hint="fix the step wiring (python -m " + definition.module + " show) and publish again",
+    with sdk_refusals(definition), automl_client_log():
+        pipeline = Pipeline(workspace=ws, steps=definition.steps, description=definition.description)
+        errors = pipeline.validate()
+        if errors:
+            raise UserError(
+                f"pipeline {definition.name} failed Azure ML validation: "
+                + "; ".join(str(e).strip().splitlines()[0] for e in errors if str(e).strip()),
+                hint="fix the step wiring (python -m " + definition.module + " show) and publish again",
+            )
+        published = pipeline.publish(
+            name=definition.name,
+            description=definition.description,
+            version=settings_version(definition.settings),
+            continue_on_step_failure=False,
         )
-    published = pipeline.publish(
-        name=definition.name,
-        description=definition.description,
-        version=settings_version(definition.settings),
-        continue_on_step_failure=False,
-    )
     endpoint, endpoint_action = add_to_endpoint(ws, definition, published, set_default)
     version = next(
         (str(v.version) for v in endpoint.pipeline_version_list if v.pipeline_id == published.id), None
@@ -121,6 +142,79 @@ def check_automl_budgets(plan: Any) -> None:
             )
 
 
+def check_data(plan: Any) -> None:
+    """UserError if a dataset input is a local file: Azure cannot read it (upload it, or give a URL)."""
+    from pipelines.definitions import LOCAL_PLACEHOLDER
+
+    for name, source in plan.datasets.items():
+        local = [p.removeprefix(LOCAL_PLACEHOLDER) for p in source.paths if p.startswith(LOCAL_PLACEHOLDER)]
+        if local:
+            raise UserError(
+                f"input {name} is the local file {local[0]}, which Azure ML cannot read",
+                hint="give an http(s) URL or a known dataset name (--set dataset=...), or upload the file"
+                " to a datastore first",
+            )
+
+
+@contextlib.contextmanager
+def sdk_refusals(definition: Any) -> Any:
+    """Configuration the SDK refuses while it builds or publishes the graph, as a one-line UserError."""
+    from azureml.automl.core.shared.exceptions import ConfigException
+    from azureml.exceptions import UserErrorException
+
+    try:
+        yield
+    except UserError:
+        raise
+    except (ConfigException, UserErrorException, ValueError) as exc:
+        raise UserError(
+            f"Azure ML refused pipeline {definition.name}: {one_line(exc)}",
+            hint="change the setting it names (python -m " + definition.module + " --help lists them)",
+        ) from None
+    except Exception as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status not in (400, 409, 422):
+            raise
+        raise UserError(
+            f"Azure ML rejected pipeline {definition.name} ({status}): {one_line(exc)}",
+            hint="change the setting it names and publish again",
+        ) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An SDK exception's message on one line (AutoML's carry it in ``message``, service errors in the body)."""
+    text = getattr(exc, "message", None) or str(exc)
+    response = getattr(exc, "response", None)
+    if response is not None:
+        with contextlib.suppress(ValueError, AttributeError):
+            error = response.json().get("error") or {}
+            text = error.get("message") or text
+    return " ".join(str(text).split())
+
+
+@contextlib.contextmanager
+def automl_client_log() -> Any:
+    """Move the SDK's client-side AutoML log (``automl.log``, which it opens in the current folder while it
+    builds an AutoMLStep) to the local workspace's ``logs/``; the step's own setting is unchanged."""
+    import shutil
+    from pathlib import Path
+
+    from pipelines.settings import amlops_home
+
+    log = Path("automl.log")
+    existed = log.exists()
+    try:
+        yield
+    finally:
+        if not existed and log.exists():
+            from azureml.automl.core._logging import log_server
+
+            log_server.set_log_file(None)  # closes the SDK's handle on it
+            folder = amlops_home() / "logs"
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(log, folder / "automl-publish.log")
+
+
 def compute_names(plan: Any) -> list[str]:
     """The compute targets the steps run on, in first-use order; a step without one is bad input."""
     missing = [s.name for s in plan.steps if not s.compute_target]
@@ -136,8 +230,10 @@ def environment_names(plan: Any) -> list[str]:
     return list(dict.fromkeys(e for s in plan.steps if (e := getattr(s, "environment", None))))
 
 
-def ensure_compute(workspace: Any, name: str, settings: Any) -> dict[str, Any]:
-    """Get the compute target ``name``, or create it as AmlCompute scaling between 0 and max_nodes."""
+def ensure_compute(workspace: Any, name: str, settings: Any) -> tuple[dict[str, Any], Any]:
+    """Get the compute target ``name``, or create it as AmlCompute scaling between 0 and max_nodes.
+
+    Returns a summary for the result and the ``ComputeTarget`` itself."""
     from azureml.core.compute import AmlCompute, ComputeTarget
     from azureml.exceptions import ComputeTargetException
 
@@ -161,7 +257,7 @@ def ensure_compute(workspace: Any, name: str, settings: Any) -> dict[str, Any]:
         return {
             "name": name, "action": "created", "type": target.type, "vm_size": settings.vm_size,
             "min_nodes": 0, "max_nodes": settings.max_nodes,
-        }  # fmt: skip
+        }, target  # fmt: skip
     scale = getattr(target, "scale_settings", None)
     return {
         "name": name,
@@ -170,7 +266,7 @@ def ensure_compute(workspace: Any, name: str, settings: Any) -> dict[str, Any]:
         "vm_size": getattr(target, "vm_size", None),
         "min_nodes": getattr(scale, "minimum_node_count", None),
         "max_nodes": getattr(scale, "maximum_node_count", None),
-    }
+    }, target
 
 
 def register_environments(workspace: Any, names: list[str]) -> list[dict[str, Any]]:

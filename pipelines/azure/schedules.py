@@ -11,6 +11,9 @@ itself (within a minute of creation); for ``Day``/``Week`` ones, the next matchi
 A datastore trigger (``datastore=...``) is Azure's "new data arrived" schedule: it polls an Azure
 Blob datastore path every ``polling_interval`` minutes and submits a run for new or changed blobs.
 SDK v1 cannot delete a schedule; ``delete`` disables it and says so.
+
+Creating, updating, enabling and disabling wait for the service to provision the schedule (the SDK's own
+wait, up to ``PROVISIONING_TIMEOUT_SECONDS``); a schedule whose provisioning failed is a one-line error.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from azureml.pipeline.core.schedule import TimeZone
 
 from pipelines.definitions import recurrence_dict, zone_info
 from pipelines.errors import UserError
+
+PROVISIONING_TIMEOUT_SECONDS = 600
 
 
 def validated(recurrence: Any) -> Any:
@@ -113,14 +118,33 @@ def create(
         )
     try:
         if pipeline_endpoint_id is not None:
-            return Schedule.create_for_pipeline_endpoint(
+            schedule = Schedule.create_for_pipeline_endpoint(
                 workspace, name=name, pipeline_endpoint_id=pipeline_endpoint_id, **kwargs
             )
-        return Schedule.create(workspace, name=name, pipeline_id=pipeline_id, **kwargs)
+        else:
+            schedule = Schedule.create(workspace, name=name, pipeline_id=pipeline_id, **kwargs)
     except ValueError as exc:  # the SDK's own argument checks
         raise UserError(
             f"cannot create schedule {name!r}: {exc}", hint="check the schedule's arguments"
         ) from None
+    except SystemError:  # the SDK's "Provisioning of schedule ... failed"
+        raise _provisioning_failed(name, "Failed") from None
+    return provisioned(schedule)
+
+
+def provisioned(schedule: Any) -> Any:
+    """``schedule`` once the service has provisioned it (the SDK's own wait); UserError if that failed."""
+    status = schedule._wait_for_provisioning(timeout_seconds=PROVISIONING_TIMEOUT_SECONDS)
+    if status != "Completed":
+        raise _provisioning_failed(schedule.name, status)
+    return schedule
+
+
+def _provisioning_failed(name: str, status: str) -> UserError:
+    return UserError(
+        f"Azure ML could not provision schedule {name!r} (provisioning status {status})",
+        hint="publish again; if it persists, list the schedules and check the workspace in the studio",
+    )
 
 
 def ensure_for_endpoint(
@@ -153,7 +177,9 @@ def ensure_for_endpoint(
         raise UserError(
             f"cannot update schedule {name!r}: {exc}", hint="disable it and publish again"
         ) from None
-    return schedule, "updated"
+    except SystemError:  # the SDK's "Provisioning of schedule ... failed"
+        raise _provisioning_failed(name, "Failed") from None
+    return provisioned(schedule), "updated"
 
 
 def _pattern(rec: Any, ignore_start: bool) -> tuple[Any, ...]:
@@ -180,14 +206,14 @@ def disable(workspace: Any, schedule_id: str) -> dict[str, Any]:
     """Disable a schedule (no more runs until enabled)."""
     schedule = _get(workspace, schedule_id)
     schedule.disable(wait_for_provisioning=False)
-    return describe(schedule)
+    return describe(provisioned(schedule))
 
 
 def enable(workspace: Any, schedule_id: str) -> dict[str, Any]:
     """Enable a disabled schedule."""
     schedule = _get(workspace, schedule_id)
     schedule.enable(wait_for_provisioning=False)
-    return describe(schedule)
+    return describe(provisioned(schedule))
 
 
 def delete(workspace: Any, schedule_id: str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class PipelineDefinition:
     settings: Settings
     module: str  # the ``python -m`` module whose ``run`` verb executes this pipeline
     dataset_param: str | None = None
+    # the same pipeline rebuilt with {compute name: ComputeTarget} (the Azure backend's SDK objects)
+    with_compute_targets: Callable[[dict[str, Any]], PipelineDefinition] | None = None
 
 
 Builder = Callable[[Settings, str | None], PipelineDefinition]

@@ -1,8 +1,8 @@
 """Azure schedules offline: the start rule, the SDK's recurrence validation, time and new-data triggers.
 
-The service is faked at the SDK's boundary by ``FakeAzureML`` (see tests/azure/test_publish.py): the real
-``Schedule.create``/``create_for_pipeline_endpoint``/``list``/``get``/``enable``/``disable`` run and
-their REST calls are recorded.
+The service is faked where the SDK goes on the wire (``tests/azure/fake.py``): the real
+``Schedule.create``/``create_for_pipeline_endpoint``/``list``/``get``/``enable``/``disable`` and the SDK's
+schedule provider run, and the request bodies they send are recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from azureml.pipeline.core.schedule import TimeZone
 
 from pipelines.azure import schedules
 from pipelines.errors import UserError
-from tests.azure.test_publish import FakeAzureML, configured_fake
+from tests.azure.fake import FakeAzureML, configured_fake
 
 NOW = dt.datetime(2026, 3, 10, 12, 34, 56, 500000, tzinfo=dt.UTC)
 
@@ -38,6 +38,11 @@ def ws(azure: FakeAzureML) -> Any:
 
 def creates(azure: FakeAzureML) -> list[dict[str, Any]]:
     return [row for name, row in azure.calls if name == "schedule.create"]
+
+
+def status_updates(azure: FakeAzureML) -> list[tuple[str, str]]:
+    """(schedule id, status) of each schedule update body sent (enable/disable send the whole schedule)."""
+    return [(body["id"], body["status"]) for name, body in azure.calls if name == "schedule.update"]
 
 
 def test_start_rule_rounds_now_up_to_the_next_whole_minute_in_utc():
@@ -220,16 +225,16 @@ def test_list_disable_enable_and_delete(ws, azure):
     assert [s["name"] for s in schedules.list_schedules(ws, pipeline_endpoint_id="pe-1")] == ["a"]
 
     assert schedules.disable(ws, a.id)["status"] == "Disabled"
-    assert ("schedule.set_status", {"id": a.id, "status": "Disabled"}) in azure.calls
+    assert status_updates(azure)[-1] == (a.id, "Disabled")
     assert [s["name"] for s in schedules.list_schedules(ws)] == ["b"]
     assert [s["status"] for s in schedules.list_schedules(ws, active_only=False)] == ["Disabled", "Active"]
 
     assert schedules.enable(ws, a.id)["status"] == "Active"
-    assert azure.calls[-1] == ("schedule.set_status", {"id": a.id, "status": "Active"})
+    assert status_updates(azure)[-1] == (a.id, "Active")
 
     deleted = schedules.delete(ws, b.id)
     assert deleted["status"] == "Disabled" and "cannot delete" in deleted["note"]
-    assert azure.calls[-1] == ("schedule.set_status", {"id": b.id, "status": "Disabled"})
+    assert status_updates(azure)[-1] == (b.id, "Disabled")
 
     with pytest.raises(UserError, match="no schedule 'sched-99'"):
         schedules.enable(ws, "sched-99")

@@ -272,7 +272,7 @@ def _runs(args: argparse.Namespace) -> int:
     if args.limit > 0:
         found = found[: args.limit]
     if args.json:
-        from pipelines.local.workspace.service import run_view
+        from pipelines.local.workspace.routes.runs import run_view
 
         print_json([run_view(r) for r in found])
         return 0
@@ -287,7 +287,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from pipelines.local.workspace.service import run_view
+    from pipelines.local.workspace.routes.runs import run_view
 
     view = run_view(run_queue.read_run(args.run_id))
     if args.json:
@@ -374,7 +374,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _endpoints(args: argparse.Namespace) -> int:
-    from pipelines.local.workspace.service import endpoints_view
+    from pipelines.local.workspace.routes.endpoints import endpoints_view
 
     found = endpoints_view()
     if args.json:

@@ -63,7 +63,7 @@ def batch(data_dir: Path) -> dict:
     """The batch-scoring pipeline published (its dataset parameter is ``input_dataset``)."""
     from pipelines import batch_score
 
-    return publishing.publish(batch_score.build(Settings(dataset="tiny")), schedule=False)
+    return publishing.publish(batch_score.build(Settings(dataset="tiny")))
 
 
 @pytest.fixture

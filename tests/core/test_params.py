@@ -7,7 +7,7 @@ import pytest
 from pipelines.core.params import ParameterTypeError, as_text, coerce
 from pipelines.errors import UserError
 from pipelines.local.runtime.engine import _coerce_like
-from pipelines.local.workspace.run_queue import check_value
+from pipelines.local.workspace.submissions import check_value
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.local.runtime import runs
 from pipelines.local.serving.deployments import NAME_PATTERN
 
+API_PREFIX = "/pipelines/v1.0/PipelineRuns"  # Azure's routes for runs and submissions
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # endpoint names and ids, pipeline ids, step names
 VERSION = r"^[0-9]{1,9}$"  # an endpoint version (SQLite holds 64-bit integers; nobody publishes 10**9)
 EXPERIMENT_NAME = r"^[A-Za-z0-9][\w\-.]{0,254}$"

@@ -1,6 +1,6 @@
 """The local workspace's run queue: a bounded pool of pipeline-run subprocesses with its state in SQLite.
 
-A submission (REST call or schedule) becomes a row of ``run_queue`` in ``AMLOPS_HOME/workspace.db``
+A submission (REST call or schedule, checked and built by submissions.prepare) becomes a row of ``run_queue`` in ``AMLOPS_HOME/workspace.db``
 and a ``run.json`` stub with status ``Queued``; nothing is ever dropped. The workspace service's
 dispatcher starts queued runs in submission order, at most ``workers`` at a time, each as
 ``python -m <module> run --run-id <id> --settings-json ... --set ... [--data ...] --extra ... --json``
@@ -30,17 +30,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines import service_logging
-from pipelines.core.params import ParameterTypeError, as_text, coerce, type_phrase
 from pipelines.errors import UserError
 from pipelines.local.runtime import runs
-from pipelines.local.workspace.data_access import DataAccess
 from pipelines.local.workspace.db import connect
-from pipelines.settings import PROJECT_ROOT, Settings
+from pipelines.local.workspace.submissions import Submission
+from pipelines.settings import PROJECT_ROOT
 
 LOG = service_logging.get("run_queue")
 
@@ -48,135 +46,7 @@ ACTIVE = ("Starting", "Running")
 DRIVER_LOG = "driver.log"
 
 
-# ---- submissions ---------------------------------------------------------------------------------
-@dataclass
-class Submission:
-    """A validated request to run one published pipeline: the command's arguments and the record stub."""
-
-    module: str
-    args: list[str]
-    record: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def check_value(name: str, default: Any, value: Any) -> str:
-    """``value`` as the string ``--set`` takes, if it has the type of the published ``default``."""
-    try:
-        return as_text(coerce(default, value, strict_strings=True))
-    except ParameterTypeError:
-        raise UserError(
-            f"parameter {name!r} expects {type_phrase(default)} (its default is {default!r}), got {json.dumps(value)}",
-            hint="send the value with the type of the published default",
-        ) from None
-
-
-def check_dataset_ref(name: str, ref: Any) -> str:
-    """A dataset reference (name, local path or http(s) URL) that the local engine can resolve."""
-    from pipelines import datasets
-
-    if not isinstance(ref, str) or not ref.strip():
-        raise UserError(
-            f"dataset parameter {name!r} expects a dataset name, path or URL, got {json.dumps(ref)}",
-            hint='e.g. "bike-no" or an http(s) URL of a CSV file',
-        )
-    if ref.startswith(("http://", "https://")) or ref in datasets.KNOWN:
-        return ref
-    try:
-        datasets.resolve(ref)
-    except UserError as exc:
-        raise UserError(f"dataset parameter {name!r}: {exc.message}", hint=exc.hint) from None
-    return ref
-
-
-MODEL_VERSION = "model_version"  # the batch pipeline's parameter (0: the latest version)
-
-
-def prepare(
-    published: dict[str, Any],
-    *,
-    experiment_name: str | None = None,
-    parameters: dict[str, Any] | None = None,
-    dataset: str | None = None,
-    extra: dict[str, Any] | None = None,
-    data_access: DataAccess | None = None,
-) -> Submission:
-    """Validate parameter assignments against a published pipeline and build the run's command.
-
-    Unknown names, values of the wrong type and settings the pipeline would reject raise UserError,
-    before anything is queued. With ``data_access`` (a REST submission), the dataset may only be what that
-    policy allows, and the run reads what the policy resolved it to.
-    """
-    defaults: dict[str, Any] = published["parameters"]
-    dataset_param = published.get("dataset_param")
-    sets: dict[str, str] = {}
-    data_ref = dataset
-    for name, value in (parameters or {}).items():
-        if name not in defaults:
-            raise UserError(
-                f"unknown pipeline parameter {name!r}",
-                hint="this pipeline's parameters are: " + ", ".join(sorted(defaults)),
-            )
-        if name == dataset_param:
-            if dataset is not None:
-                raise UserError(
-                    f"dataset parameter {name!r} is assigned twice",
-                    hint="assign it in ParameterAssignments or DataSetDefinitionValueAssignments, not both",
-                )
-            data_ref = value
-        else:
-            sets[name] = check_value(name, defaults[name], value)
-    data_arg = None
-    if data_ref is not None:
-        param = dataset_param or "dataset"
-        if data_access is not None:
-            data_arg = data_access.resolve(param, data_ref)
-        else:
-            data_arg = data_ref = check_dataset_ref(param, data_ref)
-    if experiment_name:
-        sets["experiment_name"] = experiment_name
-    # not a setting: the batch run's --model NAME:VERSION (check_value has made it an integer's text)
-    version_text = sets.pop(MODEL_VERSION, None)
-    model_version = int(version_text) if version_text is not None else None
-    frozen = Settings(**published["settings"])
-    settings = frozen.with_overrides(sets)  # unknown settings and bad values raise UserError here
-    args = ["--settings-json", json.dumps(published["settings"])]
-    for name, value in sets.items():
-        args += ["--set", f"{name}={value}"]
-    if data_arg is not None:
-        args += ["--data", data_arg]
-    if model_version is not None:
-        if model_version < 0:
-            raise UserError(f"{MODEL_VERSION} must be 0 (the latest version) or a registered version number, "
-                            f"got {model_version}", hint=f"e.g. {MODEL_VERSION}=1")  # fmt: skip
-        args += ["--model", settings.model_name + (f":{model_version}" if model_version else "")]
-    info = {
-        "published_pipeline_id": published["id"],
-        "endpoint_id": published.get("endpoint_id"),
-        "endpoint_version": published.get("version"),
-        **(extra or {}),
-    }
-    shown = {k: v for k, v in defaults.items()}
-    shown.update({k: settings.as_dict().get(k, v) for k, v in sets.items() if k in defaults})
-    if model_version is not None:
-        shown[MODEL_VERSION] = model_version
-    if dataset_param and data_ref is not None:
-        shown[dataset_param] = data_ref
-    record = {
-        "pipeline": published["name"],
-        "experiment": settings.experiment_name,
-        "status": "Queued",
-        "started": None,
-        "ended": None,
-        "parameters": shown,
-        "steps": [],
-        "metrics": {},
-        "outputs": {},
-        "error": None,
-        **info,
-    }
-    return Submission(module=published["module"], args=args, record=record, extra=info)
-
-
+# ---- queuing -------------------------------------------------------------------------------------
 def enqueue(sub: Submission, conn: sqlite3.Connection | None = None) -> str:
     """Queue a prepared submission; returns the new run id. Pass ``conn`` to join a caller's transaction."""
     if conn is None:

@@ -47,7 +47,7 @@ from typing import Any
 from pipelines import service_logging
 from pipelines.definitions import zone_info
 from pipelines.errors import UserError
-from pipelines.local.workspace import publishing, run_queue
+from pipelines.local.workspace import publishing, run_queue, submissions
 from pipelines.local.workspace.db import connect
 
 LOG = service_logging.get("schedules")
@@ -302,7 +302,7 @@ def create(
         published = publishing.get_published_pipeline(pipeline_id)
         endpoint_id = None
     params = dict(parameters or {})
-    run_queue.prepare(published, experiment_name=experiment_name, parameters=params)  # validate now
+    submissions.prepare(published, experiment_name=experiment_name, parameters=params)  # validate now
     current = _now(now)
     started = with_start_time(rec, current)
     first = next_fire(started, current)
@@ -480,7 +480,7 @@ def _fire(schedule: dict[str, Any], now: dt.datetime) -> str | None:
         if schedule["endpoint_id"]
         else publishing.get_published_pipeline(schedule["pipeline_id"])
     )
-    sub = run_queue.prepare(
+    sub = submissions.prepare(
         published,
         experiment_name=schedule["experiment_name"],
         parameters=schedule["parameters"],

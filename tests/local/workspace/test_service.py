@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from pipelines.local.runtime import runs
 from pipelines.local.workspace import publishing, run_queue, service
+from pipelines.local.workspace.routes.submit import MAX_BODY_BYTES
 from pipelines.settings import Settings
 
 PREFIX = "/pipelines/v1.0/PipelineRuns"
@@ -181,7 +182,7 @@ def test_version_must_be_a_number_and_agree_with_the_query(client, published, ke
 
 
 def test_oversized_body_is_413(client, published, key) -> None:
-    body = json.dumps({"ExperimentName": "e", "Description": "x" * (service.MAX_BODY_BYTES + 1)})
+    body = json.dumps({"ExperimentName": "e", "Description": "x" * (MAX_BODY_BYTES + 1)})
     assert post(client, endpoint_path(published), body, key).status_code == 413
     assert nothing_queued()
 

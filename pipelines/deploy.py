@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         args_list.insert(0, "deploy")
     parser = build_parser()
     args = parser.parse_args(args_list)
-    refuse_empty_options(parser, args)
+    refuse_empty_options(parser, args, args_list)
     target = args.target or default_target()
     name = args.name if args.name is not None else default_service_name()
     if args.verb == "deploy":

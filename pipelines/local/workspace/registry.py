@@ -86,7 +86,8 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
         raise UserError(f"bad model reference {model_names.shown(ref)}", hint="use NAME or NAME:VERSION")
     if version and not version.isdigit():
         raise UserError(
-            f"model version {model_names.shown(version)} is not a whole number", hint="use NAME or NAME:VERSION"
+            f"model version {model_names.shown(version)} is not a whole number",
+            hint="use NAME or NAME:VERSION",
         )
     return check_model_name(name), int(version) if version else None
 

@@ -433,3 +433,22 @@ def test_two_concurrent_model_updates_are_serialised_and_the_last_report_holds(w
     record = deployments.load(service.name)
     assert (record.model_version, record.model_dir) == (v1, last.model_dir)
     assert all(_serves(record) == last.model_dir for _ in range(4))
+
+
+@pytest.mark.parametrize("verb", ["show", "keys", "logs", "stop", "start", "delete"])
+def test_a_huge_service_name_is_one_short_error_line(verb: str, amlops_home: Path) -> None:
+    done = cli("pipelines.deploy", verb, "--name", "s" * 4096, home=amlops_home)
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert "(4096 characters)" in line and len(line) < 400
+
+
+def test_the_workspace_service_answers_404_for_a_huge_deployment_name() -> None:
+    from fastapi.testclient import TestClient
+
+    from pipelines.local.workspace import service
+
+    with TestClient(service.create_app(background=False)) as client:
+        key = service.key_store().keys()["primary"]
+        r = client.get("/deployments/" + "s" * 4096, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 404 and "no local service named" in r.json()["error"]["message"]

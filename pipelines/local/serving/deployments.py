@@ -140,18 +140,23 @@ def validate_name(name: str) -> str:
     """Azure's web service naming rule (3-32 chars, lowercase letters, digits, dashes)."""
     if not NAME_PATTERN.match(name or ""):
         raise UserError(
-            f"service name {name!r} is not valid",
+            f"service name {_shown(name)} is not valid",
             hint="use 3-32 lowercase letters, digits or dashes, starting with a letter (e.g. bike-demand-svc)",
         )
     return name
 
 
+def _shown(name: str) -> str:
+    """A name quoted for an error line, cut short if it is long."""
+    return repr(name) if len(name or "") <= 40 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
 def load(name: str) -> LocalService:
-    """The record of a local service; UserError if there is none."""
+    """The record of a local service; UserError if there is none (also for a name no service can have)."""
     path = service_dir(name) / "service.json"
-    if not path.is_file():
+    if not NAME_PATTERN.match(name or "") or not path.is_file():
         known = ", ".join(s.name for s in list_services()) or "none"
-        raise UserError(f"no local service named {name!r}", hint=f"deployed services: {known}")
+        raise UserError(f"no local service named {_shown(name)}", hint=f"deployed services: {known}")
     return LocalService(**json.loads(path.read_text()))
 
 

@@ -396,8 +396,9 @@ def _stop_locked(service: LocalService, desired: str) -> bool:
         with contextlib.suppress(psutil.NoSuchProcess):
             _kill_tree(proc)
     psutil.wait_procs(alive, timeout=5)
-    if runtime.get("server_pid"):
-        _kill_group(int(runtime["server_pid"]))  # workers outliving their master keep its process group
+    server = runtime.get("server_pid")
+    if server and any(p.pid == server for p in procs):  # (only a group this service's gunicorn leads)
+        _kill_group(int(server))  # workers outliving their master keep its process group
     _wait_port_free(service.port)
     merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None)
     return True

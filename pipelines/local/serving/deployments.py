@@ -397,7 +397,7 @@ def _stop_locked(service: LocalService, desired: str) -> bool:
             _kill_tree(proc)
     psutil.wait_procs(alive, timeout=5)
     server = runtime.get("server_pid")
-    if server and any(p.pid == server for p in procs):  # (only a group this service's gunicorn leads)
+    if server and _group_is_ours(int(server), service):
         _kill_group(int(server))  # workers outliving their master keep its process group
     _wait_port_free(service.port)
     merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None)
@@ -771,6 +771,17 @@ def _kill_tree(proc: Any) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
     proc.kill()
+
+
+def _group_is_ours(pgid: int, service: LocalService) -> bool:
+    """Whether process group ``pgid`` still holds one of this service's gunicorn processes."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.info["pid"]) == pgid and _own_process(proc.info["pid"], service) is not None:
+                return True
+    return False
 
 
 def _kill_group(pgid: int) -> None:

@@ -8,6 +8,7 @@ service's reviver take one lock per service, and no command reports a state that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -254,11 +255,18 @@ def test_a_dying_supervisor_cannot_bring_back_a_deleted_service(amlops_home: Pat
 
 
 def test_a_command_on_a_busy_service_says_which_operation_holds_it(
-    amlops_home: Path, monkeypatch: pytest.MonkeyPatch
+    amlops_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.local.serving import deployments, locking
 
     monkeypatch.setattr(deployments, "LOCK_WAIT_SECONDS", 0.3)
+    record = deployments.LocalService(name="probe-svc", model_name="m", model_version=2, entry_script="score.py",
+                                      port=1, workers=1, app_root="", model_dir="")  # fmt: skip
+    folder = deployments.service_dir("probe-svc")
+    locking.write_json(folder / "service.json", dataclasses.asdict(record))
+    locking.replace_runtime(
+        folder, {"state": "Transitioning", "desired": "running"}
+    )  # the reviver would start it
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -275,7 +283,10 @@ def test_a_command_on_a_busy_service_says_which_operation_holds_it(
                 locking.ServiceBusy, match=rf"busy: update --model m:2 \(pid {os.getpid()}, since"
             ):
                 call("probe-svc")
-        assert deployments.revive_all() == []  # the reviver never waits
+        began = time.monotonic()
+        assert deployments.revive_all() == []  # the reviver skips a busy service, without waiting
+        assert time.monotonic() - began < 0.3
+        assert capsys.readouterr().err.count("waiting for update --model m:2") == 3  # each command said why
     finally:
         release.set()
         holder.join()

@@ -44,6 +44,7 @@ bench: setup system-deps
 	$(PY) -m benchmarks.batch_throughput
 	$(PY) -m benchmarks.pipeline_service
 	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.faults
 
 clean:
 	rm -rf .amlops

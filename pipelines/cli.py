@@ -102,7 +102,7 @@ def pipeline_cli(
     @cli_main
     def dispatch(args_list: list[str] | None) -> int:
         args = parser.parse_args(args_list)
-        refuse_empty_options(parser, args)
+        refuse_empty_options(parser, args, args_list or [])
         if args.verb == "models":
             return _models(args.json)
         base = (

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         args_list.insert(0, "deploy")
     parser = build_parser()
     args = parser.parse_args(args_list)
-    refuse_empty_options(parser, args)
+    refuse_empty_options(parser, args, args_list)
     name = args.name if args.name is not None else default_service_name()
     if args.verb == "export":
         return _export(args, name)

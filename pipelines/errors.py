@@ -78,18 +78,25 @@ def int_in_range(low: int, high: int | None = None, what: str = "") -> Callable[
 PORT = int_in_range(0, 65535, "a port")
 
 
-def refuse_empty_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def refuse_empty_options(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
     """UserError for an option given as an empty value (``--name ""``), which would otherwise read as left
-    out and silently mean the default; options whose default is itself empty are left alone."""
+    out and silently mean the default; options whose default is itself empty are left alone. ``argv`` (what
+    was parsed) names the option as the user typed it."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             chosen = action.choices.get(getattr(args, action.dest, None) or "")
             if chosen is not None:
-                refuse_empty_options(chosen, args)
+                refuse_empty_options(chosen, args, argv)
             continue
         value = getattr(args, action.dest, None)
         if action.option_strings and action.default != "" and isinstance(value, str) and not value.strip():
-            flag = max(action.option_strings, key=len)
+            tokens = [a.split("=", 1)[0] for a in argv if a.startswith("--") and len(a.split("=", 1)[0]) > 2]
+            typed = [
+                o for t in tokens for o in action.option_strings if o.startswith(t)
+            ]  # argparse's abbreviations
+            if not typed:  # another option with the same destination holds the value
+                continue
+            flag = typed[-1]
             raise UserError(
                 f"{flag} is empty", hint=f"give {flag} a value, or leave the option out for its default"
             )

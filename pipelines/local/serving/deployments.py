@@ -25,12 +25,12 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,6 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
+from pipelines.local.serving.locking import (
+    LOCK_WAIT_SECONDS,
+    ServiceBusy,
+    merge_runtime,
+    read_json,
+    replace_runtime,
+    revoke_launch,
+    service_lock,
+)
+from pipelines.local.serving.locking import write_json as _write_json
 from pipelines.local.workspace.keys import KeyStore
 from pipelines.settings import PROJECT_ROOT, amlops_home
 
@@ -130,18 +140,23 @@ def validate_name(name: str) -> str:
     """Azure's web service naming rule (3-32 chars, lowercase letters, digits, dashes)."""
     if not NAME_PATTERN.match(name or ""):
         raise UserError(
-            f"service name {name!r} is not valid",
+            f"service name {_shown(name)} is not valid",
             hint="use 3-32 lowercase letters, digits or dashes, starting with a letter (e.g. bike-demand-svc)",
         )
     return name
 
 
+def _shown(name: str) -> str:
+    """A name quoted for an error line, cut short if it is long."""
+    return repr(name) if len(name or "") <= 40 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
 def load(name: str) -> LocalService:
-    """The record of a local service; UserError if there is none."""
+    """The record of a local service; UserError if there is none (also for a name no service can have)."""
     path = service_dir(name) / "service.json"
-    if not path.is_file():
+    if not NAME_PATTERN.match(name or "") or not path.is_file():
         known = ", ".join(s.name for s in list_services()) or "none"
-        raise UserError(f"no local service named {name!r}", hint=f"deployed services: {known}")
+        raise UserError(f"no local service named {_shown(name)}", hint=f"deployed services: {known}")
     return LocalService(**json.loads(path.read_text()))
 
 
@@ -178,9 +193,7 @@ def deploy(
     from pipelines.local.workspace import registry
 
     validate_name(name)
-    folder = service_dir(name)
-    previous = load(name) if (folder / "service.json").is_file() else None
-    if previous is not None and not overwrite:
+    if (service_dir(name) / "service.json").is_file() and not overwrite:
         raise UserError(f"service {name!r} already exists", hint="pass --overwrite, or delete it first")
     model = registry.get_model(model_name, model_version)
     env = registry.model_env(model.name, model.version)
@@ -194,41 +207,46 @@ def deploy(
         raise UserError("workers must be at least 1", hint="e.g. --workers 2")
     if scoring_timeout_ms is not None and scoring_timeout_ms < 1:
         raise UserError("the scoring timeout must be at least 1 ms", hint="e.g. --scoring-timeout-ms 60000")
-    if previous is not None:
-        key_store(name).keys()  # a damaged key file stops the overwrite here, with what to do
-        stop(name)
-        port = port or previous.port
-    with _records_lock():  # port choice and record together: concurrent deploys never share a port
-        taken = {s.port for s in list_services() if s.name != name}
-        if port in taken:
-            raise UserError(f"port {port} belongs to another local service", hint="pass another --port")
-        chosen_port = port or _free_port(exclude=taken)
-        _check_port(chosen_port)
-        stamp = _now()
-        service = LocalService(
-            name=name,
-            model_name=model.name,
-            model_version=model.version,
-            entry_script=str(script),
-            port=chosen_port,
-            workers=workers,
-            app_root=env["AML_APP_ROOT"],
-            model_dir=env["AZUREML_MODEL_DIR"],
-            max_body_bytes=max_body_bytes,
-            app_insights=app_insights,
-            scoring_timeout_ms=scoring_timeout_ms,
-            cors_origins=cors_origins,
-            created=stamp,
-            updated=stamp,
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        key_store(name).keys()
-        _write_json(folder / "service.json", asdict(service))
-        _write_json(folder / "runtime.json", {"state": "Stopped"})
-    if progress is not None:
-        progress(f"deploying {model.name}:{model.version} as local service {name!r} on 127.0.0.1:{chosen_port}"
-                 " (starting the server, loading the model)...")  # fmt: skip
-    return start(name, timeout=timeout)
+    with _service_lock(name, "deploy"):
+        folder = service_dir(name)
+        previous = load(name) if (folder / "service.json").is_file() else None
+        if previous is not None and not overwrite:  # deployed by another command while this one waited
+            raise UserError(f"service {name!r} already exists", hint="pass --overwrite, or delete it first")
+        if previous is not None:
+            key_store(name).keys()  # a damaged key file stops the overwrite here, with what to do
+            _stop_locked(previous, "stopped")
+            port = port or previous.port
+        with _records_lock():  # port choice and record together: concurrent deploys never share a port
+            taken = {s.port for s in list_services() if s.name != name}
+            if port in taken:
+                raise UserError(f"port {port} belongs to another local service", hint="pass another --port")
+            chosen_port = port or _free_port(exclude=taken)
+            _check_port(chosen_port)
+            stamp = _now()
+            service = LocalService(
+                name=name,
+                model_name=model.name,
+                model_version=model.version,
+                entry_script=str(script),
+                port=chosen_port,
+                workers=workers,
+                app_root=env["AML_APP_ROOT"],
+                model_dir=env["AZUREML_MODEL_DIR"],
+                max_body_bytes=max_body_bytes,
+                app_insights=app_insights,
+                scoring_timeout_ms=scoring_timeout_ms,
+                cors_origins=cors_origins,
+                created=stamp,
+                updated=stamp,
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            key_store(name).keys()
+            _write_json(folder / "service.json", asdict(service))
+            replace_runtime(folder, {"state": "Stopped"})
+        if progress is not None:
+            progress(f"deploying {model.name}:{model.version} as local service {name!r} on 127.0.0.1:{chosen_port}"
+                     " (starting the server, loading the model)...")  # fmt: skip
+        return _start_locked(service, timeout)
 
 
 def default_workers() -> int:
@@ -238,12 +256,25 @@ def default_workers() -> int:
 
 def start(name: str, *, timeout: float = 180.0) -> LocalService:
     """Start a stopped service (its supervisor and server) and wait until it answers its health route."""
-    with _records_lock():
+    with _service_lock(name, "start"):
         service = load(name)
         if _supervisor_alive(service):
             raise UserError(f"service {name!r} is already running", hint=f"stop it first: python -m pipelines.deploy stop --name {name}")  # fmt: skip
+        return _start_locked(service, timeout)
+
+
+def _start_locked(service: LocalService, timeout: float) -> LocalService:
+    """Launch and wait until Healthy; a start that fails or times out is stopped again (lock held)."""
+    with _records_lock():
         _launch(service)
-    return wait_until_healthy(name, timeout=timeout)
+    outcome = _await_health(service, timeout)
+    if outcome == "Healthy":
+        return service
+    if outcome == "timeout":
+        _stop_locked(service, "stopped")
+        raise UserError(f"service {service.name!r} did not become healthy within {timeout:.0f} s",
+                        hint=f"see {service.folder / 'server.log'}")  # fmt: skip
+    raise _start_failure(service)
 
 
 def revive_all() -> list[str]:
@@ -252,36 +283,49 @@ def revive_all() -> list[str]:
     That is a service deployed or started and never stopped, whose supervisor died with the machine or
     was killed; not one stopped with ``stop``, nor one that failed (its init() kept failing). What is left
     of it (an orphaned gunicorn still holding the port) is stopped first. The workspace service calls this
-    every few seconds, so deployments come back with it after a restart of the machine.
+    every few seconds, so deployments come back with it after a restart of the machine. A service another
+    operation holds is left for the next call.
     """
     revived = []
-    for service in list_services():
-        with _records_lock():
-            runtime = read_runtime(service.name)
-            if runtime.get("desired") != "running" or runtime.get("state") == "Failed":
-                continue
-            if _supervisor_alive(service):
-                continue
-            stop(service.name, desired="running")
-            try:
-                _launch(service)
-            except UserError as exc:  # its port is taken (yet): say so; the next call tries again
-                _merge_runtime(service.folder, message=f"waiting to start again: {exc.message}")
-                continue
-        revived.append(service.name)
+    for listed in list_services():
+        try:
+            with _service_lock(listed.name, "revive", wait=0):
+                if not (listed.folder / "service.json").is_file():
+                    continue  # deleted since it was listed
+                service = load(listed.name)
+                runtime = read_runtime(service.name)
+                if runtime.get("desired") != "running" or runtime.get("state") == "Failed":
+                    continue
+                if _supervisor_alive(service):
+                    continue
+                _stop_locked(service, "running")
+                try:
+                    with _records_lock():
+                        _launch(service)
+                except UserError as exc:  # its port is taken (yet): say so; the next call tries again
+                    merge_runtime(service.folder, message=f"waiting to start again: {exc.message}")
+                    continue
+        except ServiceBusy:
+            continue
+        revived.append(listed.name)
     return revived
 
 
 def _launch(service: LocalService) -> None:
-    """Start the supervisor of a service that is not running (it starts gunicorn); do not wait."""
+    """Start the supervisor of a service that is not running (it starts gunicorn); do not wait.
+
+    The new launch's token goes in the runtime record and to the supervisor, which writes the record only
+    while it carries that token (see locking.py).
+    """
     _check_port(service.port, busy_hint="free it, or deploy the service again on another port: python -m"
                 f" pipelines.deploy --name {service.name} --model {service.model_name}:{service.model_version}"
                 " --overwrite --port N")  # fmt: skip
     folder = service.folder
-    _write_json(folder / "runtime.json", {"state": "Transitioning", "restarts": 0, "desired": "running"})
+    token = secrets.token_hex(8)
+    replace_runtime(folder, {"state": "Transitioning", "restarts": 0, "desired": "running", "launch": token})
     with open(folder / "supervisor.log", "a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.local.serving.deployments", "supervise", str(folder)],
+            [sys.executable, "-m", "pipelines.local.serving.deployments", "supervise", str(folder), token],
             cwd=PROJECT_ROOT,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
             stdin=subprocess.DEVNULL,
@@ -289,65 +333,92 @@ def _launch(service: LocalService) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    _merge_runtime(folder, supervisor_pid=proc.pid)
+    merge_runtime(folder, owner=token, supervisor_pid=proc.pid)
 
 
 def wait_until_healthy(name: str, *, timeout: float = 180.0) -> LocalService:
     """Block until the service is Healthy; UserError (with the log's tail) if it fails or times out."""
     service = load(name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = state(name)
-        if current == "Healthy":
-            return service
-        if current == "Failed" or not _supervisor_alive(service):
-            break
-        time.sleep(0.25)
-    else:
-        stop(name)
+    outcome = _await_health(service, timeout)
+    if outcome == "Healthy":
+        return service
+    if outcome == "timeout":
         raise UserError(f"service {name!r} did not become healthy within {timeout:.0f} s",
                         hint=f"see {service.folder / 'server.log'}")  # fmt: skip
+    raise _start_failure(service)
+
+
+def _await_health(service: LocalService, timeout: float) -> str:
+    """Healthy, Failed (or its supervisor gone) as "failed", or "timeout"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = state(service.name)
+        if current == "Healthy":
+            return "Healthy"
+        if current == "Failed" or not _supervisor_alive(service):
+            return "failed"
+        time.sleep(0.25)
+    return "timeout"
+
+
+def _start_failure(service: LocalService) -> UserError:
     tail = "\n".join(tail_lines(service.folder / "server.log", 15))
-    message = read_runtime(name).get("message", "")
-    raise UserError(f"service {name!r} failed to start: {message}\n{tail}",
-                    hint=f"full log: {service.folder / 'server.log'}")  # fmt: skip
+    message = read_runtime(service.name).get("message", "")
+    return UserError(f"service {service.name!r} failed to start: {message}\n{tail}",
+                     hint=f"full log: {service.folder / 'server.log'}")  # fmt: skip
 
 
-def stop(name: str, *, timeout: float = STOP_GRACE_SECONDS + 10, desired: str = "stopped") -> bool:
-    """Stop a service's supervisor and server; False if it was not running.
+def stop(name: str) -> bool:
+    """Stop a service's supervisor and server; False if it was not running. It stays stopped (see revive_all)."""
+    with _service_lock(name, "stop"):
+        return _stop_locked(load(name), "stopped")
 
-    ``desired`` is recorded: a service stopped by its user stays stopped (see revive_all).
+
+def _stop_locked(service: LocalService, desired: str) -> bool:
+    """Stop what runs of a service and record ``desired``; False if nothing ran (the service lock is held).
+
+    The supervisor loses its right to write the record first, then is asked to stop its server; what is
+    still alive after the grace period is killed, and the port is seen free before this returns.
     """
     import psutil
 
-    service = load(name)
-    runtime = read_runtime(name)
+    runtime = revoke_launch(service.folder, desired=desired)
     pids = [p for p in (runtime.get("supervisor_pid"), runtime.get("server_pid")) if p]
-    procs = [_own_process(pid, service) for pid in pids]
-    procs = [p for p in procs if p is not None]
+    procs = [p for p in (_own_process(pid, service) for pid in pids) if p is not None]
     if not procs:
-        if runtime.get("state") not in ("Stopped", "Failed"):
-            _merge_runtime(service.folder, state="Stopped", desired=desired)
-        else:
-            _merge_runtime(service.folder, desired=desired)
+        stopped = runtime.get("state") in ("Stopped", "Failed")
+        merge_runtime(service.folder, **({} if stopped else {"state": "Stopped"}))
         return False
-    for proc in procs[:1]:  # the supervisor stops the server gracefully
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    with contextlib.suppress(psutil.NoSuchProcess):  # the supervisor stops the server gracefully
+        procs[0].send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_SECONDS + 10)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             _kill_tree(proc)
     psutil.wait_procs(alive, timeout=5)
-    _merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None, desired=desired)
+    server = runtime.get("server_pid")
+    if server and _group_is_ours(int(server), service):
+        _kill_group(int(server))  # workers outliving their master keep its process group
+    _wait_port_free(service.port)
+    merge_runtime(service.folder, state="Stopped", server_pid=None, supervisor_pid=None)
     return True
+
+
+def _wait_port_free(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _check_port(port)
+            return
+        except UserError:
+            time.sleep(0.1)
 
 
 def delete(name: str) -> None:
     """Stop a service and remove its folder (record, keys, logs)."""
-    load(name)
-    stop(name)
-    shutil.rmtree(service_dir(name))
+    with _service_lock(name, "delete"):
+        _stop_locked(load(name), "stopped")
+        shutil.rmtree(service_dir(name))
 
 
 def update(
@@ -364,15 +435,18 @@ def update(
     process with the service's entry script, whose ``init()`` must succeed, or nothing changes. A running
     service then starts as many new workers, which load the new model while the old ones keep answering, and
     only then tells the old ones to finish their current request and exit: no request is refused or lost.
+    Updates of one service are serialised: a second waits until the first has finished, then starts from
+    what the first left.
     """
-    service = load(name)
-    if model_name is not None:
-        service = _switch_model(service, model_name, model_version, timeout)
-    if app_insights is not None:
-        service.app_insights = app_insights
-    service.updated = _now()
-    _write_json(service.folder / "service.json", asdict(service))
-    return service
+    with _service_lock(name, "update"):
+        service = load(name)
+        if model_name is not None:
+            service = _switch_model(service, model_name, model_version, timeout)
+        if app_insights is not None:
+            service.app_insights = app_insights
+        service.updated = _now()
+        _write_json(service.folder / "service.json", asdict(service))
+        return service
 
 
 def model_settings(service: LocalService) -> dict[str, str]:
@@ -525,11 +599,7 @@ def _down_message(service: LocalService, current: str) -> str:
 
 
 def read_runtime(name: str) -> dict[str, Any]:
-    path = service_dir(name) / "runtime.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return read_json(service_dir(name) / "runtime.json")
 
 
 def tail_lines(path: Path, n: int) -> list[str]:
@@ -592,10 +662,16 @@ def server_env(service: LocalService) -> dict[str, str]:
     }
 
 
-def supervise(folder: Path) -> int:
-    """Run the service's server until SIGTERM, restarting it if it dies; the supervisor's main loop."""
+def supervise(folder: Path, token: str) -> int:
+    """Run the service's server until SIGTERM, restarting it if it dies; the supervisor's main loop.
+
+    It writes the runtime record only while the record carries ``token``, its launch's (see locking.py).
+    """
     service = LocalService(**json.loads((folder / "service.json").read_text()))
     stopping = False
+
+    def _merge_runtime(folder: Path, **fields: Any) -> None:
+        merge_runtime(folder, owner=token, **fields)
 
     def on_term(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -697,10 +773,28 @@ def _kill_tree(proc: Any) -> None:
     proc.kill()
 
 
+def _group_is_ours(pgid: int, service: LocalService) -> bool:
+    """Whether process group ``pgid`` still holds one of this service's gunicorn processes."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.info["pid"]) == pgid and _own_process(proc.info["pid"], service) is not None:
+                return True
+    return False
+
+
 def _kill_group(pgid: int) -> None:
     """Kill what is left of a server's process group (workers outliving their master)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _service_lock(name: str, operation: str, wait: float | None = None) -> Any:
+    """The lock one operation on service ``name`` holds from start to end (see locking.py); a command waits
+    up to LOCK_WAIT_SECONDS for the operation before it."""
+    validate_name(name)
+    return service_lock(deployments_dir(), name, operation, LOCK_WAIT_SECONDS if wait is None else wait)
 
 
 @contextlib.contextmanager
@@ -753,37 +847,16 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _merge_runtime(folder: Path, **fields: Any) -> None:
-    path = folder / "runtime.json"
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        data = {}
-    data.update(fields)
-    _write_json(path, data)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``supervise <folder>``: the entry point of a service's supervisor process."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "supervise":
+    if len(args) != 3 or args[0] != "supervise":
         print(
-            "usage: python -m pipelines.local.serving.deployments supervise <service folder>", file=sys.stderr
+            "usage: python -m pipelines.local.serving.deployments supervise <service folder> <launch token>",
+            file=sys.stderr,
         )
         return 2
-    return supervise(Path(args[1]))
+    return supervise(Path(args[1]), args[2])
 
 
 if __name__ == "__main__":

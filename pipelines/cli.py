@@ -84,12 +84,21 @@ def pipeline_cli(
     pub_p.add_argument("--target", choices=("auto", "local", "azure"), default="auto")
     pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
     pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
-    models_p = sub.add_parser("models", help="list registered model versions in the local registry")
-    models_p.add_argument("--json", action="store_true")
+    models_p = sub.add_parser("models", help="registered model versions in the local registry: list, show")
+    models_p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    models_sub = models_p.add_subparsers(dest="models_verb", metavar="ACTION")
+    models_sub.add_parser("list", help="every registered version (the default)").add_argument(
+        "--json", action="store_true", help="print machine-readable JSON"
+    )
+    show_model = models_sub.add_parser("show", help="one version's metrics, tags, data hash and figures")
+    show_model.add_argument("model", metavar="NAME[:VERSION]", help="latest version when VERSION is left out")
+    show_model.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     @cli_main
     def dispatch(args_list: list[str] | None) -> int:
         args = parser.parse_args(args_list)
+        if args.verb == "models" and getattr(args, "models_verb", None) == "show":
+            return _show_model(args.model, args.json)
         if args.verb == "models":
             return _models(args.json)
         base = (
@@ -349,6 +358,24 @@ def _publish(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     else:
         for line in result.get("lines", []):
             print(line)
+    return 0
+
+
+def _show_model(ref: str, as_json: bool) -> int:
+    from pipelines.local.workspace import registry
+
+    details = registry.model_details(*registry.parse_model_ref(ref))
+    if as_json:
+        print_json(details)
+        return 0
+    print(f"{details['name']}:{details['version']}  run {details['run_id'] or '-'}")
+    print(f"  data sha256: {details['data_sha256'] or '-'}")
+    print("  metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in details["metrics"].items()) or "none"))
+    skip = {"data_sha256", "run_id", "figures", "figures_run_id"}
+    print("  tags: " + (", ".join(f"{k}={v}" for k, v in details["tags"].items() if k not in skip) or "none"))
+    print("  figures:" + ("" if details["figures"] else " none (registered before figures were logged)"))
+    for name, path in details["figures"].items():
+        print(f"    {name}: {path}")
     return 0
 
 

@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("logs", "print a service's logs")
     p.add_argument("--tail", type=int_in_range(0), default=50, help="last N lines (default 50)")
     p.add_argument(
-        "--requests", action="store_true", help="local: the request log (status, latency per request)"
+        "--requests",
+        action="store_true",
+        help="local: the request log (status, latency per request) and its summary (p50/p95/p99, status codes)",
     )
+    p.add_argument("--plot", type=Path, metavar="PNG", help="with --requests: write the latency plot there")  # fmt: skip
     p = verb("keys", "print a service's primary and secondary keys, or regenerate one")
     p.add_argument(
         "--regen", choices=("primary", "secondary"), help="regenerate this key (the old one stops working)"
@@ -233,12 +236,30 @@ def _local(args: argparse.Namespace, name: str) -> int:
         if args.requests and not service.app_insights and not log.exists():
             raise UserError("request logging is off for this service",
                             hint=f"turn it on: python -m pipelines.deploy update --name {name} --enable-app-insights")  # fmt: skip
+        if args.plot and not args.requests:
+            raise UserError("--plot draws the request log", hint="add --requests")
+        if args.plot:
+            from clients.endpoint import check_output_file
+
+            check_output_file(args.plot, "--plot", example="latency.png")
         lines = deployments.tail_lines(log, args.tail)
+        out: dict[str, Any] = {"log": str(log), "lines": lines}
+        if args.requests:
+            from pipelines.local.serving import request_stats
+
+            records = request_stats.read_requests(log)
+            out["summary"] = request_stats.summarize(records)
+            if args.plot:
+                out["plot"] = str(request_stats.plot(records, args.plot, name).resolve())
         if args.json:
-            print_json({"log": str(log), "lines": lines})
-        else:
-            print("\n".join(lines))
-            print(f"(last {len(lines)} lines of {log})", file=sys.stderr)
+            print_json(out)
+            return 0
+        print("\n".join(lines))
+        print(f"(last {len(lines)} lines of {log})", file=sys.stderr)
+        if args.requests:
+            print("\n".join(request_stats.summary_lines(out["summary"])))
+        if out.get("plot"):
+            print(f"plot: {out['plot']}")
         return 0
     if args.verb == "keys":
         keys = deployments.regenerate_key(name, args.regen) if args.regen else deployments.keys(name)

@@ -254,7 +254,31 @@ def run_summary(record: dict[str, Any]) -> dict[str, Any]:
         "registration": registration,
         "error": record.get("error"),
         "mlflow_run_id": record.get("mlflow_run_id"),
+        **({"batch": batch_report(record["parallel_run"])} if record.get("parallel_run") else {}),
     }
+
+
+def batch_report(parallel_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each ParallelRunStep's speed and failures, from the run record."""
+    out = {}
+    for step, r in parallel_runs.items():
+        failures = r.get("failures") or []
+        out[step] = {
+            "rows": r.get("result_rows"),
+            "items": r.get("items"),
+            "seconds": r.get("seconds"),
+            "rows_per_second": r.get("rows_per_second"),
+            "workers": r.get("workers"),
+            "mini_batches": r.get("mini_batches"),
+            "failed_mini_batches": r.get("failed_mini_batches"),
+            "failed_items": r.get("failed_items"),
+            "first_failures": [
+                f"mini-batch {f.get('id')} ({f.get('source')}): {f.get('error', '')}"[:200]
+                for f in failures[:3]
+            ],
+            "report": r.get("report_dir"),
+        }
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -271,6 +295,15 @@ def print_summary(summary: dict[str, Any]) -> None:
             + (f" (version {version})" if version else "")
             + f": {reg['reason']}"
         )
+    for step, b in (summary.get("batch") or {}).items():
+        print(
+            f"{step}: {b['rows']:,} rows in {b['seconds']:.1f} s ({b['rows_per_second']:,.0f} rows/s, "
+            f"{b['workers']} workers); failed: {b['failed_mini_batches']} of {b['mini_batches']} mini-batches, "
+            f"{b['failed_items']} of {b['items']:,} items"
+        )
+        for line in b["first_failures"]:
+            print(f"  {line}")
+        print(f"  report: {b['report']}")
     if summary.get("error"):
         print(f"error: {summary['error'].get('message')}")
     if summary.get("predictions"):

@@ -117,38 +117,6 @@ class RawFeaturizer:
 
 
 @dataclass
-class LinearTrend:
-    """A straight line over a date column that the estimator learned the rest around; predictions add it back.
-
-    ``until`` (days from ``origin``) holds the line level from that day on: a trend measured on the past
-    is then not stretched without end into the future. Missing dates get the line's value at ``until``.
-    """
-
-    column: str
-    fmt: str | None
-    origin: float  # days since 1970-01-01 of day 0
-    intercept: float
-    slope: float  # per day
-    until: float | None = None
-
-    @staticmethod
-    def days_of(series: pd.Series, fmt: str | None) -> np.ndarray:
-        """Days since 1970-01-01 (fractional), NaN where there is no date."""
-        values = _datetime_values(series, fmt)
-        days = values.astype("datetime64[s]").astype("int64").astype(float) / 86400.0
-        days[np.isnat(values)] = np.nan
-        return days
-
-    def at(self, frame: pd.DataFrame) -> np.ndarray:
-        days = self.days_of(frame[self.column], self.fmt) - self.origin
-        last = self.until if self.until is not None else np.nanmax(days, initial=0.0)
-        days = np.where(np.isnan(days), last, days)
-        if self.until is not None:
-            days = np.minimum(days, self.until)
-        return self.intercept + self.slope * days
-
-
-@dataclass
 class RawColumnsModel:
     """A fitted estimator plus the featurizer that feeds it; ``predict`` takes raw columns."""
 
@@ -159,7 +127,6 @@ class RawColumnsModel:
     time_column: str | None = None
     classes: list[Any] | None = None
     trained_with: dict[str, Any] = field(default_factory=dict)
-    trend: LinearTrend | None = None  # regression: the estimator predicts the label less this line
 
     @property
     def input_columns(self) -> list[str]:
@@ -211,11 +178,6 @@ class RawColumnsModel:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])
-        found = self._predict_estimator(frame)
-        trend = self.__dict__.get("trend")  # models pickled before trends existed have none
-        return found + trend.at(frame) if trend is not None else found
-
-    def _predict_estimator(self, frame: pd.DataFrame) -> np.ndarray:
         fast = self._booster_call()
         if fast is not None and fast.ready:
             features = self.featurizer.matrix(frame)

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.settings import PROJECT_ROOT
@@ -37,7 +36,7 @@ if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scr
 
 import metrics as metric_defs  # noqa: E402
 
-from pipelines.local.runtime import automl_progress, trend  # noqa: E402
+from pipelines.local.runtime import automl_progress  # noqa: E402
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -159,17 +158,10 @@ def train(
     if settings.get("iterations"):
         fit_kwargs["max_iter"] = int(settings["iterations"])
     automl = AutoML()
-    line = None
-    y_fit = y
-    if task == "regression":
-        x_raw, y, line = _trend(x_raw, y, featurizer, settings, say)
-        y_fit = y - line.at(x_raw) if line is not None else y
-        if trend.time_column(featurizer, settings.get("time_column_name")):
-            fit_kwargs["split_type"] = "time"  # rows are in time order: validate on the later ones
     watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id)
     started = time.monotonic()
     try:
-        _fit(automl, task, x_raw, y_fit, featurizer, settings, time_col, label, fit_kwargs)
+        _fit(automl, task, x_raw, y, featurizer, settings, time_col, label, fit_kwargs)
     finally:
         trials = watcher.stop() if watcher else []
     elapsed = time.monotonic() - started
@@ -187,7 +179,6 @@ def train(
         time_column=time_col,
         classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
         trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
-        trend=line,
     )
     score = _primary_score(automl.best_loss, settings["primary_metric"], y)
     report = {
@@ -196,7 +187,6 @@ def train(
         "best_estimator": automl.best_estimator,
         "best_config": automl.best_config,
         "best_loss_flaml": automl.best_loss,
-        "trend": line.__dict__ if line is not None else None,
         "time_budget_s": budget,
         "search_budget_s": round(search_budget, 2),
         "ensemble": ensemble,
@@ -211,36 +201,6 @@ def train(
         for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
             say(row)
     return model, report
-
-
-def _trend(
-    x_raw: pd.DataFrame,
-    y: pd.Series,
-    featurizer: Any,
-    settings: dict[str, Any],
-    say: Callable[[str], None] | None,
-) -> tuple[pd.DataFrame, pd.Series, Any]:
-    """Rows in time order and the trend line chosen on time-ordered validation (None: no time column or
-    no trend worth it); see trend.py."""
-    import raw_model
-
-    column = trend.time_column(featurizer, settings.get("time_column_name"))
-    if column is None:
-        return x_raw, y, None
-    fmt = featurizer.date_formats.get(column)
-    days = raw_model.LinearTrend.days_of(x_raw[column], fmt)
-    order = np.argsort(np.nan_to_num(days, nan=np.inf), kind="stable")
-    x_raw, y, days = x_raw.iloc[order], y.iloc[order], days[order]
-    choice = trend.choose(featurizer.transform(x_raw), y, days)
-    if say:
-        say(choice.describe())
-    if choice.kind == "none":
-        return x_raw, y, None
-    origin = float(np.nanmin(days))
-    intercept, slope = trend.fit_line(days - origin, y.to_numpy(dtype=float))
-    until = float(np.nanmax(days)) - origin if choice.kind == "level" else None
-    line = raw_model.LinearTrend(column, fmt, origin, intercept, slope, until)
-    return x_raw, y, line
 
 
 def _watch_trials(

@@ -112,7 +112,6 @@ def pipeline_run(budget_minutes: int, frame: pd.DataFrame) -> dict:
             "automl_seconds": report.get("seconds"),
             "best": report.get("best_estimator"),
             "trials": len(report.get("trials") or []),
-            "trend": (report.get("trend") or {}).get("until", "none") if report.get("trend") else "none",
             "steps": {st["name"]: st.get("seconds") for st in steps},
         }
 
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_pred = plain_regression(frame, args.baseline_seconds)
     rows = []
     named = [
-        (f"amlops pipeline run {i + 1} ({args.budget_minutes} min, {r['trials']} trials, best {r['best']}, "
-         f"trend {'none' if r['trend'] == 'none' else ('linear' if r['trend'] is None else 'level')})", r["pred"])
+        (f"amlops pipeline run {i + 1} ({args.budget_minutes} min, {r['trials']} trials, best {r['best']})", r["pred"])
         for i, r in enumerate(runs)
     ]  # fmt: skip
     named += [

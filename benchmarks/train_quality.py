@@ -1,6 +1,6 @@
 """Training benchmark: model quality on the reference split, and the local pipeline's overhead.
 
-    python -m benchmarks.train_quality [--budget-minutes 1] [--baseline-seconds 10]
+    python -m benchmarks.train_quality [--budget-minutes 1] [--baseline-seconds 10] [--runs 3]
 
 Runs ``python -m pipelines.train run`` (the whole pipeline, in a fresh local workspace) with the given
 AutoML budget, then scores the registered model on the reference test period (2012-09-01 on) and on
@@ -85,23 +85,12 @@ def run_pipeline(budget_minutes: int, home: Path) -> tuple[dict, float]:
     return json.loads(done.stdout), wall
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--budget-minutes", type=int, default=1)
-    parser.add_argument("--baseline-seconds", type=float, default=10.0)
-    args = parser.parse_args(argv)
-
-    from pipelines.datasets import resolve
-
-    frame = pd.read_csv(resolve("bike-no"))
-    span = float(frame["cnt"].max() - frame["cnt"].min())
-    masks = periods(frame)
+def pipeline_run(budget_minutes: int, frame: pd.DataFrame) -> dict:
+    """One ``train run`` in a fresh local workspace: the registered model's predictions and the timings."""
     with tempfile.TemporaryDirectory(prefix="amlops-bench-") as tmp:
         home = Path(tmp)
         store_seconds = create_store(home)
-        summary, wall = run_pipeline(args.budget_minutes, home)
+        summary, wall = run_pipeline(budget_minutes, home)
         os.environ["AMLOPS_HOME"] = str(home)
         import mlflow
 
@@ -110,50 +99,80 @@ def main(argv: list[str] | None = None) -> int:
         registry.configure_mlflow(home)
         version = summary["registration"]["version"]
         model = mlflow.pyfunc.load_model(f"models:/bike-demand/{version}")
-        automl_seconds = None
+        report = {}
         metrics_file = Path(summary["folder"]) / "outputs" / "metrics_data" / "metrics.json"
         if metrics_file.is_file():
             report = json.loads(metrics_file.read_text())
-            automl_seconds = report.get("seconds")
-            best = report.get("best_estimator")
         raw = frame.drop(columns=["cnt", "casual", "registered"])
-        pipeline_pred = np.asarray(model.predict(raw))
-        step_seconds = {
-            s["name"]: s.get("seconds")
-            for s in json.loads((Path(summary["folder"]) / "run.json").read_text())["steps"]
+        steps = json.loads((Path(summary["folder"]) / "run.json").read_text())["steps"]
+        return {
+            "pred": np.asarray(model.predict(raw)),
+            "wall": wall,
+            "store_seconds": store_seconds,
+            "automl_seconds": report.get("seconds"),
+            "best": report.get("best_estimator"),
+            "trials": len(report.get("trials") or []),
+            "steps": {st["name"]: st.get("seconds") for st in steps},
         }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget-minutes", type=int, default=1)
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=1, help="pipeline runs, one table row each (default 1)")
+    args = parser.parse_args(argv)
+
+    from pipelines.datasets import resolve
+
+    frame = pd.read_csv(resolve("bike-no"))
+    span = float(frame["cnt"].max() - frame["cnt"].min())
+    masks = periods(frame)
+    load_before = os.getloadavg()
+    runs = [pipeline_run(args.budget_minutes, frame) for _ in range(args.runs)]
     naive_pred = seasonal_naive(frame)
     plain_pred = plain_regression(frame, args.baseline_seconds)
     rows = []
-    for name, pred in (
-        (f"amlops pipeline (AutoML on FLAML, {args.budget_minutes} min, best {best})", pipeline_pred),
+    named = [
+        (f"amlops pipeline run {i + 1} ({args.budget_minutes} min, {r['trials']} trials, best {r['best']})", r["pred"])
+        for i, r in enumerate(runs)
+    ]  # fmt: skip
+    named += [
         (f"seasonal naive (value {HORIZON_DAYS} days earlier)", naive_pred),
         (f"plain FLAML regression on raw columns, {args.baseline_seconds:.0f} s", plain_pred),
-    ):
+    ]
+    for name, pred in named:
         row = {"model": name}
         for period, mask in masks.items():
             row[period] = nrmse(frame.loc[mask, "cnt"], pred[mask.to_numpy()], span)
         rows.append(row)
     budget_s = args.budget_minutes * 60
-    overhead = wall - budget_s
+    met = all(r["filtered"] <= 0.085 and r["test"] <= 0.12 for r in rows[: len(runs)])
     lines = [
-        f"Measured {machine_line()}.",
+        f"Measured {machine_line()}; load average before {', '.join(f'{x:.1f}' for x in load_before)}"
+        " (a shared machine: other people's jobs ran at the same time, so AutoML got less CPU than its budget).",
         f"Command: `python -m benchmarks.train_quality --budget-minutes {args.budget_minutes} "
-        f"--baseline-seconds {args.baseline_seconds:g}`",
+        f"--baseline-seconds {args.baseline_seconds:g} --runs {args.runs}`",
         "",
         f"NRMSE = RMSE / (max(cnt) - min(cnt)) = RMSE / {span:.0f}; train <= {CUTOFF}; test = 2012-09-01 on "
         f"({int(masks['test'].sum())} days); filtered = test without {EXCLUDED_DAY} and without {EXCLUDED_FROM} on "
-        f"({int(masks['filtered'].sum())} days). Target: filtered NRMSE <= 0.10 with a 60 s budget.",
+        f"({int(masks['filtered'].sum())} days). Targets: filtered NRMSE <= 0.085 and test NRMSE <= 0.12 with a "
+        f"60 s budget, in every run: {'met' if met else 'not met'}.",
         "",
         "| model | test NRMSE | filtered NRMSE |",
         "|---|---:|---:|",
         *[f"| {r['model']} | {r['test']:.4f} | {r['filtered']:.4f} |" for r in rows],
         "",
-        f"Pipeline wall time {wall:.1f} s with a {budget_s} s AutoML budget: overhead {overhead:.1f} s "
-        f"(target <= 10 s). FLAML itself ran {automl_seconds} s; steps: "
-        + ", ".join(f"{k} {v} s" for k, v in step_seconds.items())
-        + f". Creating the local MLflow store, once per workspace, took {store_seconds:.1f} s more (not counted).",
     ]
+    for i, r in enumerate(runs):
+        lines.append(
+            f"Run {i + 1}: pipeline wall time {r['wall']:.1f} s with a {budget_s} s AutoML budget (overhead "
+            f"{r['wall'] - budget_s:.1f} s); FLAML ran {r['automl_seconds']} s; steps: "
+            + ", ".join(f"{k} {v} s" for k, v in r["steps"].items())
+            + f"; creating the local MLflow store took {r['store_seconds']:.1f} s more (not counted)."
+        )
     text = "\n".join(lines)
     print(text)
     update_section(PROJECT_ROOT / "BENCHMARKS.md", "Training", text)

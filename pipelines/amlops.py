@@ -7,8 +7,8 @@
     amlops endpoint call      amlops trigger URL      amlops benchmark      amlops demo
     amlops completion bash    (eval "$(amlops completion bash)" turns on tab completion)
 
-Each word maps onto a ``python -m`` module, which keeps working on its own (the table COMMANDS);
-``amlops X --help`` is that module's help.
+Each word maps onto a `python -m` module, which keeps working on its own (the table COMMANDS);
+`amlops X --help` is that module's help.
 """
 
 from __future__ import annotations

@@ -96,13 +96,22 @@ def pipeline_cli(
     common(export_p)
     export_p.add_argument("--sdk", choices=("v2",), required=True, help="the SDK to export for")
     export_p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
-    models_p = sub.add_parser("models", help="list registered model versions in the local registry")
-    models_p.add_argument("--json", action="store_true")
+    models_p = sub.add_parser("models", help="registered model versions in the local registry: list, show")
+    models_p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    models_sub = models_p.add_subparsers(dest="models_verb", metavar="ACTION")
+    models_sub.add_parser("list", help="every registered version (the default)").add_argument(
+        "--json", action="store_true", help="print machine-readable JSON"
+    )
+    show_model = models_sub.add_parser("show", help="one version's metrics, tags, data hash and figures")
+    show_model.add_argument("model", metavar="NAME[:VERSION]", help="latest version when VERSION is left out")
+    show_model.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     @cli_main
     def dispatch(args_list: list[str] | None) -> int:
         args = parser.parse_args(args_list)
         refuse_empty_options(parser, args, args_list or [])
+        if args.verb == "models" and getattr(args, "models_verb", None) == "show":
+            return _show_model(args.model, args.json)
         if args.verb == "models":
             return _models(args.json)
         base = (
@@ -290,7 +299,31 @@ def run_summary(record: dict[str, Any]) -> dict[str, Any]:
         "registration": registration,
         "error": record.get("error"),
         "mlflow_run_id": record.get("mlflow_run_id"),
+        **({"batch": batch_report(record["parallel_run"])} if record.get("parallel_run") else {}),
     }
+
+
+def batch_report(parallel_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each ParallelRunStep's speed and failures, from the run record."""
+    out = {}
+    for step, r in parallel_runs.items():
+        failures = r.get("failures") or []
+        out[step] = {
+            "rows": r.get("result_rows"),
+            "items": r.get("items"),
+            "seconds": r.get("seconds"),
+            "rows_per_second": r.get("rows_per_second"),
+            "workers": r.get("workers"),
+            "mini_batches": r.get("mini_batches"),
+            "failed_mini_batches": r.get("failed_mini_batches"),
+            "failed_items": r.get("failed_items"),
+            "first_failures": [
+                f"mini-batch {f.get('id')} ({f.get('source')}): {f.get('error', '')}"[:200]
+                for f in failures[:3]
+            ],
+            "report": r.get("report_dir"),
+        }
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -307,6 +340,15 @@ def print_summary(summary: dict[str, Any]) -> None:
             + (f" (version {version})" if version else "")
             + f": {reg['reason']}"
         )
+    for step, b in (summary.get("batch") or {}).items():
+        print(
+            f"{step}: {b['rows']:,} rows in {b['seconds']:.1f} s ({b['rows_per_second']:,.0f} rows/s, "
+            f"{b['workers']} workers); failed: {b['failed_mini_batches']} of {b['mini_batches']} mini-batches, "
+            f"{b['failed_items']} of {b['items']:,} items"
+        )
+        for line in b["first_failures"]:
+            print(f"  {line}")
+        print(f"  report: {b['report']}")
     if summary.get("error"):
         print(f"error: {summary['error'].get('message')}")
     if summary.get("predictions"):
@@ -409,6 +451,24 @@ def _export(definition: PipelineDefinition, args: argparse.Namespace, model_inpu
 
     model = {"name": definition.settings.model_name, "version": "0"} if model_input else None
     report(export_definition(definition, args.out, model), args.json)
+    return 0
+
+
+def _show_model(ref: str, as_json: bool) -> int:
+    from pipelines.local.workspace import registry
+
+    details = registry.model_details(*registry.parse_model_ref(ref))
+    if as_json:
+        print_json(details)
+        return 0
+    print(f"{details['name']}:{details['version']}  run {details['run_id'] or '-'}")
+    print(f"  data sha256: {details['data_sha256'] or '-'}")
+    print("  metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in details["metrics"].items()) or "none"))
+    skip = {"data_sha256", "run_id", "figures", "figures_run_id"}
+    print("  tags: " + (", ".join(f"{k}={v}" for k, v in details["tags"].items() if k not in skip) or "none"))
+    print("  figures:" + ("" if details["figures"] else " none (registered before figures were logged)"))
+    for name, path in details["figures"].items():
+        print(f"    {name}: {path}")
     return 0
 
 

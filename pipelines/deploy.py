@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("logs", "print a service's logs")
     p.add_argument("--tail", type=int_in_range(0), default=50, help="last N lines (default 50)")
     p.add_argument(
-        "--requests", action="store_true", help="local: the request log (status, latency per request)"
+        "--requests",
+        action="store_true",
+        help="local: the request log (status, latency per request) and its summary (p50/p95/p99, status codes)",
     )
+    p.add_argument("--plot", type=Path, metavar="PNG", help="with --requests: write the latency plot there")  # fmt: skip
     p = verb("keys", "print a service's primary and secondary keys, or regenerate one")
     p.add_argument(
         "--regen", choices=("primary", "secondary"), help="regenerate this key (the old one stops working)"
@@ -176,14 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "show":
         return _print_service(services.show(name), args.json)
     if args.verb == "logs":
-        out = services.logs(name, args.tail, args.requests)
-        if args.json:
-            print_json(out)
-        else:
-            print("\n".join(out["lines"]))
-            if out.get("log"):
-                print(f"(last {len(out['lines'])} lines of {out['log']})", file=sys.stderr)
-        return 0
+        return _logs(services, args, name)
     if args.verb == "keys":
         return _print_keys(services.keys(name, args.regen), args.json, args.regen)
     if args.verb == "update":
@@ -199,6 +195,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deleted {name}")
         return 0
     raise UserError(f"unknown verb {args.verb!r}", hint="use one of " + ", ".join(VERBS))
+
+
+def _logs(services: Any, args: argparse.Namespace, name: str) -> int:
+    """A service's log; with --requests, its request log's latency summary (and --plot, its PNG)."""
+    if args.plot and not args.requests:
+        raise UserError("--plot draws the request log", hint="add --requests")
+    if args.plot:
+        from clients.endpoint import check_output_file
+
+        check_output_file(args.plot, "--plot", example="latency.png")
+    out = services.logs(name, args.tail, args.requests)
+    if args.requests and out.get("log"):
+        from pipelines.local.serving import request_stats
+
+        records = request_stats.read_requests(Path(out["log"]))
+        out["summary"] = request_stats.summarize(records)
+        if args.plot:
+            out["plot"] = str(request_stats.plot(records, args.plot, name).resolve())
+    if args.json:
+        print_json(out)
+        return 0
+    print("\n".join(out["lines"]))
+    if out.get("log"):
+        print(f"(last {len(out['lines'])} lines of {out['log']})", file=sys.stderr)
+    if out.get("summary"):
+        print("\n".join(request_stats.summary_lines(out["summary"])))
+    if out.get("plot"):
+        print(f"plot: {out['plot']}")
+    return 0
 
 
 def _invoke(services: Any, args: argparse.Namespace, name: str) -> int:

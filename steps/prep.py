@@ -165,6 +165,7 @@ def prepare(
         "label_min": float(frame[label].min()) if task != "classification" else None,
         "label_max": float(frame[label].max()) if task != "classification" else None,
         "feature_columns": [c for c in clean.columns if c != label],
+        "time_column": time_column if time_column and time_column in clean.columns else None,
     }
     return train, test, report
 

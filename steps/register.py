@@ -209,6 +209,29 @@ def register(
     return version
 
 
+def log_figures(model: Any, test: pd.DataFrame, label: str, task: str, time_column: str | None) -> list[str]:
+    """Log the test figures (see figures.py) to the active run as ``figures/<name>``; their artifact paths.
+
+    A figure that cannot be drawn is reported on the log and skipped: pictures never fail a registration.
+    """
+    import figures
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    try:
+        drawn = figures.test_figures(model, test, label, task, time_column)
+    except Exception as exc:  # noqa: BLE001 - a picture is never worth a failed training run
+        print(f"register: no figures: {type(exc).__name__}: {exc}")
+        return []
+    paths = []
+    for name, fig in drawn.items():
+        mlflow.log_figure(fig, f"figures/{name}")
+        plt.close(fig)
+        paths.append(f"figures/{name}")
+    print("register: figures " + ", ".join(paths))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model_data", required=True, type=Path)
@@ -240,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     test_metrics = evaluate(model, test, args.label, args.task, label_range)
     mlflow.log_metrics({k: v for k, v in test_metrics.items() if not math.isnan(v)})
     print("register: test metrics " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
+    figure_paths = log_figures(model, test, args.label, args.task, report.get("time_column"))
 
     current = latest_version_tags(MlflowClient(), args.model_name)
     should, why = decide(test_metrics, current[1] if current else None, args.primary_metric)
     run_id = os.environ.get("AZUREML_RUN_ID") or os.environ.get("AMLOPS_RUN_ID") or ""
     result: dict[str, Any] = {"model_name": args.model_name, "registered": should, "reason": why}
     result["test_metrics"] = test_metrics
+    result["figures"] = figure_paths
     if should:
         tags = metric_tags(test_metrics)
         tags.update(
@@ -257,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 "label": args.label,
             }
         )
+        if figure_paths:  # where the figures are: artifacts of this step's run
+            tags["figures_run_id"] = mlflow.active_run().info.run_id
+            tags["figures"] = ",".join(figure_paths)
         result["version"] = int(register(model, model_path, test, args.label, args.model_name, tags))
         print(f"register: registered {args.model_name} version {result['version']}: {why}")
     else:

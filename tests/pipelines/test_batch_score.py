@@ -41,6 +41,9 @@ def test_batch_run_scores_every_row(trained: tuple[Path, dict], new_data: Path, 
     record = json.loads((Path(summary["folder"]) / "run.json").read_text())
     prs = record["parallel_run"]["batch-score"]
     assert prs["mini_batches"] > 1 and prs["failed_items"] == 0 and prs["result_rows"] == len(source)
+    batch = summary["batch"]["batch-score"]  # the report's speed and failures summary
+    assert batch["rows"] == len(source) and batch["failed_items"] == 0 and batch["first_failures"] == []
+    assert batch["rows_per_second"] == pytest.approx(len(source) / batch["seconds"], rel=0.05)
     raw = Path(summary["folder"]) / "outputs" / "scores" / "parallel_run_step.txt"
     assert len(raw.read_text().splitlines()) == len(source)
 

@@ -231,3 +231,47 @@ def test_building_and_checking_the_automl_settings_leaves_no_file_behind(
     with pytest.raises(UserError, match="iterations"):
         train.build(Settings(iterations=-3))
     assert list(cwd.iterdir()) == []  # the SDK's checks write automl.log unless told otherwise
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; AssertionError if the file is not a PNG."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_a_run_shows_its_trials_records_them_and_logs_figures(
+    trained: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    from pipelines.local.workspace import registry
+    from steps import figures
+
+    home, summary = trained
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    log = (Path(summary["folder"]) / "logs" / "automl.log").read_text()
+    rows = [x.split()[1:] for x in log.splitlines() if x.startswith("automl: ") and x.split()[1].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3]  # iterations=4: one line per trial, in order
+    assert "automl: summary (normalized_root_mean_squared_error" in log
+    registry.configure_mlflow(home)
+    automl_run = mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.`amlops.step` = 'automl' and tags.`amlops.run_id` = '{summary['run_id']}'",
+    )[0]  # fmt: skip
+    trials = mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{automl_run.info.run_id}'",
+    )  # fmt: skip
+    assert len(trials) == 4 and all("normalized_root_mean_squared_error" in t.data.metrics for t in trials)
+
+    assert train.main(["models", "show", "bike-demand:1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["data_sha256"] == KNOWN["bike-no"].sha256
+    assert shown["metrics"]["test_nrmse"] == pytest.approx(summary["metrics"]["test_nrmse"], rel=1e-4)
+    assert set(shown["figures"]) == {"predicted_vs_actual", "residuals", "feature_importance"}
+    for path in shown["figures"].values():
+        assert png_size(path) == figures.SIZE
+    assert train.main(["models", "show", "bike-demand"]) == 0
+    assert "predicted_vs_actual: " in capsys.readouterr().out
+    assert train.main(["models", "show", "bike-demand:9"]) == 2

@@ -119,6 +119,33 @@ def get_model(name: str, version: int | None = None) -> RegisteredModel:
     return RegisteredModel(name=mv.name, version=int(mv.version), source=mv.source, tags=dict(mv.tags))
 
 
+def model_details(name: str, version: int | None = None) -> dict:
+    """One version's metrics, tags, data hash and figures (local paths where the artifacts are local)."""
+    from urllib.parse import unquote, urlparse
+
+    from mlflow import MlflowClient
+
+    model = get_model(name, version)
+    tags = model.tags
+    figures: dict[str, str] = {}
+    run_id = tags.get("figures_run_id")
+    if run_id and tags.get("figures"):
+        root = MlflowClient().get_run(run_id).info.artifact_uri.rstrip("/")
+        for path in tags["figures"].split(","):
+            uri = urlparse(f"{root}/{path}")
+            figures[Path(path).stem] = unquote(uri.path) if uri.scheme in ("", "file") else f"{root}/{path}"
+    return {
+        "name": model.name,
+        "version": model.version,
+        "metrics": {k: float(v) for k, v in sorted(tags.items()) if k.startswith("test_")},
+        "data_sha256": tags.get("data_sha256"),
+        "run_id": tags.get("run_id"),
+        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith("test_")},
+        "figures": figures,
+        "source": model.source,
+    }
+
+
 def list_models() -> list[RegisteredModel]:
     from mlflow import MlflowClient
 

@@ -713,3 +713,33 @@ def wait_for(condition: Any, seconds: float) -> bool:
             pass
         time.sleep(0.3)
     return False
+
+
+def test_invoke_sends_the_request_file_and_the_request_log_is_summarized(
+    ws: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body = tmp_path / "data.json"
+    body.write_text(json.dumps(payload(ws["csv"])))
+    answer = cli_json(capsys, "invoke", "--name", SERVICE, "--request-file", str(body))
+    assert answer["status"] == 200 and len(answer["answer"]["result"]) == 2
+    code, _, err = cli(capsys, "invoke", "--name", SERVICE, "--request-file", str(tmp_path / "none.json"))
+    assert code == 2 and "cannot read --request-file" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    code, _, err = cli(capsys, "invoke", "--name", SERVICE, "--request-file", str(tmp_path / "bad.json"))
+    assert code == 2 and "is not JSON" in err
+
+    code, out, _ = cli(capsys, "update", "--name", SERVICE, "--enable-app-insights")
+    assert code == 0
+    log = Path(service_info()["request_log"])
+    assert wait_for(lambda: post(service_info()["scoring_uri"], payload(ws["csv"]), keys()["primary"]).ok
+                    and log.exists(), 60)  # fmt: skip
+    assert cli_json(capsys, "invoke", "--name", SERVICE, "--request-file", str(body))["status"] == 200
+    plot = tmp_path / "latency.png"
+    shown = cli_json(capsys, "logs", "--name", SERVICE, "--requests", "--plot", str(plot))
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert shown["summary"]["count"] == len(logged) >= 2
+    assert shown["summary"]["status_codes"].get("200", 0) >= 2
+    assert 0 < shown["summary"]["latency_ms"]["p50"] <= shown["summary"]["latency_ms"]["p99"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shown["plot"] == str(plot.resolve())
+    code, out, _ = cli(capsys, "logs", "--name", SERVICE, "--requests")
+    assert code == 0 and "latency ms: p50" in out and "status codes: 200:" in out

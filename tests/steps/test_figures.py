@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "steps"))
 import figures  # noqa: E402
 
 

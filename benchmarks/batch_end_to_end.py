@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,11 @@ print(json.dumps({"startup": t1 - t0, "read": t2 - t1, "predict": t3 - t2, "writ
 """
 
 
-def run_all(work: Path, row_counts: list[int], tiny_runs: int = 3) -> str:
-    """Measure everything in a fresh workspace under ``work``; the Markdown section's body."""
+def run_all(
+    work: Path, row_counts: list[int], tiny_runs: int = 3, publish: Callable[[str], None] | None = None
+) -> str:
+    """Measure everything in a fresh workspace under ``work``; the Markdown section's body. ``publish`` gets
+    the section so far after each pair of batch runs (a long run on a busy machine leaves what it measured)."""
     from pipelines import datagen
 
     home = work / "e2e-home"
@@ -116,6 +120,8 @@ def run_all(work: Path, row_counts: list[int], tiny_runs: int = 3) -> str:
                 flush=True,
             )
             pairs.append((name, description, n, script, pipeline))
+            if publish is not None:
+                publish(render(row_counts, tiny_first, tiny, train, pairs))
     return render(row_counts, tiny_first, tiny, train, pairs)
 
 
@@ -221,7 +227,11 @@ def render(
     lines += ["", "Targets:", ""]
     for name in dict.fromkeys(p[0] for p in pairs):
         for n in row_counts:
-            script, pipeline = next((p[3], p[4]) for p in pairs if p[0] == name and p[2] == n)
+            found = [(p[3], p[4]) for p in pairs if p[0] == name and p[2] == n]
+            if not found:
+                lines.append(f"- {name}, {n:,} rows: not measured yet")
+                continue
+            script, pipeline = found[0]
             target = 1.2 if n == small else 1.3
             ratio = script.seconds / pipeline.seconds
             lines.append(
@@ -229,6 +239,8 @@ def render(
                 f"**{'met' if ratio >= target else 'NOT met'}**)"
             )
         mem = {p[2]: p[4].peak_rss_mb for p in pairs if p[0] == name}
+        if small not in mem or big not in mem:
+            continue
         ratio = mem[big] / mem[small]
         lines.append(
             f"- {name}: pipeline peak RSS {mem[big]:,.0f} MB at {big:,} rows, {mem[small]:,.0f} MB at "

@@ -3,8 +3,8 @@
 Building a pipeline means importing the Azure ML SDK (seconds of one core) and reading its step
 objects into a plan; for the same definition code, settings and data reference the result is the
 same every time. A plan read once is stored under ``AMLOPS_HOME/plan-cache/``, keyed by everything it
-can depend on: the source of the project's ``pipelines`` package, of the builder's own module and of
-``environments/``, the installed SDK's version, the settings, the data reference, the working
+can depend on: the source of the project's ``pipelines`` package, of the modules beside the builder's
+own and of ``environments/``, the installed SDK's version, the settings, the data reference, the working
 directory and the ``AMLOPS_*`` environment variables. A definition that fails to build is never
 stored, so bad settings fail as before. ``AMLOPS_PLAN_CACHE=0`` turns the cache off.
 """
@@ -66,14 +66,13 @@ def cached_plan(
 
 
 def _entry(build: Callable[..., Any], settings: Any, data_ref: str) -> Path | None:
-    module = sys.modules.get(getattr(build, "__module__", ""), None)
-    module_file = getattr(module, "__file__", None)
-    if module_file is None:
+    name = getattr(build, "__module__", None)
+    qualname = getattr(build, "__qualname__", None)
+    module_file = getattr(sys.modules.get(name or ""), "__file__", None)
+    if module_file is None or qualname is None:  # e.g. a functools.partial: not cached
         return None
     digest = hashlib.sha256()
-    digest.update(
-        json.dumps([FORMAT, build.__module__, build.__qualname__, _sdk_version(), sys.version]).encode()
-    )
+    digest.update(json.dumps([FORMAT, name, qualname, _sdk_version(), sys.version]).encode())
     digest.update(json.dumps(settings.as_dict(), sort_keys=True, default=str).encode())
     digest.update(
         json.dumps(
@@ -83,7 +82,8 @@ def _entry(build: Callable[..., Any], settings: Any, data_ref: str) -> Path | No
     sources = sorted((PROJECT_ROOT / "pipelines").rglob("*.py")) + sorted(
         (PROJECT_ROOT / "environments").glob("*")
     )
-    for file in [*sources, Path(module_file)]:
+    beside = sorted(Path(module_file).parent.glob("*.py"))  # the builder's module and its neighbours
+    for file in [*sources, *beside]:
         if file.is_file():
             digest.update(str(file).encode())
             digest.update(file.read_bytes())

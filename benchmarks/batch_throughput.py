@@ -12,6 +12,7 @@ model) and measures, each as a fresh command like a user would run it:
 Prints the numbers and writes them to the ``## Batch scoring`` section of BENCHMARKS.md.
 
     python -m benchmarks.batch_throughput [--rows 1000000] [--trees 300] [--work DIR]
+    python -m benchmarks.batch_throughput --end-to-end [--e2e-rows 1000000,5000000]   # batch_end_to_end.py
 """
 
 from __future__ import annotations
@@ -186,7 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "amlops-bench-batch")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="instead: batch_score run against a plain script at --e2e-rows, and the fixed cost of a pipeline"
+        " run (benchmarks/batch_end_to_end.py)",
+    )
+    parser.add_argument("--e2e-rows", default="1000000,5000000", help="row counts for --end-to-end")
     args = parser.parse_args(argv)
+    if args.end_to_end:
+        from benchmarks import batch_end_to_end
+
+        def publish(text: str) -> None:
+            batch_end_to_end.write(text, BENCHMARKS_MD)
+
+        rows = [int(n) for n in args.e2e_rows.split(",")]
+        body = batch_end_to_end.run_all(args.work, rows, publish=None if args.no_write else publish)
+        print(body)
+        if not args.no_write:
+            publish(body)
+            print(f"wrote the '{batch_end_to_end.SECTION}' section of {BENCHMARKS_MD}")
+        return 0
     cores = len(os.sched_getaffinity(0))
     env, files = prepare(args.work, args.rows, args.trees)
     big, small = files[args.rows], files[args.rows // 10]

@@ -184,8 +184,7 @@ def _run_in(
 ) -> dict[str, Any]:
     """Check the data and settings, build the pipeline and its plan, run it in ``host``; the final record."""
     from pipelines import datasets
-    from pipelines.core import v1_reader
-    from pipelines.local.runtime import engine, runs
+    from pipelines.local.runtime import engine, plan_cache, runs
     from pipelines.local.workspace import registry
 
     data_ref = args.data or settings.dataset
@@ -203,8 +202,9 @@ def _run_in(
     if check_run is not None:
         columns = [str(c) for c in head.columns]
         check_run(RunCheck(settings, given, data_file, columns, head, args, data_path, model))
-    definition = build(settings, data_ref)
-    plan = v1_reader.read_steps(definition.steps)
+    # the SDK is imported only to build a definition not built before (plan_cache.py)
+    definition = plan_cache.cached_plan(build, settings, data_ref, read=_read_steps)
+    plan = definition.plan
     assignments = {k: v for k, v in assignments.items() if k in plan.parameters}
     engine.resolve_parameters(plan, assignments)  # bad values fail here, before a run exists
     bindings = {name: data_path for name in plan.datasets}
@@ -221,6 +221,12 @@ def _run_in(
     )
     print(f"run {request.run_id}: {definition.description}", file=out, flush=True)
     return host.run(request, to_stderr=args.json)
+
+
+def _read_steps(steps: list[Any]) -> Any:
+    from pipelines.core import v1_reader
+
+    return v1_reader.read_steps(steps)
 
 
 def precheck_data(path: Path, required_columns: list[str], role: str = "label") -> tuple[Path, Any]:

@@ -114,9 +114,13 @@ def main() -> int:
         return 0  # the command stopped before its run started
     message = pickle.loads(data)
     engine.run_plan(message["request"], out=sys.stderr if message["to_stderr"] else sys.stdout)
-    gc.freeze()  # a quick exit: no final walk over every imported object
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # the run's record, logs and MLflow rows are written and closed: leave without tearing down MLflow,
+    # SQLAlchemy and the rest module by module (the command waits for this process to end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

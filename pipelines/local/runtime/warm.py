@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 PRELOADABLE = frozenset({"numpy", "pandas", "pyarrow", "scipy", "sklearn", "mlflow", "cloudpickle"})
+# MLflow's SQLite stores: a script imports them on its first tracking or registry call (most of a second)
+SQLITE_STORES = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store")
 HOST_SCRIPT = Path(__file__).resolve().with_name("step_host.py")
 
 
@@ -81,11 +83,20 @@ def _writes_environ(node: ast.AST) -> bool:
     return False
 
 
+def _store_modules(modules: list[str], env: dict[str, str]) -> list[str]:
+    """MLflow's SQLite stores, for a script that uses MLflow where the engine points it at a SQLite store."""
+    uses_mlflow = any(m.split(".")[0] == "mlflow" for m in modules)
+    if uses_mlflow and env.get("MLFLOW_TRACKING_URI", "").startswith("sqlite:"):
+        return [m for m in SQLITE_STORES if m not in modules]
+    return []
+
+
 class WarmHost:
     """One interpreter, started ahead, importing a step script's libraries; launch() runs the step."""
 
     def __init__(self, modules: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.env = env
+        self.modules = modules
         self.proc = subprocess.Popen(
             [sys.executable, str(HOST_SCRIPT), json.dumps(modules)], cwd=cwd, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -100,7 +111,7 @@ class WarmHost:
         modules = preload_modules(script)
         if modules is None:
             return None
-        return cls(modules, script.parent, env)
+        return cls(modules + _store_modules(modules, env), script.parent, env)
 
     def launch(self, argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen | None:
         """Run ``argv`` (script and arguments) in this host; None if it cannot (start one cold)."""

@@ -9,6 +9,7 @@ as Azure does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -94,6 +95,25 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
 
 def get_model(name: str, version: int | None = None) -> RegisteredModel:
     """A registered model version (latest when version is None); UserError if there is none."""
+    found = _read_versions(name)  # the store read directly: a command need not import MLflow for this
+    if found is not None:
+        os.environ.update(mlflow_env())
+        if not found:
+            raise UserError(
+                f"no model named {name!r} is registered",
+                hint="train one first: python -m pipelines.train run",
+            )
+        match = found[-1] if version is None else next((m for m in found if m.version == version), None)
+        if match is None:
+            raise UserError(
+                f"model {name}:{version} is not registered",
+                hint="list versions with: python -m pipelines.train models",
+            )
+        return match
+    return _get_model_with_mlflow(name, version)
+
+
+def _get_model_with_mlflow(name: str, version: int | None = None) -> RegisteredModel:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -144,6 +164,40 @@ def model_details(name: str, version: int | None = None) -> dict:
         "figures": figures,
         "source": model.source,
     }
+
+
+def _read_versions(name: str) -> list[RegisteredModel] | None:
+    """``name``'s registered versions, oldest first, read from the SQLite store without MLflow (importing
+    it costs seconds); None when the store cannot be read this way (MLflow then answers)."""
+    import sqlite3
+
+    db = amlops_home() / "mlflow.db"
+    if not db.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
+            rows = conn.execute(
+                "SELECT version, source, storage_location FROM model_versions WHERE workspace = 'default' "
+                "AND name = ? AND current_stage != 'Deleted_Internal' ORDER BY version",
+                (name,),
+            ).fetchall()
+            tags = conn.execute(
+                "SELECT version, key, value FROM model_version_tags WHERE workspace = 'default' AND name = ?",
+                (name,),
+            ).fetchall()
+    except sqlite3.Error:
+        return None
+    by_version: dict[int, dict[str, str]] = {}
+    for version, key, value in tags:
+        by_version.setdefault(int(version), {})[key] = value
+    _STORAGE.update({(name, int(v)): location for v, _, location in rows if location})
+    return [
+        RegisteredModel(name=name, version=int(v), source=source, tags=by_version.get(int(v), {}))
+        for v, source, _ in rows
+    ]
+
+
+_STORAGE: dict[tuple[str, int], str] = {}  # (name, version) -> the artifacts' URI, as read by _read_versions
 
 
 def list_models() -> list[RegisteredModel]:
@@ -259,13 +313,38 @@ def every_model_env(name: str, version: int | None = None) -> dict[str, str]:
 
 def model_input_columns(name: str, version: int | None = None) -> list[str]:
     """The input column names in a registered model's MLflow signature (empty if it has none)."""
+    model = get_model(name, version)
+    columns = _signature_columns(_STORAGE.get((model.name, model.version), ""))
+    if columns is not None:
+        return columns
     from mlflow.models import get_model_info
 
     configure_mlflow()
-    model = get_model(name, version)
     info = get_model_info(f"models:/{model.name}/{model.version}")
     schema = info.signature.inputs if info.signature is not None else None
     return [c for c in (schema.input_names() if schema is not None else []) if isinstance(c, str)]
+
+
+def _signature_columns(storage: str) -> list[str] | None:
+    """The named inputs of the signature in the ``MLmodel`` file of a model stored at ``storage`` (a file
+    URI), read without MLflow; None when that file is not there or not as expected."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    import yaml
+
+    parsed = urlparse(storage)
+    if parsed.scheme != "file":
+        return None
+    try:
+        meta = yaml.safe_load((Path(unquote(parsed.path)) / "MLmodel").read_text(encoding="utf-8"))
+        signature = meta.get("signature")
+        if signature is None:
+            return []
+        inputs = json.loads(signature["inputs"])
+        return [c["name"] for c in inputs if isinstance(c.get("name"), str)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return None
 
 
 def _link_or_copy(src: str, dst: str) -> None:

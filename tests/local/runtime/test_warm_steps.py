@@ -133,3 +133,19 @@ def test_a_missing_script_exits_2_as_python_does(source: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "can't open file" in out and "gone.py" in out
+
+
+def test_a_script_using_mlflow_finds_the_sqlite_store_already_imported(tmp_path: Path) -> None:
+    (tmp_path / "track.py").write_text(
+        "import sys\nimport mlflow\nprint(sorted(m for m in sys.modules if m.endswith('sqlalchemy_store')))\n"
+    )
+    env = _env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    host = warm.WarmHost.for_script(tmp_path / "track.py", env)
+    assert host is not None and host.modules[-2:] == list(warm.SQLITE_STORES)
+    proc = host.launch(["track.py"], tmp_path, env)
+    assert proc is not None
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == str(sorted(warm.SQLITE_STORES))
+    without = warm.WarmHost.for_script(tmp_path / "track.py", _env(MLFLOW_TRACKING_URI="http://127.0.0.1:1"))
+    assert without is not None and not set(warm.SQLITE_STORES) & set(without.modules)
+    without.discard()

@@ -114,3 +114,19 @@ def test_numbers_out_of_range_are_argparse_errors() -> None:
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             parse(text)
+
+
+def test_store_read_without_mlflow_agrees_with_mlflow(trained: tuple[Path, dict], monkeypatch) -> None:
+    home, _ = trained
+    monkeypatch.setenv("AMLOPS_HOME", str(home))
+    fast = registry.get_model("bike-demand")
+    assert fast == registry._get_model_with_mlflow("bike-demand")
+    assert registry.get_model("bike-demand", fast.version) == fast and fast.tags.get("task") == "regression"
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(f"models:/bike-demand/{fast.version}").signature
+    assert registry.model_input_columns("bike-demand") == signature.inputs.input_names()
+    with pytest.raises(UserError, match="bike-demand:99 is not registered"):
+        registry.get_model("bike-demand", 99)
+    with pytest.raises(UserError, match="no model named 'nope'"):
+        registry.get_model("nope")

@@ -151,7 +151,7 @@ def read_parallel(reader: Any, name: str, node: Any) -> ParallelRunStepPlan:
     retry = node.retry_settings
     retry = retry if isinstance(retry, dict) else vars(retry) if retry is not None else {}
     options: dict[str, Any] = {
-        "mini_batch_size": None if node.mini_batch_size is None else str(node.mini_batch_size),
+        "mini_batch_size": _mini_batch_size(reader, name, node.mini_batch_size),
         "error_threshold": _threshold(node.error_threshold, -1),
         "allowed_failed_count": _threshold(node.mini_batch_error_threshold, None),
         "allowed_failed_percent": _flag(arguments, "--allowed_failed_percent"),
@@ -179,6 +179,16 @@ def read_parallel(reader: Any, name: str, node: Any) -> ParallelRunStepPlan:
         compute_target=reader._compute(node),
         environment=_environment_name(getattr(task, "environment", None)),
     )
+
+
+def _mini_batch_size(reader: Any, name: str, value: Any) -> str | ParamRef | None:
+    """The node's mini_batch_size: text, or a ``${{parent.inputs.x}}`` binding (resolved when the run starts)."""
+    if value is None:
+        return None
+    text = str(value)
+    if REFERENCE.search(text):
+        return reader._binding(name, "mini_batch_size", "string", text)
+    return text
 
 
 def _input_data(name: str, input_data: Any, values: dict[str, Any]) -> DataRef:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pipelines.core.plan import (
@@ -66,13 +68,17 @@ class V2Pipeline:
     models: dict[str, str] = field(default_factory=dict)  # dataset name -> "name[:version]" in the registry
 
 
-def read_pipeline(path: str | Path) -> V2Pipeline:
-    """Load, validate and read a v2 pipeline job YAML; UserError (one line) for anything not runnable."""
+def read_pipeline(path: str | Path, data_paths: Mapping[str, str] | None = None) -> V2Pipeline:
+    """Load, validate and read a v2 pipeline job YAML; UserError (one line) for anything not runnable.
+
+    ``data_paths`` gives pipeline data inputs a local path in place of the YAML's (``--set``), so a job
+    whose data is in Azure (a URL, a datastore) runs here on a local copy.
+    """
     source = Path(path)
     if not source.is_file():
         raise UserError(f"no pipeline file {path}", hint="give the path of a pipeline job YAML")
     job = _load(source)
-    reader = _Reader(job, source)
+    reader = _Reader(job, source, dict(data_paths or {}))
     return reader.read()
 
 
@@ -148,8 +154,9 @@ def _path_error(where: str, message: str) -> UserError:
 
 
 class _Reader:
-    def __init__(self, job: Any, source: Path) -> None:
+    def __init__(self, job: Any, source: Path, data_paths: dict[str, str]) -> None:
         self.job = job
+        self.data_paths = data_paths
         self.source = source
         self.base = source.resolve().parent
         self.plan = Plan(steps=[])
@@ -197,6 +204,9 @@ class _Reader:
                 if value.default is None and not value.optional:
                     self.required.append(name)
             else:
+                if name in self.data_paths:  # --set NAME=PATH: the local path replaces the YAML's
+                    local = str(Path(self.data_paths[name]).expanduser().resolve())
+                    value = SimpleNamespace(type=kind, path=local, mode=getattr(value, "mode", None))
                 self._data_source(None, f"pipeline input {name}", name, value)
 
     def _pipeline_outputs(self) -> None:

@@ -19,7 +19,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from pipelines.core.plan import (
@@ -203,10 +202,10 @@ class _Reader:
                 self.pipeline_literals[name] = kind
                 if value.default is None and not value.optional:
                     self.required.append(name)
+            elif name in self.data_paths:  # --set NAME=PATH replaces the YAML's path (the caller checks it)
+                local = Path(self.data_paths[name]).expanduser().resolve()
+                self._local_source(name, local, str(kind), getattr(value, "mode", None))
             else:
-                if name in self.data_paths:  # --set NAME=PATH: the local path replaces the YAML's
-                    local = str(Path(self.data_paths[name]).expanduser().resolve())
-                    value = SimpleNamespace(type=kind, path=local, mode=getattr(value, "mode", None))
                 self._data_source(None, f"pipeline input {name}", name, value)
 
     def _pipeline_outputs(self) -> None:
@@ -402,10 +401,12 @@ class _Reader:
             raise V2Error(node, where, f"{kind} path {path} is not a folder")
         if kind == "mltable" and not (local / "MLTable").is_file():
             raise V2Error(node, where, f"mltable folder {path} has no MLTable file")
-        mode = str(getattr(item, "mode", None) or "ro_mount")
+        return self._local_source(data_name, local, kind, getattr(item, "mode", None))
+
+    def _local_source(self, data_name: str, local: Path, kind: str, mode: Any) -> DataRef:
         table = kind == "mltable" or (kind == "uri_file" and local.suffix.lower() == ".csv")
         self.plan.datasets[data_name] = DatasetSource(
-            data_name, (str(local),), "download" if mode == "download" else "mount",
+            data_name, (str(local),), "download" if str(mode or "ro_mount") == "download" else "mount",
             "tabular" if table else "file", kind,
         )  # fmt: skip
         return DataRef(data_name)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.conftest import cli
 
@@ -109,15 +110,16 @@ def _shape(plan: Any) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("exported")
     home = tmp_path_factory.mktemp("export-home")
-    files = {}
+    files: dict[str, Any] = {}
     for module, folder in (("pipelines.train", "train"), ("pipelines.batch_score", "batch")):
         done = cli(module, "export", "--sdk", "v2", "--out", str(out / folder), "--set", f"iterations={ITERATIONS}",
                    home=home, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         (files[folder],) = (out / folder).glob("*.pipeline.yml")
+        files[f"{folder}_printed"] = done.stdout
     return files
 
 
@@ -141,7 +143,7 @@ def _plans(module: str, yml: Path, data: dict[str, str]) -> tuple[Any, Any]:
     return v1, read_pipeline(yml, data_paths=data).plan
 
 
-def test_training_plan_matches_v1(exported: dict[str, Path], bike_csv_session: Path) -> None:
+def test_training_plan_matches_v1(exported: dict[str, Any], bike_csv_session: Path) -> None:
     from pipelines.core.plan import DataRef
 
     v1, v2 = _plans("train", exported["train"], {"training_dataset": str(bike_csv_session)})
@@ -177,18 +179,18 @@ def test_training_plan_matches_v1(exported: dict[str, Path], bike_csv_session: P
     assert (auto1.model_format, auto2.model_format) == ("pickle", "mlflow")  # best_model is an MLflow folder
     # parameters and defaults: v1's dataset parameter is v2's data input, whose default is the same URL
     assert {k: v for k, v in v1.parameters.items() if not str(v).startswith("dataset:")} == v2.parameters
+    job = yaml.safe_load(exported["train"].read_text())
+    assert job["inputs"]["training_dataset"]["path"] == v1.datasets["raw_data"].paths[0]
     assert [s.allow_reuse for s in v1.steps] == [True, False, False]
-    assert [s.allow_reuse for s in v2.steps] == [
-        True,
-        True,
-        False,
-    ]  # v2 AutoML nodes have no is_deterministic
+    # v2 AutoML nodes have no is_deterministic: the one setting not carried over, and the exporter says so
+    assert [s.allow_reuse for s in v2.steps] == [True, True, False]
+    assert "allow_reuse=False has no v2 counterpart" in exported["train_printed"]
     assert [s.source_directory for s in v1.steps if s.kind != "automl"] == [
         s.source_directory for s in v2.steps if s.kind != "automl"
     ]
 
 
-def test_batch_plan_matches_v1(exported: dict[str, Path], batch_input: Path) -> None:
+def test_batch_plan_matches_v1(exported: dict[str, Any], batch_input: Path) -> None:
     v1, v2 = _plans("batch", exported["batch"], {"input_dataset": str(batch_input)})
     one, two = _shape(v1), _shape(v2)
     assert [(s["kind"], s["name"]) for s in two] == [("parallel_run", "batch_score"), ("command", "collect")]
@@ -223,7 +225,7 @@ def test_batch_plan_matches_v1(exported: dict[str, Path], batch_input: Path) -> 
 @pytest.fixture(scope="module")
 def runs(
     tmp_path_factory: pytest.TempPathFactory,
-    exported: dict[str, Path],
+    exported: dict[str, Any],
     batch_input: Path,
     bike_csv_session: Path,
 ) -> dict[str, Any]:

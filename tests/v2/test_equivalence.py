@@ -218,6 +218,11 @@ def test_batch_plan_matches_v1(exported: dict[str, Any], batch_input: Path) -> N
         v2.parameters == {"mini_batch_size": v1.parameters["mini_batch_size"]} == {"mini_batch_size": "1MB"}
     )
     assert v2.datasets["model"].paths == ("azureml:bike-demand@latest",)  # the registry's latest version
+    # v1's input_dataset parameter is v2's data input; the model lookup's two parameters are left out, said so
+    assert set(v1.parameters) - set(v2.parameters) == {"input_dataset", "model_name", "model_version"}
+    assert set(v2.datasets) == {"input_dataset", "model"}
+    for name in ("model_name", "model_version"):
+        assert f"pipeline parameter {name} is used by no v2 step" in exported["batch_printed"]
     assert [s.allow_reuse for s in v1.steps] == [s.allow_reuse for s in v2.steps]
 
 

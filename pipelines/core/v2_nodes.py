@@ -148,20 +148,25 @@ def read_parallel(reader: Any, name: str, node: Any) -> ParallelRunStepPlan:
     source = reader._code(name, task.code, Path(component.base_path or reader.base))
     if not task.entry_script or not (source / task.entry_script).is_file():
         raise V2Error(name, "field task.entry_script", f"{task.entry_script} is not a file in {source}")
-    retry = node.retry_settings
+
+    def setting(field: str) -> Any:  # the node's own value, else its component's (as Azure merges them)
+        value = getattr(node, field, None)
+        return getattr(component, field, None) if value is None else value
+
+    retry = setting("retry_settings")
     retry = retry if isinstance(retry, dict) else vars(retry) if retry is not None else {}
     options: dict[str, Any] = {
-        "mini_batch_size": None if node.mini_batch_size is None else str(node.mini_batch_size),
-        "error_threshold": _threshold(node.error_threshold, -1),
-        "allowed_failed_count": _threshold(node.mini_batch_error_threshold, None),
+        "mini_batch_size": _mini_batch_size(reader, name, setting("mini_batch_size")),
+        "error_threshold": _threshold(setting("error_threshold"), -1),
+        "allowed_failed_count": _threshold(setting("mini_batch_error_threshold"), None),
         "allowed_failed_percent": _flag(arguments, "--allowed_failed_percent"),
         "output_action": output_action,
         "append_row_file_name": None,
-        "node_count": _int_or_none(getattr(node.resources, "instance_count", None)) or 1,
-        "process_count_per_node": node.max_concurrency_per_instance or 1,
+        "node_count": _int_or_none(getattr(setting("resources"), "instance_count", None)) or 1,
+        "process_count_per_node": setting("max_concurrency_per_instance") or 1,
         "run_invocation_timeout": retry.get("timeout") or 60,
         "run_max_try": retry.get("max_retries") or 3,
-        "partition_keys": list(node.partition_keys or []) or None,
+        "partition_keys": list(setting("partition_keys") or []) or None,
         "environment_variables": {str(k): str(v) for k, v in (node.environment_variables or {}).items()},
     }
     inputs = _data_names(values)
@@ -179,6 +184,16 @@ def read_parallel(reader: Any, name: str, node: Any) -> ParallelRunStepPlan:
         compute_target=reader._compute(node),
         environment=_environment_name(getattr(task, "environment", None)),
     )
+
+
+def _mini_batch_size(reader: Any, name: str, value: Any) -> str | ParamRef | None:
+    """The node's mini_batch_size: text, or a ``${{parent.inputs.x}}`` binding (resolved when the run starts)."""
+    if value is None:
+        return None
+    text = str(value)
+    if REFERENCE.search(text):
+        return reader._binding(name, "mini_batch_size", "string", text)
+    return text
 
 
 def _input_data(name: str, input_data: Any, values: dict[str, Any]) -> DataRef:

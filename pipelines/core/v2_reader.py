@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,17 @@ class V2Pipeline:
     models: dict[str, str] = field(default_factory=dict)  # dataset name -> "name[:version]" in the registry
 
 
-def read_pipeline(path: str | Path) -> V2Pipeline:
-    """Load, validate and read a v2 pipeline job YAML; UserError (one line) for anything not runnable."""
+def read_pipeline(path: str | Path, data_paths: Mapping[str, str] | None = None) -> V2Pipeline:
+    """Load, validate and read a v2 pipeline job YAML; UserError (one line) for anything not runnable.
+
+    ``data_paths`` gives pipeline data inputs a local path in place of the YAML's (``--set``), so a job
+    whose data is in Azure (a URL, a datastore) runs here on a local copy.
+    """
     source = Path(path)
     if not source.is_file():
         raise UserError(f"no pipeline file {path}", hint="give the path of a pipeline job YAML")
     job = _load(source)
-    reader = _Reader(job, source)
+    reader = _Reader(job, source, dict(data_paths or {}))
     return reader.read()
 
 
@@ -148,8 +153,9 @@ def _path_error(where: str, message: str) -> UserError:
 
 
 class _Reader:
-    def __init__(self, job: Any, source: Path) -> None:
+    def __init__(self, job: Any, source: Path, data_paths: dict[str, str]) -> None:
         self.job = job
+        self.data_paths = data_paths
         self.source = source
         self.base = source.resolve().parent
         self.plan = Plan(steps=[])
@@ -196,6 +202,9 @@ class _Reader:
                 self.pipeline_literals[name] = kind
                 if value.default is None and not value.optional:
                     self.required.append(name)
+            elif name in self.data_paths:  # --set NAME=PATH replaces the YAML's path (the caller checks it)
+                local = Path(self.data_paths[name]).expanduser().resolve()
+                self._local_source(name, local, str(kind), getattr(value, "mode", None))
             else:
                 self._data_source(None, f"pipeline input {name}", name, value)
 
@@ -392,10 +401,12 @@ class _Reader:
             raise V2Error(node, where, f"{kind} path {path} is not a folder")
         if kind == "mltable" and not (local / "MLTable").is_file():
             raise V2Error(node, where, f"mltable folder {path} has no MLTable file")
-        mode = str(getattr(item, "mode", None) or "ro_mount")
+        return self._local_source(data_name, local, kind, getattr(item, "mode", None))
+
+    def _local_source(self, data_name: str, local: Path, kind: str, mode: Any) -> DataRef:
         table = kind == "mltable" or (kind == "uri_file" and local.suffix.lower() == ".csv")
         self.plan.datasets[data_name] = DatasetSource(
-            data_name, (str(local),), "download" if mode == "download" else "mount",
+            data_name, (str(local),), "download" if str(mode or "ro_mount") == "download" else "mount",
             "tabular" if table else "file", kind,
         )  # fmt: skip
         return DataRef(data_name)

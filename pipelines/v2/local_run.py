@@ -66,11 +66,12 @@ def _request(args: argparse.Namespace) -> tuple[Any, Any]:
     from pipelines.core.v2_reader import read_pipeline
     from pipelines.local.runtime import engine, runs
 
-    pipe = read_pipeline(args.pipeline)
+    given = parse_assignments(args.assignments)
+    pipe = read_pipeline(args.pipeline, data_paths=given)  # a data input's --set value replaces its path
     plan = pipe.plan
     assignments: dict[str, Any] = {}
     paths: dict[str, Path] = {}
-    for name, value in parse_assignments(args.assignments).items():
+    for name, value in given.items():
         if name in plan.datasets and plan.datasets[name].paths:
             paths[name] = _local_path(name, value, plan.datasets[name].asset_type)
         elif name in pipe.input_types:

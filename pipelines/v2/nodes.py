@@ -406,4 +406,9 @@ def automl_node(step: AutoMLStepPlan, plan: Plan, producers: dict[str, str], ctx
         f"step {step.name}: v2 AutoML reads MLTable data and writes an MLflow model (best_model); it has no"
         " Metrics output"
     )
+    if not step.allow_reuse:
+        out.differences.append(
+            f"step {step.name}: allow_reuse=False has no v2 counterpart (an AutoML node has no is_deterministic);"
+            " the local engine reuses an unchanged AutoML node"
+        )
     return node

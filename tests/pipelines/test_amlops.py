@@ -57,10 +57,10 @@ def test_bash_completion_follows_the_argparse_tree(
     script.write_text(capsys.readouterr().out)
     assert {"train", "batch-score", "deploy", "workspace", "endpoint"} <= set(_complete(script, "amlops "))
     assert _complete(script, "amlops tr") == ["train", "trigger"]
-    assert _complete(script, "amlops train ") == ["run", "show", "publish", "models", "--help"]
+    assert _complete(script, "amlops train ") == ["run", "show", "publish", "export", "models", "--help"]
     assert set(_complete(script, "amlops train run --")) >= {"--set", "--json", "--data"}
     assert _complete(script, "amlops deploy invoke --request") == ["--request-file"]
-    assert _complete(script, "amlops train publish --target ") == ["auto", "local", "azure"]
+    assert _complete(script, "amlops train publish --target ") == ["auto", "local", "azure", "azure-v2"]
     assert _complete(script, "amlops workspace schedules l") == ["list"]
     assert _complete(script, "amlops deploy keys --name x --regen ") == ["primary", "secondary"]
 

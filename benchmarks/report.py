@@ -9,6 +9,8 @@ from pathlib import Path
 
 import psutil
 
+from pipelines.atomic_files import write_text
+
 
 def cpu_model() -> str:
     try:
@@ -42,6 +44,4 @@ def update_section(path: Path, title: str, body: str) -> None:
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new_lines = [*lines[:start], *section, *lines[end:]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(new_lines).rstrip("\n") + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(new_lines).rstrip("\n") + "\n")

@@ -50,6 +50,7 @@ from typing import Any
 from benchmarks._model import using_env
 from benchmarks.serving_report import SECTION, TARGETS, RunCost, render_section, write_section  # noqa: F401
 from clients.benchmark import Level
+from pipelines.processes import kill_group
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PROJECT_ROOT / "benchmarks" / "baseline_score.py"
@@ -280,12 +281,11 @@ def _served(
         _wait_healthy(f"http://127.0.0.1:{port}/", proc, log_path, what=what)
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)
             proc.wait()
 
 

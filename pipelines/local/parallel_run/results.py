@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.atomic_files import write_text
 from pipelines.local.parallel_run.mini_batches import MiniBatch
 from pipelines.local.parallel_run.options import JobResult, MiniBatchFailure, ParallelRunOptions
 
@@ -205,13 +206,6 @@ class JobOutput:
                     [r.batch.id, r.batch.describe(), r.status, r.tries, max(r.items, 0), succeeded, failed,
                      f"{r.seconds:.3f}", r.worker, r.errors[0] if r.errors else "", r.note]
                 )  # fmt: skip
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def partial(record: Record) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipelines.local.parallel_run.results import Record
 from pipelines.local.parallel_run.worker import CONFIG_ENV
+from pipelines.processes import kill_group
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -116,10 +117,7 @@ class Worker:
 
     def kill(self) -> None:
         """Kill the worker and anything it started."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(self.proc.pid)
         self.proc.wait()
 
     def close(self) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.atomic_files import write_json
 from pipelines.errors import UserError
 from pipelines.settings import amlops_home
 
@@ -55,16 +54,7 @@ def run_folder(run_id: str) -> Path:
 
 
 def write_record(run_id: str, record: dict[str, Any]) -> None:
-    folder = run_folder(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".run-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, default=str)
-        os.replace(tmp, folder / "run.json")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json(run_folder(run_id) / "run.json", record)
 
 
 def close_record(run_id: str, record: dict[str, Any], status: str, message: str) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from pipelines.processes import kill_group
 
 PRELOADABLE = frozenset({"numpy", "pandas", "pyarrow", "scipy", "sklearn", "mlflow", "cloudpickle"})
 # MLflow's SQLite stores: a script imports them on its first tracking or registry call (most of a second)
@@ -132,10 +133,7 @@ class WarmHost:
     def discard(self) -> None:
         """Stop the host if its step will not run in it."""
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(self.proc.pid)
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:

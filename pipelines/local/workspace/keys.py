@@ -19,12 +19,12 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pipelines.atomic_files import write_json
 from pipelines.errors import UserError
 
 KEY_NAMES = ("primary", "secondary")
@@ -84,16 +84,7 @@ class KeyStore:
         return scheme.lower() == "bearer" and self.check(token.strip())
 
     def _write(self, keys: dict[str, str]) -> dict[str, str]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(keys, fh)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_json(self.path, keys, indent=None, mode=0o600)
         return dict(keys)
 
 

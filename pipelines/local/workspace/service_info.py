@@ -5,12 +5,13 @@ Publishing reads it to print the running service's real URLs; the service writes
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from pipelines.atomic_files import write_json
+from pipelines.local.runtime import runs
 from pipelines.settings import amlops_home
 
 
@@ -22,13 +23,10 @@ def service_dir() -> Path:
 
 def write_service_info(host: str, port: int, workers: int) -> None:
     """Record where the service listens (for ``status``), atomically."""
-    path = service_dir() / "service.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({
+    write_json(service_dir() / "service.json", {
         "pid": os.getpid(), "url": f"http://{host}:{port}", "host": host, "port": port, "workers": workers,
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }))  # fmt: skip
-    os.replace(tmp, path)
+        "started": runs.now(),
+    }, indent=None)  # fmt: skip
 
 
 def read_service_info() -> dict[str, Any] | None:

@@ -52,7 +52,7 @@ def inference_config(
     env = Environment.from_conda_specification(name=INFERENCE_ENV_NAME, file_path=str(environment_file))
     variables = {k: v for k, v in (keep_variables or {}).items() if k in SERVICE_VARIABLES}
     if scoring_timeout_ms is not None:  # read by the inference server and its gunicorn in the container
-        from pipelines.local.serving.deployments import worker_timeout
+        from pipelines.local.serving.supervisor import worker_timeout
 
         variables["SCORING_TIMEOUT_MS"] = str(scoring_timeout_ms)
         variables["WORKER_TIMEOUT"] = str(worker_timeout(scoring_timeout_ms))

@@ -471,7 +471,8 @@ def from_environment() -> KeyAuthMiddleware:
     The model is the one service.json names when the worker starts (so a worker started during a model
     update loads the new one); once it is loaded, ``workers/<pid>`` says which model this worker serves.
     """
-    from pipelines.local.serving.deployments import LocalService, key_store, model_settings
+    from pipelines.local.serving.records import LocalService, key_store
+    from pipelines.local.serving.supervisor import model_settings
 
     folder = Path(os.environ["AMLOPS_DEPLOYMENT_DIR"])
     # before the server logs its first request line: no key and no query string value reaches server.log

@@ -16,7 +16,7 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.local.runtime import runs
-from pipelines.local.serving.deployments import NAME_PATTERN
+from pipelines.local.serving.records import NAME_PATTERN
 
 API_PREFIX = "/pipelines/v1.0/PipelineRuns"  # Azure's routes for runs and submissions
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # endpoint names and ids, pipeline ids, step names

@@ -95,7 +95,7 @@ def test_rest_submit_with_a_bad_model_name_is_400_and_nothing_queued(
 
     write_csv(tmp_path / "data" / "tiny.csv", 40, seed=2)
     monkeypatch.setenv("AMLOPS_DATA_DIR", str(tmp_path / "data"))
-    published = publishing.publish(train.build(Settings(dataset="tiny")), schedule=False)
+    published = publishing.publish(train.build(Settings(dataset="tiny")))
     path = f"/pipelines/v1.0/PipelineRuns/PipelineEndpointSubmit/Id/{published['endpoint_id']}"
     with TestClient(service.create_app(background=False)) as client:
         key = service.key_store().keys()["primary"]
@@ -454,7 +454,8 @@ def test_a_huge_service_name_is_one_short_error_line(verb: str, amlops_home: Pat
     assert "(4096 characters)" in line and len(line) < 400
 
 
-def test_the_workspace_service_answers_404_for_a_huge_deployment_name() -> None:
+def test_the_workspace_service_answers_400_for_a_huge_deployment_name() -> None:
+    """The service's path rule (api_schema.DeploymentName) refuses it before any folder is looked up."""
     from fastapi.testclient import TestClient
 
     from pipelines.local.workspace import service
@@ -462,4 +463,4 @@ def test_the_workspace_service_answers_404_for_a_huge_deployment_name() -> None:
     with TestClient(service.create_app(background=False)) as client:
         key = service.key_store().keys()["primary"]
         r = client.get("/deployments/" + "s" * 4096, headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 404 and "no local service named" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "at most 32 characters" in r.json()["error"]["message"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import time
 from typing import Any
 
 from pipelines.errors import UserError
 from pipelines.local.serving.locking import read_json
+from pipelines.processes import kill_group  # noqa: F401 - the serving modules kill through it
 from pipelines.settings import PROJECT_ROOT
 
 
@@ -59,12 +59,6 @@ def group_is_ours(pgid: int, service: Any) -> bool:
             if os.getpgid(proc.info["pid"]) == pgid and own_process(proc.info["pid"], service) is not None:
                 return True
     return False
-
-
-def kill_group(pgid: int) -> None:
-    """Kill what is left of a server's process group (workers outliving their master)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def free_port(exclude: set[int] | None = None) -> int:

@@ -38,6 +38,7 @@ def ml_client(**kwargs: Any) -> Any:
             "no Azure ML workspace is configured", hint="set " + ", ".join(ENV_KEYS) + " or add config.json"
         )
     credential = kwargs.pop("credential", None) or DefaultAzureCredential()
+    kwargs.setdefault("show_progress", False)  # upload progress bars would corrupt --json output
     return MLClient(credential, details["subscription_id"], details["resource_group"], details["workspace_name"],
                     **kwargs)  # fmt: skip
 
@@ -76,6 +77,7 @@ class AzureV2Backend:
             result = _exported(definition, folder)
             name = definition.name
             component = verify.load(folder / f"{name}.component.yml", "component")
+            component.version = self._next_version(component.name)
             registered = client.components.create_or_update(component)
             endpoint = verify.load(folder / f"{name}.batch-endpoint.yml", "batch_endpoint")
             existing = self._batch_endpoint(endpoint.name)
@@ -94,11 +96,18 @@ class AzureV2Backend:
                 self.client.batch_endpoints.begin_create_or_update(existing).result()
                 lines.append(f"default deployment: {deployment.name}")
             if schedule and definition.schedule is not None:
-                created = self._create_schedule(verify.load(folder / f"{name}.schedule.yml", "schedule"))
+                created = self._create_schedule(
+                    _on_component(verify.load(folder / f"{name}.schedule.yml", "schedule"), registered)
+                )
                 lines.append(f"schedule {created['name']}: first run at or after {created['start_time']}")
         lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
         return {"target": self.name, "endpoint": endpoint.name, "deployment": deployment.name,
                 "differences": result["differences"], "lines": lines}  # fmt: skip
+
+    def _next_version(self, component: str) -> str:
+        """One more than the highest numeric version registered (a published version is never replaced)."""
+        versions = [c.version for c in self.client.components.list(name=component)]
+        return str(max((int(v) for v in versions if str(v).isdigit()), default=0) + 1)
 
     def _batch_endpoint(self, name: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
@@ -128,13 +137,50 @@ class AzureV2Backend:
                     )
                 job.inputs[key] = value
             submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
-        return {"run_id": submitted.name, "status": submitted.status, "url": submitted.studio_url}
+        status = getattr(submitted.status, "value", submitted.status)  # JobStatus is an enum, print its value
+        return {"run_id": submitted.name, "status": str(status), "url": submitted.studio_url}
 
     def schedules(self) -> AzureV2Schedules:
         return AzureV2Schedules(self)
 
     def deployments(self) -> AzureV2Deployments:
         return AzureV2Deployments(self)
+
+
+DATA_TYPES = ("uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model")
+
+
+def _job_inputs(component: Any, parameters: dict[str, str]) -> dict[str, Any]:
+    """``--param`` values as the component's inputs: data inputs as ``Input(type, path)``; every data input
+    without a default needs one (the scheduled job would otherwise fail when it fires)."""
+    from azure.ai.ml import Input
+
+    inputs: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name not in component.inputs:
+            raise UserError(
+                f"unknown pipeline input {name!r}", hint="use one of " + ", ".join(component.inputs)
+            )
+        kind = component.inputs[name].type
+        inputs[name] = Input(type=kind, path=value) if kind in DATA_TYPES else value
+    for name, meta in component.inputs.items():
+        if meta.type in DATA_TYPES and name not in inputs and not meta.optional and meta.default is None:
+            raise UserError(f"the pipeline's {meta.type} input {name!r} has no value",
+                            hint=f"pass --param {name}=URL (a datastore or https URL, or azureml:NAME:VERSION)")  # fmt: skip
+    return inputs
+
+
+def _on_component(job_schedule: Any, component: Any) -> Any:
+    """The exported schedule, its job running the registered pipeline component (the published version)
+    with the exported job's inputs and settings, as a v1 schedule runs its published pipeline."""
+    from azure.ai.ml.entities import PipelineJob
+
+    inline = job_schedule.create_job
+    job_schedule.create_job = PipelineJob(
+        component=component, inputs={k: v.result() for k, v in inline.inputs.items()}, settings=inline.settings,
+        experiment_name=inline.experiment_name, display_name=inline.display_name,
+    )  # fmt: skip
+    return job_schedule
 
 
 def _schedule_row(schedule: Any) -> dict[str, Any]:
@@ -164,6 +210,7 @@ class AzureV2Schedules:
         """A JobSchedule for a published version: it invokes the endpoint's pipeline component as a job."""
         from azure.ai.ml.entities import JobSchedule, PipelineJob, RecurrencePattern, RecurrenceTrigger
 
+        from pipelines.settings import load_settings
         from pipelines.v2.translate import FREQUENCIES
 
         if request.datastore:
@@ -190,8 +237,9 @@ class AzureV2Schedules:
             component_name(request.endpoint, "pipeline"), version=version, label=None if version else "latest"
         )
         job = PipelineJob(
-            component=component, inputs=dict(request.parameters), experiment_name=request.experiment_name
-        )
+            component=component, inputs=_job_inputs(component, request.parameters),
+            settings={"default_compute": load_settings().compute_name}, experiment_name=request.experiment_name,
+        )  # fmt: skip
         schedule = JobSchedule(
             name=request.name, trigger=trigger, create_job=job, description=request.description
         )
@@ -236,7 +284,8 @@ class AzureV2Deployments:
                 request.name, request.model_name, request.model_version, SCORING_DIR, ENVIRONMENTS_DIR, folder,
                 aks_cluster=request.aks_cluster, scoring_timeout_ms=request.scoring_timeout_ms,
                 app_insights=request.app_insights, cors_origins=request.cors_origins or "",
-                cpu_cores=request.cpu_cores, memory_gb=request.memory_gb,
+                cpu_cores=request.cpu_cores, memory_gb=request.memory_gb, instance_type=request.instance_type,
+                instance_count=request.instance_count,
             )  # fmt: skip
             write_verified(folder, online_translation(spec))
             endpoint = verify.load(folder / f"{request.name}.endpoint.yml", "online_endpoint")

@@ -130,12 +130,7 @@ class AzureV2Backend:
             folder = Path(tmp) / "v2"
             _exported(definition, folder)
             job = verify.load(folder / f"{definition.name}.pipeline.yml", "job")
-            for key, value in (parameters or {}).items():
-                if key not in job.inputs:
-                    raise UserError(
-                        f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs)
-                    )
-                job.inputs[key] = value
+            _set_inputs(job, parameters or {})
             submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
         status = getattr(submitted.status, "value", submitted.status)  # JobStatus is an enum, print its value
         return {"run_id": submitted.name, "status": str(status), "url": submitted.studio_url}
@@ -170,6 +165,35 @@ def _job_inputs(component: Any, parameters: dict[str, str]) -> dict[str, Any]:
     return inputs
 
 
+def _value_of(value: Any) -> Any:
+    """A pipeline job input's value (an ``Input`` for data), whether the SDK wrapped it or not."""
+    return value.result() if hasattr(value, "result") else value
+
+
+def _set_inputs(job: Any, parameters: dict[str, Any]) -> None:
+    """``parameters`` on the pipeline job; a data input's value is its path (a local file is uploaded to the
+    workspace's default datastore by azure-ai-ml). A local file left as the translation's placeholder is
+    refused: Azure cannot reach it."""
+    from azure.ai.ml import Input
+
+    from pipelines.definitions import LOCAL_PLACEHOLDER
+
+    for key, value in job.inputs.items():
+        path = str(getattr(_value_of(value), "path", "") or "")
+        if path.startswith(LOCAL_PLACEHOLDER) and key not in parameters:
+            raise UserError(f"input {key} is a local file Azure cannot reach: {path.removeprefix(LOCAL_PLACEHOLDER)}",
+                            hint="pass --data PATH to an existing file, an https URL or a dataset name")  # fmt: skip
+    for key, value in parameters.items():
+        if key not in job.inputs:
+            raise UserError(f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs))
+        current = _value_of(job.inputs[key])
+        setattr(
+            job.inputs,
+            key,
+            Input(type=current.type, path=str(value)) if isinstance(current, Input) else value,
+        )
+
+
 def _on_component(job_schedule: Any, component: Any) -> Any:
     """The exported schedule, its job running the registered pipeline component (the published version)
     with the exported job's inputs and settings, as a v1 schedule runs its published pipeline."""
@@ -177,7 +201,7 @@ def _on_component(job_schedule: Any, component: Any) -> Any:
 
     inline = job_schedule.create_job
     job_schedule.create_job = PipelineJob(
-        component=component, inputs={k: v.result() for k, v in inline.inputs.items()}, settings=inline.settings,
+        component=component, inputs={k: _value_of(v) for k, v in inline.inputs.items()}, settings=inline.settings,
         experiment_name=inline.experiment_name, display_name=inline.display_name,
     )  # fmt: skip
     return job_schedule

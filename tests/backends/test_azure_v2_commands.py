@@ -231,3 +231,32 @@ def test_deploy_creates_the_endpoint_and_deployment_then_updates_reads_keys_and_
     assert (
         MGMT.removeprefix("https://management.azure.com") + "/onlineEndpoints/bike-svc" not in fake.resources
     )
+
+
+def test_train_run_uploads_a_local_data_file_to_the_default_datastore(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from pipelines import train
+
+    fake, transport = workspace
+    data = tmp_path / "bikes.csv"
+    data.write_text("date,cnt\n2012-01-01,5\n")
+    assert train.main(["run", "--target", "azure-v2", "--data", str(data), "--json"]) == 0
+    assert any(m == "GET" and p.startswith("/datastores") for m, p in _arm(transport))
+    assert ("POST", "/datastores/workspaceblobstore/listSecrets") in _arm(transport)
+    [blob] = [k for k in fake.blobs if k.endswith("/bikes.csv")]
+    assert fake.blobs[blob] == data.read_bytes()
+    [job] = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
+    uri = _sent(transport, "PUT", job)[0]["properties"]["inputs"]["training_dataset"]["uri"]
+    assert uri.startswith("azureml://datastores/workspaceblobstore/paths/") and uri.endswith("bikes.csv")
+
+
+def test_train_run_refuses_a_local_file_it_cannot_upload(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from pipelines import train
+
+    _, transport = workspace
+    assert train.main(["run", "--target", "azure-v2", "--data", str(tmp_path / "missing.csv")]) == 2
+    assert "local file Azure cannot reach" in capsys.readouterr().err
+    assert not any(p.startswith("/jobs/") for _, p in _arm(transport))

@@ -15,7 +15,10 @@ loaded with azure-ai-ml's loaders and sent with an ``MLClient`` that authenticat
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,34 @@ def ml_client(**kwargs: Any) -> Any:
                     **kwargs)  # fmt: skip
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def service_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """What the workspace or azure-ai-ml refuses becomes one line (a UserError), not a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import AzureError
+
+        try:
+            return method(*args, **kwargs)
+        except (MlException, AzureError) as exc:
+            raise UserError(
+                f"Azure ML: {_first_line(exc)}", hint="see the workspace in Azure ML studio"
+            ) from None
+
+    return wrapper
+
+
+def _first_line(exc: Exception) -> str:
+    """The line that says what went wrong: azure-ai-ml's ``(x) ...`` detail, else the first line, no colours."""
+    lines = [line.strip() for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("(x)")), None)
+    return (detail or (lines[0] if lines else type(exc).__name__)).removeprefix("(x)").strip()
+
+
 def _exported(definition: Any, folder: Path) -> dict[str, Any]:
     """The definition exported (and verified) into ``folder``; the export result."""
     from pipelines.v2.export import export_definition
@@ -66,6 +97,7 @@ class AzureV2Backend:
             self._client = ml_client()
         return self._client
 
+    @service_errors
     def publish(self, definition: Any, *, set_default: bool, schedule: bool) -> dict[str, Any]:
         from azure.ai.ml.entities import PipelineComponentBatchDeployment
 
@@ -121,6 +153,7 @@ class AzureV2Backend:
         created = self.client.schedules.begin_create_or_update(job_schedule).result()
         return _schedule_row(created)
 
+    @service_errors
     def submit(self, definition: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Submit the pipeline as a v2 pipeline job; its id and studio URL."""
         from pipelines.v2 import verify
@@ -224,12 +257,14 @@ class AzureV2Schedules:
     def __init__(self, backend: AzureV2Backend) -> None:
         self.backend = backend
 
+    @service_errors
     def list(self, include_inactive: bool) -> list[dict[str, Any]]:
         from azure.ai.ml.constants import ScheduleListViewType
 
         view = ScheduleListViewType.ALL if include_inactive else ScheduleListViewType.ENABLED_ONLY
         return [_schedule_row(s) for s in self.backend.client.schedules.list(list_view_type=view)]
 
+    @service_errors
     def create(self, request: ScheduleRequest) -> dict[str, Any]:
         """A JobSchedule for a published version: it invokes the endpoint's pipeline component as a job."""
         from azure.ai.ml.entities import JobSchedule, PipelineJob, RecurrencePattern, RecurrenceTrigger
@@ -269,6 +304,7 @@ class AzureV2Schedules:
         )
         return self.backend._create_schedule(schedule)
 
+    @service_errors
     def set_status(self, schedule_id: str, action: str) -> dict[str, Any]:
         ops = self.backend.client.schedules
         if action == "delete":
@@ -295,6 +331,7 @@ class AzureV2Deployments:
     def ops(self) -> Any:
         return self.backend.client.online_endpoints
 
+    @service_errors
     def deploy(self, request: DeployRequest) -> dict[str, Any]:
         from pipelines.definitions import ENVIRONMENTS_DIR, SCORING_DIR
         from pipelines.v2 import verify
@@ -327,9 +364,11 @@ class AzureV2Deployments:
         if request.progress is not None:
             request.progress(message)
 
+    @service_errors
     def list(self) -> list[dict[str, Any]]:
         return [self._row(e) for e in self.ops.list()]
 
+    @service_errors
     def show(self, name: str) -> dict[str, Any]:
         return self._row(self.ops.get(name))
 
@@ -339,10 +378,12 @@ class AzureV2Deployments:
                 "scoring_uri": endpoint.scoring_uri, "swagger_uri": endpoint.openapi_uri,
                 "traffic": dict(endpoint.traffic or {}), "target": "azure-v2"}  # fmt: skip
 
+    @service_errors
     def logs(self, name: str, tail: int, requests: bool) -> dict[str, Any]:
         text = self.backend.client.online_deployments.get_logs(name="blue", endpoint_name=name, lines=tail)
         return {"lines": text.splitlines(), "log": None}
 
+    @service_errors
     def keys(self, name: str, regenerate: str | None = None) -> dict[str, str]:
         if regenerate:
             self._regenerate(name, regenerate)
@@ -367,6 +408,7 @@ class AzureV2Deployments:
             endpoint_name=name, body=body, **ops._init_kwargs,
         ).result()  # fmt: skip
 
+    @service_errors
     def update(self, name: str, model: tuple[str, int | None] | None, app_insights: bool | None,
                timeout: float) -> dict[str, Any]:  # fmt: skip
         deployment = self.backend.client.online_deployments.get(name="blue", endpoint_name=name)
@@ -384,6 +426,7 @@ class AzureV2Deployments:
             "app_insights": deployment.app_insights_enabled,
         }
 
+    @service_errors
     def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
         """POST the body to the endpoint's scoring URI with its primary key (what ``az ml online-endpoint
         invoke`` does)."""
@@ -407,5 +450,6 @@ class AzureV2Deployments:
     def start(self, name: str, timeout: float) -> dict[str, Any]:
         raise UserError("an online endpoint cannot be stopped or started", hint="deploy it again")
 
+    @service_errors
     def delete(self, name: str) -> None:
         self.ops.begin_delete(name=name).result()

@@ -228,3 +228,11 @@ def datastore() -> dict[str, Any]:
             "credentials": {"credentialsType": "AccountKey"},
         },
     }
+
+
+def registered_model(name: str, version: int) -> tuple[str, dict[str, Any]]:
+    """An MLflow model version as the service returns it: its path and body."""
+    path = f"{ARM}/models/{name}/versions/{version}"
+    uri = f"azureml://datastores/workspaceblobstore/paths/{name}/{version}"
+    properties = {"modelType": "mlflow_model", "modelUri": uri, "tags": {}, "properties": {}, "flavors": {}}
+    return path, {"id": path, "name": str(version), "properties": properties}

@@ -18,6 +18,7 @@ from tests.backends.azure_v2_transport import (
     FakeTransport,
     FakeWorkspace,
     StaticCredential,
+    registered_model,
 )
 
 MGMT = "https://management.azure.com" + ARM
@@ -260,3 +261,22 @@ def test_train_run_refuses_a_local_file_it_cannot_upload(
     assert train.main(["run", "--target", "azure-v2", "--data", str(tmp_path / "missing.csv")]) == 2
     assert "local file Azure cannot reach" in capsys.readouterr().err
     assert not any(p.startswith("/jobs/") for _, p in _arm(transport))
+
+
+def test_batch_score_run_binds_the_latest_registered_model_or_says_there_is_none(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines import batch_score
+
+    fake, transport = workspace
+    assert batch_score.main(["run", "--target", "azure-v2"]) == 2  # nothing registered: one line, no job
+    err = capsys.readouterr().err
+    assert "Azure ML: Asset bike-demand does not exist" in err and "Traceback" not in err
+    assert not any(p.startswith("/jobs/") for _, p in _arm(transport))
+
+    model, body = registered_model("bike-demand", 3)
+    fake.resources[model] = body
+    assert batch_score.main(["run", "--target", "azure-v2", "--json"]) == 0
+    [job] = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
+    inputs = _sent(transport, "PUT", job)[0]["properties"]["inputs"]
+    assert inputs["model"]["jobInputType"] == "mlflow_model" and inputs["model"]["uri"].endswith(model)

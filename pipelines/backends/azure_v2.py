@@ -129,7 +129,9 @@ class AzureV2Backend:
                 lines.append(f"default deployment: {deployment.name}")
             if schedule and definition.schedule is not None:
                 created = self._create_schedule(
-                    _on_component(verify.load(folder / f"{name}.schedule.yml", "schedule"), registered)
+                    _on_component(
+                        verify.load(folder / f"{name}.schedule.yml", "schedule"), registered, folder
+                    )
                 )
                 lines.append(f"schedule {created['name']}: first run at or after {created['start_time']}")
         lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
@@ -227,14 +229,23 @@ def _set_inputs(job: Any, parameters: dict[str, Any]) -> None:
         )
 
 
-def _on_component(job_schedule: Any, component: Any) -> Any:
+def _on_component(job_schedule: Any, component: Any, folder: Path) -> Any:
     """The exported schedule, its job running the registered pipeline component (the published version)
-    with the exported job's inputs and settings, as a v1 schedule runs its published pipeline."""
+    with the exported job's inputs and settings, as a v1 schedule runs its published pipeline. A local data
+    input (an exported MLTable folder) is relative to ``folder``; azure-ai-ml uploads it."""
+    from azure.ai.ml import Input
     from azure.ai.ml.entities import PipelineJob
 
     inline = job_schedule.create_job
+    inputs = {}
+    for key, value in inline.inputs.items():
+        value = _value_of(value)
+        path = getattr(value, "path", None) if isinstance(value, Input) else None
+        if isinstance(path, str) and path.startswith("./"):
+            value = Input(type=value.type, path=str((folder / path).resolve()), mode=value.mode)
+        inputs[key] = value
     job_schedule.create_job = PipelineJob(
-        component=component, inputs={k: _value_of(v) for k, v in inline.inputs.items()}, settings=inline.settings,
+        component=component, inputs=inputs, settings=inline.settings,
         experiment_name=inline.experiment_name, display_name=inline.display_name,
     )  # fmt: skip
     return job_schedule

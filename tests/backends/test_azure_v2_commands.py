@@ -126,8 +126,10 @@ def test_batch_score_publish_sends_a_parallel_node_with_the_model_input(
 ) -> None:
     from pipelines import batch_score
 
-    _, transport = workspace
-    assert batch_score.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
+    fake, transport = workspace
+    model, body = registered_model("bike-demand", 3)
+    fake.resources[model] = body
+    assert batch_score.main(["publish", "--target", "azure-v2"]) == 0
     puts = [path for method, path in _arm(transport) if method == "PUT" and "/components/" in path]
     pipeline = [p for p in puts if "azureml_anonymous" not in p]
     assert len(pipeline) == 1 and pipeline[0].endswith("/versions/1")
@@ -141,6 +143,17 @@ def test_batch_score_publish_sends_a_parallel_node_with_the_model_input(
     assert component["task"]["type"] == "run_function" and component["task"]["entry_script"] == "scoring.py"
     assert component["retry_settings"] == {"max_retries": 3, "timeout": 60}
     assert component["task"]["append_row_to"].startswith("${{outputs.")
+    [schedule] = [b for m, p in _arm(transport) if m == "PUT" and p.startswith("/schedules/")
+                  for b in _sent(transport, "PUT", p)]  # fmt: skip
+    job = schedule["properties"]["action"]["jobDefinition"]
+    assert job["componentId"] == ARM + pipeline[0]  # the published version
+    # the schedule's job names the model version latest when it was created, and its data as uploaded
+    assert job["inputs"]["model"]["uri"].endswith(model)
+    data = job["inputs"]["input_dataset"]
+    assert data["jobInputType"] == "mltable" and data["uri"].startswith(
+        "azureml://datastores/workspaceblobstore/"
+    )
+    assert any(k.endswith("/MLTable") for k in fake.blobs)
 
 
 def test_train_run_submits_a_pipeline_job(

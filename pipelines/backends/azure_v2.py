@@ -104,6 +104,8 @@ class AzureV2Backend:
         from pipelines.v2 import verify
 
         client = self.client  # a missing workspace fails here, before any work
+        if schedule and definition.schedule is not None:
+            self._check_model(definition)  # the schedule binds it: fail before anything is registered
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "v2"
             result = _exported(definition, folder)
@@ -137,6 +139,20 @@ class AzureV2Backend:
         lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
         return {"target": self.name, "endpoint": endpoint.name, "deployment": deployment.name,
                 "differences": result["differences"], "lines": lines}  # fmt: skip
+
+    def _check_model(self, definition: Any) -> None:
+        """A batch scoring pipeline's model must be registered before its schedule can name it."""
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if definition.module != "pipelines.batch_score":
+            return
+        name = definition.settings.model_name
+        try:
+            self.client.models.get(name, label="latest")
+        except (ResourceNotFoundError, MlException):
+            raise UserError(f"model {name} is not registered in the workspace",
+                            hint="register it first, or publish with --no-schedule") from None  # fmt: skip
 
     def _next_version(self, component: str) -> str:
         """One more than the highest numeric version registered (a published version is never replaced)."""

@@ -127,6 +127,9 @@ def test_batch_score_publish_sends_a_parallel_node_with_the_model_input(
     from pipelines import batch_score
 
     fake, transport = workspace
+    assert batch_score.main(["publish", "--target", "azure-v2"]) == 2  # its schedule needs the model
+    assert "model bike-demand is not registered" in capsys.readouterr().err
+    assert not [m for m, _ in _arm(transport) if m != "GET"]  # nothing registered
     model, body = registered_model("bike-demand", 3)
     fake.resources[model] = body
     assert batch_score.main(["publish", "--target", "azure-v2"]) == 0

@@ -444,7 +444,11 @@ def _submit(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     """``run --target azure-v2``: submit the pipeline as a v2 pipeline job and print where it is."""
     from pipelines.backends import load_backend
 
-    result = load_backend(args.target).submit(definition, {})
+    parameters = {}
+    data = getattr(args, "data", None)
+    if data and definition.dataset_param and Path(data).is_file():  # uploaded by azure-ai-ml
+        parameters[definition.dataset_param] = str(Path(data).resolve())
+    result = load_backend(args.target).submit(definition, parameters)
     if args.json:
         print_json(result)
     else:

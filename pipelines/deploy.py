@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-cores", type=float, help="aci/aks: CPU cores per container (default 1)")
     p.add_argument("--memory-gb", type=float, help="aci/aks: memory per container in GB (default 1)")
     p.add_argument("--max-replicas", type=int, help="aks: autoscale up to this many replicas (default 3)")
+    p.add_argument("--instance-type", default="Standard_DS3_v2", help="azure-v2 managed: the VM size")
+    p.add_argument(
+        "--instance-count", type=int_in_range(1), default=1, help="azure-v2: instances (default 1)"
+    )
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to wait for health (default 180)"
     )
@@ -170,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             cors_origins=args.cors_origins, app_insights=args.enable_app_insights, timeout=args.timeout,
             workers=args.workers, port=args.port, entry_script=args.entry_script, max_body_bytes=args.max_body_bytes,
             cpu_cores=args.cpu_cores, memory_gb=args.memory_gb, max_replicas=args.max_replicas,
-            aks_cluster=args.aks_cluster, token_auth=args.token_auth,
-            progress=lambda message: print(message, file=sys.stderr),
+            aks_cluster=args.aks_cluster, token_auth=args.token_auth, instance_type=args.instance_type,
+            instance_count=args.instance_count, progress=lambda message: print(message, file=sys.stderr),
         )  # fmt: skip
         return _print_service(services.deploy(request), args.json, verb="deployed")
     if args.verb == "list":

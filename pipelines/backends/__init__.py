@@ -49,6 +49,8 @@ class DeployRequest:
     max_replicas: int | None = None
     aks_cluster: str = ""
     token_auth: bool = False
+    instance_type: str = "Standard_DS3_v2"  # azure-v2 managed: the VM size
+    instance_count: int = 1  # azure-v2
     progress: Any = None  # a callable taking one message, or None
 
 

@@ -15,7 +15,10 @@ loaded with azure-ai-ml's loaders and sent with an ``MLClient`` that authenticat
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +41,37 @@ def ml_client(**kwargs: Any) -> Any:
             "no Azure ML workspace is configured", hint="set " + ", ".join(ENV_KEYS) + " or add config.json"
         )
     credential = kwargs.pop("credential", None) or DefaultAzureCredential()
+    kwargs.setdefault("show_progress", False)  # upload progress bars would corrupt --json output
     return MLClient(credential, details["subscription_id"], details["resource_group"], details["workspace_name"],
                     **kwargs)  # fmt: skip
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def service_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """What the workspace or azure-ai-ml refuses becomes one line (a UserError), not a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import AzureError
+
+        try:
+            return method(*args, **kwargs)
+        except (MlException, AzureError) as exc:
+            raise UserError(
+                f"Azure ML: {_first_line(exc)}", hint="see the workspace in Azure ML studio"
+            ) from None
+
+    return wrapper
+
+
+def _first_line(exc: Exception) -> str:
+    """The line that says what went wrong: azure-ai-ml's ``(x) ...`` detail, else the first line, no colours."""
+    lines = [line.strip() for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("(x)")), None)
+    return (detail or (lines[0] if lines else type(exc).__name__)).removeprefix("(x)").strip()
 
 
 def _exported(definition: Any, folder: Path) -> dict[str, Any]:
@@ -65,17 +97,21 @@ class AzureV2Backend:
             self._client = ml_client()
         return self._client
 
+    @service_errors
     def publish(self, definition: Any, *, set_default: bool, schedule: bool) -> dict[str, Any]:
         from azure.ai.ml.entities import PipelineComponentBatchDeployment
 
         from pipelines.v2 import verify
 
         client = self.client  # a missing workspace fails here, before any work
+        if schedule and definition.schedule is not None:
+            self._check_model(definition)  # the schedule binds it: fail before anything is registered
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "v2"
             result = _exported(definition, folder)
             name = definition.name
             component = verify.load(folder / f"{name}.component.yml", "component")
+            component.version = self._next_version(component.name)
             registered = client.components.create_or_update(component)
             endpoint = verify.load(folder / f"{name}.batch-endpoint.yml", "batch_endpoint")
             existing = self._batch_endpoint(endpoint.name)
@@ -94,11 +130,34 @@ class AzureV2Backend:
                 self.client.batch_endpoints.begin_create_or_update(existing).result()
                 lines.append(f"default deployment: {deployment.name}")
             if schedule and definition.schedule is not None:
-                created = self._create_schedule(verify.load(folder / f"{name}.schedule.yml", "schedule"))
+                created = self._create_schedule(
+                    _on_component(
+                        verify.load(folder / f"{name}.schedule.yml", "schedule"), registered, folder
+                    )
+                )
                 lines.append(f"schedule {created['name']}: first run at or after {created['start_time']}")
         lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
         return {"target": self.name, "endpoint": endpoint.name, "deployment": deployment.name,
                 "differences": result["differences"], "lines": lines}  # fmt: skip
+
+    def _check_model(self, definition: Any) -> None:
+        """A batch scoring pipeline's model must be registered before its schedule can name it."""
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if definition.module != "pipelines.batch_score":
+            return
+        name = definition.settings.model_name
+        try:
+            self.client.models.get(name, label="latest")
+        except (ResourceNotFoundError, MlException):
+            raise UserError(f"model {name} is not registered in the workspace",
+                            hint="register it first, or publish with --no-schedule") from None  # fmt: skip
+
+    def _next_version(self, component: str) -> str:
+        """One more than the highest numeric version registered (a published version is never replaced)."""
+        versions = [c.version for c in self.client.components.list(name=component)]
+        return str(max((int(v) for v in versions if str(v).isdigit()), default=0) + 1)
 
     def _batch_endpoint(self, name: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
@@ -112,6 +171,7 @@ class AzureV2Backend:
         created = self.client.schedules.begin_create_or_update(job_schedule).result()
         return _schedule_row(created)
 
+    @service_errors
     def submit(self, definition: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Submit the pipeline as a v2 pipeline job; its id and studio URL."""
         from pipelines.v2 import verify
@@ -121,20 +181,90 @@ class AzureV2Backend:
             folder = Path(tmp) / "v2"
             _exported(definition, folder)
             job = verify.load(folder / f"{definition.name}.pipeline.yml", "job")
-            for key, value in (parameters or {}).items():
-                if key not in job.inputs:
-                    raise UserError(
-                        f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs)
-                    )
-                job.inputs[key] = value
+            _set_inputs(job, parameters or {})
             submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
-        return {"run_id": submitted.name, "status": submitted.status, "url": submitted.studio_url}
+        status = getattr(submitted.status, "value", submitted.status)  # JobStatus is an enum, print its value
+        return {"run_id": submitted.name, "status": str(status), "url": submitted.studio_url}
 
     def schedules(self) -> AzureV2Schedules:
         return AzureV2Schedules(self)
 
     def deployments(self) -> AzureV2Deployments:
         return AzureV2Deployments(self)
+
+
+DATA_TYPES = ("uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model")
+
+
+def _job_inputs(component: Any, parameters: dict[str, str]) -> dict[str, Any]:
+    """``--param`` values as the component's inputs: data inputs as ``Input(type, path)``; every data input
+    without a default needs one (the scheduled job would otherwise fail when it fires)."""
+    from azure.ai.ml import Input
+
+    inputs: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name not in component.inputs:
+            raise UserError(
+                f"unknown pipeline input {name!r}", hint="use one of " + ", ".join(component.inputs)
+            )
+        kind = component.inputs[name].type
+        inputs[name] = Input(type=kind, path=value) if kind in DATA_TYPES else value
+    for name, meta in component.inputs.items():
+        if meta.type in DATA_TYPES and name not in inputs and not meta.optional and meta.default is None:
+            raise UserError(f"the pipeline's {meta.type} input {name!r} has no value",
+                            hint=f"pass --param {name}=URL (a datastore or https URL, or azureml:NAME:VERSION)")  # fmt: skip
+    return inputs
+
+
+def _value_of(value: Any) -> Any:
+    """A pipeline job input's value (an ``Input`` for data), whether the SDK wrapped it or not."""
+    return value.result() if hasattr(value, "result") else value
+
+
+def _set_inputs(job: Any, parameters: dict[str, Any]) -> None:
+    """``parameters`` on the pipeline job; a data input's value is its path (a local file is uploaded to the
+    workspace's default datastore by azure-ai-ml). A local file left as the translation's placeholder is
+    refused: Azure cannot reach it."""
+    from azure.ai.ml import Input
+
+    from pipelines.definitions import LOCAL_PLACEHOLDER
+
+    for key, value in job.inputs.items():
+        path = str(getattr(_value_of(value), "path", "") or "")
+        if path.startswith(LOCAL_PLACEHOLDER) and key not in parameters:
+            raise UserError(f"input {key} is a local file Azure cannot reach: {path.removeprefix(LOCAL_PLACEHOLDER)}",
+                            hint="pass --data PATH to an existing file, an https URL or a dataset name")  # fmt: skip
+    for key, value in parameters.items():
+        if key not in job.inputs:
+            raise UserError(f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs))
+        current = _value_of(job.inputs[key])
+        setattr(
+            job.inputs,
+            key,
+            Input(type=current.type, path=str(value)) if isinstance(current, Input) else value,
+        )
+
+
+def _on_component(job_schedule: Any, component: Any, folder: Path) -> Any:
+    """The exported schedule, its job running the registered pipeline component (the published version)
+    with the exported job's inputs and settings, as a v1 schedule runs its published pipeline. A local data
+    input (an exported MLTable folder) is relative to ``folder``; azure-ai-ml uploads it."""
+    from azure.ai.ml import Input
+    from azure.ai.ml.entities import PipelineJob
+
+    inline = job_schedule.create_job
+    inputs = {}
+    for key, value in inline.inputs.items():
+        value = _value_of(value)
+        path = getattr(value, "path", None) if isinstance(value, Input) else None
+        if isinstance(path, str) and path.startswith("./"):
+            value = Input(type=value.type, path=str((folder / path).resolve()), mode=value.mode)
+        inputs[key] = value
+    job_schedule.create_job = PipelineJob(
+        component=component, inputs=inputs, settings=inline.settings,
+        experiment_name=inline.experiment_name, display_name=inline.display_name,
+    )  # fmt: skip
+    return job_schedule
 
 
 def _schedule_row(schedule: Any) -> dict[str, Any]:
@@ -154,16 +284,19 @@ class AzureV2Schedules:
     def __init__(self, backend: AzureV2Backend) -> None:
         self.backend = backend
 
+    @service_errors
     def list(self, include_inactive: bool) -> list[dict[str, Any]]:
         from azure.ai.ml.constants import ScheduleListViewType
 
         view = ScheduleListViewType.ALL if include_inactive else ScheduleListViewType.ENABLED_ONLY
         return [_schedule_row(s) for s in self.backend.client.schedules.list(list_view_type=view)]
 
+    @service_errors
     def create(self, request: ScheduleRequest) -> dict[str, Any]:
         """A JobSchedule for a published version: it invokes the endpoint's pipeline component as a job."""
         from azure.ai.ml.entities import JobSchedule, PipelineJob, RecurrencePattern, RecurrenceTrigger
 
+        from pipelines.settings import load_settings
         from pipelines.v2.translate import FREQUENCIES
 
         if request.datastore:
@@ -190,13 +323,15 @@ class AzureV2Schedules:
             component_name(request.endpoint, "pipeline"), version=version, label=None if version else "latest"
         )
         job = PipelineJob(
-            component=component, inputs=dict(request.parameters), experiment_name=request.experiment_name
-        )
+            component=component, inputs=_job_inputs(component, request.parameters),
+            settings={"default_compute": load_settings().compute_name}, experiment_name=request.experiment_name,
+        )  # fmt: skip
         schedule = JobSchedule(
             name=request.name, trigger=trigger, create_job=job, description=request.description
         )
         return self.backend._create_schedule(schedule)
 
+    @service_errors
     def set_status(self, schedule_id: str, action: str) -> dict[str, Any]:
         ops = self.backend.client.schedules
         if action == "delete":
@@ -223,6 +358,7 @@ class AzureV2Deployments:
     def ops(self) -> Any:
         return self.backend.client.online_endpoints
 
+    @service_errors
     def deploy(self, request: DeployRequest) -> dict[str, Any]:
         from pipelines.definitions import ENVIRONMENTS_DIR, SCORING_DIR
         from pipelines.v2 import verify
@@ -236,7 +372,8 @@ class AzureV2Deployments:
                 request.name, request.model_name, request.model_version, SCORING_DIR, ENVIRONMENTS_DIR, folder,
                 aks_cluster=request.aks_cluster, scoring_timeout_ms=request.scoring_timeout_ms,
                 app_insights=request.app_insights, cors_origins=request.cors_origins or "",
-                cpu_cores=request.cpu_cores, memory_gb=request.memory_gb,
+                cpu_cores=request.cpu_cores, memory_gb=request.memory_gb, instance_type=request.instance_type,
+                instance_count=request.instance_count,
             )  # fmt: skip
             write_verified(folder, online_translation(spec))
             endpoint = verify.load(folder / f"{request.name}.endpoint.yml", "online_endpoint")
@@ -254,9 +391,11 @@ class AzureV2Deployments:
         if request.progress is not None:
             request.progress(message)
 
+    @service_errors
     def list(self) -> list[dict[str, Any]]:
         return [self._row(e) for e in self.ops.list()]
 
+    @service_errors
     def show(self, name: str) -> dict[str, Any]:
         return self._row(self.ops.get(name))
 
@@ -266,10 +405,12 @@ class AzureV2Deployments:
                 "scoring_uri": endpoint.scoring_uri, "swagger_uri": endpoint.openapi_uri,
                 "traffic": dict(endpoint.traffic or {}), "target": "azure-v2"}  # fmt: skip
 
+    @service_errors
     def logs(self, name: str, tail: int, requests: bool) -> dict[str, Any]:
         text = self.backend.client.online_deployments.get_logs(name="blue", endpoint_name=name, lines=tail)
         return {"lines": text.splitlines(), "log": None}
 
+    @service_errors
     def keys(self, name: str, regenerate: str | None = None) -> dict[str, str]:
         if regenerate:
             self._regenerate(name, regenerate)
@@ -294,6 +435,7 @@ class AzureV2Deployments:
             endpoint_name=name, body=body, **ops._init_kwargs,
         ).result()  # fmt: skip
 
+    @service_errors
     def update(self, name: str, model: tuple[str, int | None] | None, app_insights: bool | None,
                timeout: float) -> dict[str, Any]:  # fmt: skip
         deployment = self.backend.client.online_deployments.get(name="blue", endpoint_name=name)
@@ -311,6 +453,7 @@ class AzureV2Deployments:
             "app_insights": deployment.app_insights_enabled,
         }
 
+    @service_errors
     def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
         """POST the body to the endpoint's scoring URI with its primary key (what ``az ml online-endpoint
         invoke`` does)."""
@@ -334,5 +477,6 @@ class AzureV2Deployments:
     def start(self, name: str, timeout: float) -> dict[str, Any]:
         raise UserError("an online endpoint cannot be stopped or started", hint="deploy it again")
 
+    @service_errors
     def delete(self, name: str) -> None:
         self.ops.begin_delete(name=name).result()

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from pipelines.core.plan import AutoMLStepPlan, ParallelRunStepPlan, Plan, ScriptStepPlan
+from pipelines.v2.automl import automl_node
 from pipelines.v2.documents import (  # noqa: F401 - re-exported: the translation's interface
     BASE_IMAGE,
     FREQUENCIES,
@@ -33,7 +34,8 @@ from pipelines.v2.documents import (  # noqa: F401 - re-exported: the translatio
     ident,
     literal_input,
 )
-from pipelines.v2.nodes import automl_node, parallel_node, script_node
+from pipelines.v2.nodes import script_node
+from pipelines.v2.parallel import parallel_node
 
 
 def translate(plan: Plan, ctx: Context) -> Translation:

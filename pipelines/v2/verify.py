@@ -166,6 +166,7 @@ def round_trip(entity: Any, path: Path, kind: str) -> None:
         return _round_trip_dict(entity, path, kind)
     copy = path.with_name(f".roundtrip-{path.name}")
     try:
+        _absolute_parallel_code(entity, component_folder(path))
         entity.dump(copy)
         copy.write_text(repair_dump(copy.read_text()))
         again = load(copy, kind)
@@ -179,6 +180,21 @@ def round_trip(entity: Any, path: Path, kind: str) -> None:
             )
     finally:
         copy.unlink(missing_ok=True)
+
+
+def _absolute_parallel_code(entity: Any, base: Path) -> None:
+    """azure-ai-ml 1.35.2 dumps a pipeline's inlined parallel component with its ``task.code`` as written,
+    relative to the component's file, and loads it back relative to the pipeline's: make it absolute first
+    (in the entity being checked only; the files keep their relative paths)."""
+    for node in (getattr(entity, "jobs", None) or {}).values():
+        component = getattr(node, "component", None)
+        task = getattr(component, "task", None)
+        code = getattr(task, "code", None)
+        if isinstance(code, str) and "://" not in code and not code.startswith(("azureml:", "git+")):
+            absolute = str((base / code).resolve())
+            task.code = absolute
+            if getattr(component, "code", None) == code:
+                component.code = absolute
 
 
 def _round_trip_dict(entity: Any, path: Path, kind: str) -> None:

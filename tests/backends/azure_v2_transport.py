@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Callable
@@ -16,14 +17,32 @@ from azure.core.rest._requests_basic import RestRequestsTransportResponse
 ARM = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 
 
+def _unsigned_jwt(claims: dict[str, str]) -> str:
+    """A token shaped like Microsoft Entra's (azure-ai-ml reads the user's oid/tid from a job's token)."""
+
+    def part(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
+
+
+def token_for(*scopes: str) -> str:
+    """The token for a scope: its audience is the scope's resource (azure-ai-ml checks it before a job)."""
+    ids = {"oid": "00000000-0000-0000-0000-000000000001", "tid": "00000000-0000-0000-0000-000000000002"}
+    return _unsigned_jwt({**ids, "aud": scopes[0].removesuffix("/.default") if scopes else ""})
+
+
+TOKEN = token_for("https://management.azure.com/.default")
+
+
 class StaticCredential:
     """A credential that hands out a fixed token (no Microsoft Entra call)."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("test-token", 4102444800)
+        return AccessToken(token_for(*scopes), 4102444800)
 
     def get_token_info(self, *scopes: str, **kwargs: Any) -> AccessTokenInfo:
-        return AccessTokenInfo("test-token", 4102444800)
+        return AccessTokenInfo(token_for(*scopes), 4102444800)
 
 
 @dataclass
@@ -55,21 +74,33 @@ class FakeTransport(HttpTransport):
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         raw = request.content if hasattr(request, "content") else request.body
-        if isinstance(raw, bytes | str) and raw:
-            body = json.loads(raw)
-        else:
-            body = raw
+        body = _body(raw, request.headers.get("Content-Type", ""))
         self.requests.append(Recorded(request.method, request.url, body, dict(request.headers)))
-        status, payload = self.answer(request.method, request.url, body)
+        status, payload, *extra = self.answer(request.method, request.url, body)
         inner = requests.Response()
         inner.status_code = status
-        inner._content = json.dumps(payload).encode() if payload is not None else b""
+        if isinstance(payload, bytes):
+            inner._content = payload
+        else:
+            inner._content = json.dumps(payload).encode() if payload is not None else b""
+            inner.headers["Content-Type"] = "application/json"
+        inner.headers.update(extra[0] if extra else {})
         inner.raw = io.BytesIO(inner._content)
-        inner.headers["Content-Type"] = "application/json"
         inner.request = requests.Request(request.method, request.url).prepare()
         response = RestRequestsTransportResponse(request=request, internal_response=inner)
         response._content = inner._content
         return response
+
+
+def _body(raw: Any, content_type: str) -> Any:
+    """A JSON body as data, any other (a blob's bytes, a file being read) as bytes."""
+    if hasattr(raw, "read"):
+        raw = raw.read()
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if isinstance(raw, bytes) and raw and "json" in content_type:
+        return json.loads(raw)
+    return raw
 
 
 def online_endpoint(name: str, auth_mode: str = "Key") -> dict[str, Any]:
@@ -86,3 +117,122 @@ def online_endpoint(name: str, auth_mode: str = "Key") -> dict[str, Any]:
             "traffic": {"blue": 100},
         },
     }
+
+
+STORAGE = "https://amlopsstore.blob.core.windows.net"
+CONTAINER = "azureml-blobstore"
+COLLECTIONS = {"versions", "codes", "components", "environments", "models", "jobs", "schedules",
+               "onlineEndpoints", "batchEndpoints", "deployments"}  # fmt: skip
+
+
+class FakeWorkspace:
+    """A workspace as its REST API answers: what is PUT can be GET back; a key-credential blob datastore.
+
+    Every request goes through ``FakeTransport`` (azure-ai-ml's ARM client) or, for the storage client that
+    azure-ai-ml builds to upload a component's code, through ``RequestsTransport.send`` patched to the same
+    transport. Nothing of azure-ai-ml's own logic is replaced.
+    """
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Any] = {ARM: workspace()}
+        self.blobs: dict[str, bytes] = {}
+
+    def __call__(self, method: str, url: str, body: Any) -> tuple[int, Any]:
+        path = url.split("?")[0]
+        if path.startswith(STORAGE):
+            return self._blob(method, path[len(STORAGE) :], url, body)
+        arm = path.removeprefix("https://management.azure.com")
+        if arm.endswith("/datastores") or arm.endswith("/datastores/workspaceblobstore"):
+            store = datastore()
+            return 200, ({"value": [store]} if arm.endswith("/datastores") else store)
+        if arm.endswith("/datastores/workspaceblobstore/listSecrets"):
+            return 200, {"secretsType": "AccountKey", "key": "a2V5"}
+        if arm.endswith("/listKeys") and arm.rsplit("/", 1)[0] in self.resources:
+            return 200, {"primaryKey": "key-one", "secondaryKey": "key-two"}
+        if arm.endswith("/startPendingUpload"):
+            folder = f"{STORAGE}/{CONTAINER}/LocalUpload/{arm.split('/codes/')[1].split('/')[0]}"
+            credential = {"credentialType": "SAS", "sasUri": f"{STORAGE}/{CONTAINER}?sv=2024&sig=fake"}
+            reference = {"blobUri": folder, "credential": credential}
+            return 200, {
+                "pendingUploadType": "TemporaryBlobReference",
+                "blobReferenceForConsumption": reference,
+            }
+        if method == "PUT":
+            return self._put(arm, body)
+        if method == "GET" and arm in self.resources:
+            return 200, self.resources[arm]
+        if method == "GET" and arm.rsplit("/", 1)[-1] in COLLECTIONS:
+            children = [v for k, v in self.resources.items() if k.rsplit("/", 1)[0] == arm]
+            return 200, {"value": children}
+        if method == "DELETE":
+            return (200, None) if self.resources.pop(arm, None) is not None else (204, None)
+        return 404, {"error": {"code": "NotFound", "message": f"{method} {arm}"}}
+
+    def _put(self, arm: str, body: Any) -> tuple[int, Any]:
+        stored = {**json.loads(json.dumps(body)), "id": arm, "name": arm.rsplit("/", 1)[-1]}
+        properties = stored.setdefault("properties", {})
+        properties.setdefault("provisioningState", "Succeeded")
+        if "/onlineEndpoints/" in arm and "/deployments/" not in arm:
+            name = arm.rsplit("/", 1)[-1]
+            properties["scoringUri"] = f"https://{name}.westeurope.inference.ml.azure.com/score"
+        if "/batchEndpoints/" in arm and "/deployments/" not in arm:
+            properties.setdefault("defaults", {})
+        # what the service fills in when the request leaves it out
+        if "/onlineEndpoints/" in arm and "/deployments/" in arm:
+            properties.setdefault("scaleSettings", {"scaleType": "Default"})
+        if "/schedules/" in arm:
+            properties.setdefault("isEnabled", True)
+        if "/jobs/" in arm:
+            properties.setdefault("status", "NotStarted")
+        self.resources[arm] = stored
+        return 200, stored
+
+    def _blob(self, method: str, blob: str, url: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        headers = {
+            "ETag": '"0x1"',
+            "Last-Modified": "Fri, 04 Dec 2026 00:00:00 GMT",
+            "Content-Type": "text/plain",
+        }
+        if method == "PUT" and "comp=metadata" in url:
+            return (200 if blob in self.blobs else 404), b"", headers
+        if method == "PUT":
+            self.blobs[blob] = body if isinstance(body, bytes) else (body or b"")
+            return 201, b"", headers
+        if method == "HEAD" and blob in self.blobs:
+            return (
+                200,
+                b"",
+                {**headers, "Content-Length": str(len(self.blobs[blob])), "x-ms-blob-type": "BlockBlob"},
+            )
+        return 404, b"", {**headers, "x-ms-error-code": "BlobNotFound"}
+
+
+def workspace() -> dict[str, Any]:
+    """The workspace as the service returns it (azure-ai-ml reads its location and MLflow tracking URI)."""
+    tracking = "azureml://westeurope.api.azureml.ms/mlflow/v1.0" + ARM
+    return {"id": ARM, "name": "ws", "location": "westeurope", "properties": {"mlFlowTrackingUri": tracking}}
+
+
+def datastore() -> dict[str, Any]:
+    """The workspace's default blob datastore (account-key credentials), as the service returns it."""
+    return {
+        "id": f"{ARM}/datastores/workspaceblobstore",
+        "name": "workspaceblobstore",
+        "properties": {
+            "datastoreType": "AzureBlob",
+            "accountName": "amlopsstore",
+            "containerName": CONTAINER,
+            "endpoint": "core.windows.net",
+            "protocol": "https",
+            "isDefault": True,
+            "credentials": {"credentialsType": "AccountKey"},
+        },
+    }
+
+
+def registered_model(name: str, version: int) -> tuple[str, dict[str, Any]]:
+    """An MLflow model version as the service returns it: its path and body."""
+    path = f"{ARM}/models/{name}/versions/{version}"
+    uri = f"azureml://datastores/workspaceblobstore/paths/{name}/{version}"
+    properties = {"modelType": "mlflow_model", "modelUri": uri, "tags": {}, "properties": {}, "flavors": {}}
+    return path, {"id": path, "name": str(version), "properties": properties}

@@ -9,7 +9,7 @@ import pytest
 from pipelines.backends import load_backend, targets
 from pipelines.backends.azure_v2 import AzureV2Backend
 from pipelines.errors import UserError
-from tests.backends.azure_v2_transport import ARM, FakeTransport, StaticCredential, online_endpoint
+from tests.backends.azure_v2_transport import ARM, TOKEN, FakeTransport, StaticCredential, online_endpoint
 
 
 def _backend(answer: Any) -> tuple[AzureV2Backend, FakeTransport]:
@@ -45,7 +45,7 @@ def test_keys_are_read_from_the_endpoints_list_keys() -> None:
     assert [r.url.split("?")[0] for r in posts] == [
         f"https://management.azure.com{ARM}/onlineEndpoints/bike-svc/listKeys"
     ]
-    assert all(r.headers["Authorization"] == "Bearer test-token" for r in transport.requests)
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in transport.requests)
 
 
 def test_regenerate_posts_the_key_type_then_reads_the_new_keys() -> None:
@@ -142,7 +142,8 @@ def test_schedule_create_puts_a_recurrence_that_starts_later_on_the_published_co
         frequency="Week", interval=2, hours=[2], minutes=[30], week_days=["Monday"]
     )
     request = ScheduleRequest(name="nightly", recurrence=recurrence, endpoint="amlops-train", version=3,
-                              parameters={"cutoff_date": "2012-06-30"}, experiment_name="nightly")  # fmt: skip
+                              parameters={"cutoff_date": "2012-06-30", "training_dataset": "https://example.org/bike.csv"},
+                              experiment_name="nightly")  # fmt: skip
     row = backend.schedules().create(request)
     assert row["status"] == "Active" and row["frequency"] == "week"
     put = transport.requests[-1]

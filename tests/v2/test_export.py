@@ -305,3 +305,21 @@ def test_a_failed_verification_writes_nothing(tmp_path: Path, monkeypatch: pytes
         export_definition(train.build(Settings()), out)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in work.iterdir()) == ["out"]
+
+
+def test_a_parallel_component_exports_into_a_folder_beside_its_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out v2`` inside the project: the parallel component's code is ``../../...`` from components/;
+    azure-ai-ml 1.35.2 dumps it into the pipeline unchanged and reads it from the pipeline's folder."""
+    import shutil
+
+    from pipelines.v2 import __main__ as v2
+
+    project = tmp_path / "project"
+    shutil.copytree(Path(SAMPLES).parent, project / "tests/v2/v1_samples")
+    shutil.copytree(ROOT / "environments", project / "environments")
+    samples = project / "tests/v2/v1_samples/pipelines.py"
+    assert v2.main(["export", f"{samples}:file_batch_inference", "--out", str(project / "v2")]) == 0
+    component = _yaml(project / "v2/components/predict_digits_mnist.yml")
+    assert component["task"]["code"] == "../../tests/v2/v1_samples/scripts"

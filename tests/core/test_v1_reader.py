@@ -12,7 +12,7 @@ from pipelines import batch_score, train
 from pipelines.core import v1_reader as adapter
 from pipelines.datasets import KNOWN
 from pipelines.definitions import environment
-from pipelines.local.runtime import engine, runs
+from pipelines.local.runtime import engine, reuse, runs
 from pipelines.settings import Settings
 
 pytestmark = pytest.mark.slow  # runs pipelines, services or worker processes (not in -m "not slow")
@@ -169,27 +169,30 @@ def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Pat
     """allow_reuse: a step whose script or ParallelRunConfig changed is run again, not reused."""
     (tmp_path / "a.py").write_text("print(1)\n")
     (tmp_path / "b.py").write_text("print(2)\n")
-    local = engine.LocalRun.__new__(engine.LocalRun)  # only the key: no run, no MLflow
-    local.params = {"size": "1MB"}
+    params = {"size": "1MB"}
+
+    def key_of(step: Any) -> str:
+        return reuse.reuse_key(step, params, lambda name: tmp_path / "data" / name)
+
     script_a = adapter.ScriptStepPlan("s", tmp_path, "a.py", ["--x", "1"], [], [], True, None, None)
     script_b = adapter.ScriptStepPlan("s", tmp_path, "b.py", ["--x", "1"], [], [], True, None, None)
-    assert local._reuse_key(script_a) == local._reuse_key(script_a)
-    assert local._reuse_key(script_a) != local._reuse_key(script_b)
+    assert key_of(script_a) == key_of(script_a)
+    assert key_of(script_a) != key_of(script_b)
     # the snapshot is the source directory less what its .gitignore (or .amlignore) excludes, as on Azure
-    key = local._reuse_key(script_a)
+    key = key_of(script_a)
     (tmp_path / ".gitignore").write_text("*.log\n")
-    key = local._reuse_key(script_a)
+    key = key_of(script_a)
     (tmp_path / "debug.log").write_text("noise")
-    assert local._reuse_key(script_a) == key
+    assert key_of(script_a) == key
     (tmp_path / ".amlignore").write_text("notes/\n")  # .amlignore, when present, is read instead
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("x")
-    assert local._reuse_key(script_a) != key  # debug.log counts again
-    key = local._reuse_key(script_a)
+    assert key_of(script_a) != key  # debug.log counts again
+    key = key_of(script_a)
     (tmp_path / "notes" / "more.txt").write_text("y")
-    assert local._reuse_key(script_a) == key
+    assert key_of(script_a) == key
     (tmp_path / "helper.py").write_text("X = 1\n")
-    assert local._reuse_key(script_a) != key
+    assert key_of(script_a) != key
 
     def prs(**options: Any) -> adapter.ParallelRunStepPlan:
         base = {"mini_batch_size": adapter.ParamRef("size"), "output_action": "append_row"}
@@ -197,12 +200,12 @@ def test_reuse_key_follows_the_script_and_the_parallel_run_options(tmp_path: Pat
             "p", tmp_path, "a.py", [], [], {}, [], {**base, **options}, True, None, None
         )
 
-    key = local._reuse_key(prs())
-    assert key == local._reuse_key(prs())
-    assert key != local._reuse_key(prs(output_action="summary_only"))
-    assert key != local._reuse_key(prs(partition_keys=["shop"]))
-    local.params = {"size": "2MB"}  # the same plan, another value of its PipelineParameter
-    assert key != local._reuse_key(prs())
+    key = key_of(prs())
+    assert key == key_of(prs())
+    assert key != key_of(prs(output_action="summary_only"))
+    assert key != key_of(prs(partition_keys=["shop"]))
+    params["size"] = "2MB"  # the same plan, another value of its PipelineParameter
+    assert key != key_of(prs())
 
 
 SIDE_ENTRY = """

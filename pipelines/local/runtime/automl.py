@@ -142,23 +142,7 @@ def train(
     budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
     ensemble = bool(settings.get("enable_ensemble", True)) and task != "forecasting"
     search_budget = search_time(budget, ensemble)
-    fit_kwargs: dict[str, Any] = {
-        "metric": flaml_metric(settings["primary_metric"], task),
-        "estimator_list": estimator_list(
-            task, settings.get("allowed_models") or [], settings.get("blocked_models") or []
-        ),
-        "time_budget": search_budget,
-        "ensemble": ensemble,
-        "early_stop": bool(settings.get("enable_early_stopping", True)),
-        "seed": int(settings.get("seed", 42)),
-        "verbose": 1,
-        "log_file_name": str(log_file) if log_file else "",
-        "log_type": "all",
-        "mlflow_logging": False,  # trials are recorded by automl_progress, as child runs of the step
-        "n_jobs": -1,
-    }
-    if settings.get("iterations"):
-        fit_kwargs["max_iter"] = int(settings["iterations"])
+    fit_kwargs = _fit_kwargs(settings, search_budget, ensemble, log_file)
     automl = AutoML()
     watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id)
     started = time.monotonic()
@@ -182,6 +166,52 @@ def train(
         classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
         trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
     )
+    report = _report(automl, settings, y, (budget, search_budget), ensemble, elapsed, trials)
+    if validation is not None:
+        report["validation_rows"] = len(validation)
+    if say and trials:
+        lower, _ = metric_defs.PRIMARY_METRICS[settings["primary_metric"]]
+        for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
+            say(row)
+    return model, report
+
+
+def _fit_kwargs(
+    settings: dict[str, Any], search_budget: float, ensemble: bool, log_file: Path | None
+) -> dict[str, Any]:
+    """FLAML's ``fit`` arguments for the AutoML settings (besides the data and how it is split)."""
+    task = settings["task"]
+    fit_kwargs: dict[str, Any] = {
+        "metric": flaml_metric(settings["primary_metric"], task),
+        "estimator_list": estimator_list(
+            task, settings.get("allowed_models") or [], settings.get("blocked_models") or []
+        ),
+        "time_budget": search_budget,
+        "ensemble": ensemble,
+        "early_stop": bool(settings.get("enable_early_stopping", True)),
+        "seed": int(settings.get("seed", 42)),
+        "verbose": 1,
+        "log_file_name": str(log_file) if log_file else "",
+        "log_type": "all",
+        "mlflow_logging": False,  # trials are recorded by automl_progress, as child runs of the step
+        "n_jobs": -1,
+    }
+    if settings.get("iterations"):
+        fit_kwargs["max_iter"] = int(settings["iterations"])
+    return fit_kwargs
+
+
+def _report(
+    automl: Any,
+    settings: dict[str, Any],
+    y: pd.Series,
+    budgets: tuple[float, float],
+    ensemble: bool,
+    elapsed: float,
+    trials: list,
+) -> dict[str, Any]:
+    """The metrics the step writes: the best model's primary metric, its FLAML config, the trials."""
+    budget, search_budget = budgets
     score = _primary_score(automl.best_loss, settings["primary_metric"], y)
     report = {
         "primary_metric": settings["primary_metric"],
@@ -198,13 +228,7 @@ def train(
             for t in trials
         ],
     }
-    if validation is not None:
-        report["validation_rows"] = len(validation)
-    if say and trials:
-        lower, _ = metric_defs.PRIMARY_METRICS[settings["primary_metric"]]
-        for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
-            say(row)
-    return model, report
+    return report
 
 
 def _watch_trials(

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.batch_throughput import PROJECT_ROOT, Measured, measure
+from benchmarks.measure import Measured, measure
 from benchmarks.report import machine_line, update_section
+from pipelines.settings import PROJECT_ROOT
 
 SECTION = "Batch scoring, end to end"
 LIGHTGBM = "bench-lightgbm"

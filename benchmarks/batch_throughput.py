@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.measure import Measured, measure  # noqa: F401 - batch_end_to_end imports them from here too
+from benchmarks.measure import Measured, measure
 from benchmarks.report import update_section
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.batch_throughput import PROJECT_ROOT, Measured, measure
+from benchmarks._measure import PROJECT_ROOT, Measured, measure
 from benchmarks.report import machine_line, update_section
 
 SECTION = "Batch scoring, end to end"

@@ -22,16 +22,14 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from benchmarks._measure import Measured, measure
 from benchmarks.report import update_section
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -57,65 +55,6 @@ frame[["instant", "date", "prediction"]].to_csv(sys.argv[2], index=False)
 t4 = time.perf_counter()
 print(json.dumps({"startup": t1 - t0, "read": t2 - t1, "predict": t3 - t2, "write": t4 - t3, "rows": len(frame)}))
 """
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One command: wall seconds, CPU seconds of all its processes, peak RSS of all of them together."""
-
-    label: str
-    seconds: float
-    cpu_seconds: float
-    peak_rss_mb: float
-    rows: int
-    detail: dict
-    other_cpu_seconds: float = 0.0  # CPU time other processes on the machine used meanwhile
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds
-
-    def ideal_rows_per_second(self, cores: int) -> float:
-        """Rows/s if the same CPU work were spread perfectly over all cores."""
-        return self.rows / (self.cpu_seconds / cores)
-
-
-def measure(label: str, argv: list[str], env: dict[str, str], rows: int) -> Measured:
-    """Run ``argv``; sample the RSS of its whole process tree; CPU time from getrusage of children."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy_before = _busy_cpu_seconds()
-    start = time.perf_counter()
-    proc = psutil.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
-    peak = 0
-    while proc.poll() is None:
-        total = 0
-        try:
-            for p in [proc, *proc.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-        except psutil.NoSuchProcess:
-            pass
-        peak = max(peak, total)
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    busy = _busy_cpu_seconds() - busy_before
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{label} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    text = out.decode().strip()
-    detail = json.loads(text) if text.startswith("{") else {}
-    # this process's own sampling is small; what is left over is other work competing for the cores
-    return Measured(label, seconds, cpu, peak / 2**20, rows, detail, max(0.0, busy - cpu))
-
-
-def _busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent not idle (all processes, all cores)."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def prepare(work: Path, rows: int, trees: int) -> tuple[dict[str, str], dict[int, Path]]:

@@ -113,7 +113,7 @@ def register_demo_model(
                 name="model",
                 python_model=raw_model.RawModelPyfunc(),
                 artifacts={"model": str(pickle_path)},
-                code_paths=[raw_model.__file__],
+                code_paths=raw_model.code_paths(),
                 signature=infer_signature(sample, np.asarray(model.predict(sample))),
                 input_example=sample.head(2),
                 metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,

@@ -174,10 +174,18 @@ def render(
     train: Measured,
     pairs: list[tuple[str, str, int, Measured, Measured]],
 ) -> str:
-    tiny_median = statistics.median(m.seconds for m in tiny)
-    steps = _steps(train.detail)
-    overhead = train.seconds - BUDGET_SECONDS
     lines = [
+        *_intro_lines(),
+        *_comparison_lines(pairs),
+        *_target_lines(row_counts, pairs),
+        *_fixed_cost_lines(tiny_first, tiny, train),
+    ]
+    return "\n".join(lines)
+
+
+def _intro_lines() -> list[str]:
+    """The machine, the command, and what the comparison measures."""
+    return [
         f"Measured {machine_line()} (at the end, {time.strftime('%H:%M', time.gmtime())} UTC).",
         "Command: `python -m benchmarks.batch_throughput --end-to-end`. Every run is a fresh command as a user "
         "types it (interpreter start, imports and model load included), in one fresh local workspace; CPU "
@@ -196,6 +204,12 @@ def render(
         "The machine was shared: other sessions' tests and benchmarks ran at the same time (their CPU "
         "seconds during each command are in the last column), so these are the numbers of one noisy run.",
         "",
+    ]
+
+
+def _comparison_lines(pairs: list[tuple[str, str, int, Measured, Measured]]) -> list[str]:
+    """The script/pipeline table, the models, and the plain script's phases."""
+    lines = [
         "| model | rows | plain script s | pipeline s | speed-up | pipeline steps s | outside the steps s | plan | "
         "script / pipeline CPU s | script / pipeline peak RSS MB | other processes' CPU s (script / pipeline) |",
         "|---|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
@@ -224,8 +238,13 @@ def render(
             f"- {name}, {n:,} rows: start-up {d['startup']:.2f} s, read {d['read']:.2f} s, predict "
             f"{d['predict']:.2f} s, write {d['write']:.2f} s"
         )
+    return lines
+
+
+def _target_lines(row_counts: list[int], pairs: list[tuple[str, str, int, Measured, Measured]]) -> list[str]:
+    """Per model: the speed-up against its target at each row count, and the peak RSS growth."""
     small, big = min(row_counts), max(row_counts)
-    lines += ["", "Targets:", ""]
+    lines = ["", "Targets:", ""]
     for name in dict.fromkeys(p[0] for p in pairs):
         for n in row_counts:
             found = [(p[3], p[4]) for p in pairs if p[0] == name and p[2] == n]
@@ -247,7 +266,15 @@ def render(
             f"- {name}: pipeline peak RSS {mem[big]:,.0f} MB at {big:,} rows, {mem[small]:,.0f} MB at "
             f"{small:,}: {ratio:.2f}× (target ≤ 1.1×: **{'met' if ratio <= 1.1 else 'NOT met'}**)"
         )
-    lines += [
+    return lines
+
+
+def _fixed_cost_lines(tiny_first: Measured, tiny: list[Measured], train: Measured) -> list[str]:
+    """The tiny pipeline's and the training pipeline's time beyond their work."""
+    tiny_median = statistics.median(m.seconds for m in tiny)
+    steps = _steps(train.detail)
+    overhead = train.seconds - BUDGET_SECONDS
+    return [
         "",
         "### Fixed cost of a local pipeline run",
         "",
@@ -264,7 +291,6 @@ def render(
         f"{train.other_cpu_seconds:.1f} s.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write(body: str, path: Path) -> None:

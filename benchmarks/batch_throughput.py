@@ -119,7 +119,7 @@ def machine() -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--trees", type=int, default=300)
@@ -133,40 +133,72 @@ def main(argv: list[str] | None = None) -> int:
         " run (benchmarks/batch_end_to_end.py)",
     )
     parser.add_argument("--e2e-rows", default="1000000,5000000", help="row counts for --end-to-end")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.end_to_end:
-        from benchmarks import batch_end_to_end
+        return _end_to_end(args)
+    return _throughput(args)
 
-        def publish(text: str) -> None:
-            batch_end_to_end.write(text, BENCHMARKS_MD)
 
-        rows = [int(n) for n in args.e2e_rows.split(",")]
-        body = batch_end_to_end.run_all(args.work, rows, publish=None if args.no_write else publish)
-        print(body)
-        if not args.no_write:
-            publish(body)
-            print(f"wrote the '{batch_end_to_end.SECTION}' section of {BENCHMARKS_MD}")
-        return 0
+def _end_to_end(args: argparse.Namespace) -> int:
+    from benchmarks import batch_end_to_end
+
+    def publish(text: str) -> None:
+        batch_end_to_end.write(text, BENCHMARKS_MD)
+
+    rows = [int(n) for n in args.e2e_rows.split(",")]
+    body = batch_end_to_end.run_all(args.work, rows, publish=None if args.no_write else publish)
+    print(body)
+    if not args.no_write:
+        publish(body)
+        print(f"wrote the '{batch_end_to_end.SECTION}' section of {BENCHMARKS_MD}")
+    return 0
+
+
+def _throughput(args: argparse.Namespace) -> int:
     cores = len(os.sched_getaffinity(0))
     env, files = prepare(args.work, args.rows, args.trees)
     big, small = files[args.rows], files[args.rows // 10]
-    results: list[Measured] = []
-
-    def show(m: Measured) -> None:
-        print(
-            f"{m.label:<34} {m.seconds:7.2f} s {m.rows_per_second:>10,.0f} rows/s  CPU {m.cpu_seconds:6.1f} s  "
-            f"ideal {m.ideal_rows_per_second(cores):>9,.0f} rows/s  peak RSS {m.peak_rss_mb:7.0f} MB",
-            flush=True,
-        )
-
     baseline = measure(
         "naive baseline (1 process)",
         [sys.executable, "-c", BASELINE, str(big), str(args.work / "baseline.csv"), MODEL_NAME],
         env,
         args.rows,
     )
-    results.append(baseline)
-    show(baseline)
+    _show(baseline, cores)
+    engine = _measure_engine(args, env, big, cores)
+    best_workers = max(engine, key=lambda w: engine[w].rows_per_second)
+    mem_small = measure(
+        f"engine, 2 workers, {args.rows // 10:,} rows", engine_argv(small, args.work / "out-small", 2), env,
+        args.rows // 10,
+    )  # fmt: skip
+    _show(mem_small, cores)
+    base_small = measure(
+        f"naive baseline, {args.rows // 10:,} rows",
+        [sys.executable, "-c", BASELINE, str(small), str(args.work / "baseline-small.csv"), MODEL_NAME],
+        env,
+        args.rows // 10,
+    )
+    _show(base_small, cores)
+    speedup = engine[best_workers].rows_per_second / baseline.rows_per_second
+    mem_ratio = engine[2].peak_rss_mb / mem_small.peak_rss_mb if 2 in engine else float("nan")
+    print(f"speed-up of the engine ({best_workers} workers) over the baseline: {speedup:.2f}x (target 1.2x)")
+    print(f"peak RSS, 10x rows / 1x rows (engine, 2 workers): {mem_ratio:.2f} (target <= 1.2)")
+    if not args.no_write:
+        write_section(
+            render(args, cores, baseline, engine, best_workers, speedup, mem_small, base_small, mem_ratio)
+        )
+        print(f"wrote the '{SECTION}' section of {BENCHMARKS_MD}")
+    return 0
+
+
+def _measure_engine(
+    args: argparse.Namespace, env: dict[str, str], big: Path, cores: int
+) -> dict[int, Measured]:
+    """The engine on the big file at each of ``--workers``, its output rows counted."""
     engine: dict[int, Measured] = {}
     for workers in [int(w) for w in args.workers.split(",")]:
         m = measure(
@@ -178,31 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         lines = sum(1 for _ in open(args.work / f"out-{workers}" / "parallel_run_step.txt", "rb"))
         assert lines == args.rows, f"expected {args.rows} output rows, got {lines}"
         engine[workers] = m
-        results.append(m)
-        show(m)
-    best_workers = max(engine, key=lambda w: engine[w].rows_per_second)
-    mem_small = measure(
-        f"engine, 2 workers, {args.rows // 10:,} rows", engine_argv(small, args.work / "out-small", 2), env,
-        args.rows // 10,
-    )  # fmt: skip
-    show(mem_small)
-    base_small = measure(
-        f"naive baseline, {args.rows // 10:,} rows",
-        [sys.executable, "-c", BASELINE, str(small), str(args.work / "baseline-small.csv"), MODEL_NAME],
-        env,
-        args.rows // 10,
+        _show(m, cores)
+    return engine
+
+
+def _show(m: Measured, cores: int) -> None:
+    print(
+        f"{m.label:<34} {m.seconds:7.2f} s {m.rows_per_second:>10,.0f} rows/s  CPU {m.cpu_seconds:6.1f} s  "
+        f"ideal {m.ideal_rows_per_second(cores):>9,.0f} rows/s  peak RSS {m.peak_rss_mb:7.0f} MB",
+        flush=True,
     )
-    show(base_small)
-    speedup = engine[best_workers].rows_per_second / baseline.rows_per_second
-    mem_ratio = engine[2].peak_rss_mb / mem_small.peak_rss_mb if 2 in engine else float("nan")
-    print(f"speed-up of the engine ({best_workers} workers) over the baseline: {speedup:.2f}x (target 1.2x)")
-    print(f"peak RSS, 10x rows / 1x rows (engine, 2 workers): {mem_ratio:.2f} (target <= 1.2)")
-    if not args.no_write:
-        write_section(
-            render(args, cores, baseline, engine, best_workers, speedup, mem_small, base_small, mem_ratio)
-        )
-        print(f"wrote the '{SECTION}' section of {BENCHMARKS_MD}")
-    return 0
 
 
 def render(

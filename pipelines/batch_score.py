@@ -52,15 +52,35 @@ def build(
     ``compute_targets``: compute names to ``ComputeTarget`` objects, as in ``pipelines.train.build``
     (with the object, the SDK also checks ``node_count`` against the cluster's size).
     """
-    from azureml.core import Dataset
     from azureml.data import OutputFileDatasetConfig
-    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+
+    compute = (compute_targets or {}).get(settings.batch_compute_name, settings.batch_compute_name)
+    params = _parameters(settings, data, model_version)
+    scores = OutputFileDatasetConfig(name="scores")
+    predictions = OutputFileDatasetConfig(name="predictions")
+    score = _score_step(settings, params, scores, compute)
+    collect = _collect_step(settings, scores, predictions, compute)
+    return PipelineDefinition(
+        name=NAME,
+        description=f"Batch-score with {settings.model_name}: ParallelRunStep -> headered CSV/Parquet",
+        steps=[score, collect],
+        parameters=params,
+        experiment_name=settings.batch_experiment_name,
+        schedule=recurrence(settings),
+        settings=settings,
+        module="pipelines.batch_score",
+        dataset_param="input_dataset",
+        with_compute_targets=lambda targets: build(settings, data, model_version, targets),
+    )
+
+
+def _parameters(settings: Settings, data: str | None, model_version: int) -> dict[str, Any]:
+    """The pipeline parameters a run may override: the model, the mini-batch size, the input dataset."""
+    from azureml.core import Dataset
     from azureml.pipeline.core import PipelineParameter
-    from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep, PythonScriptStep
 
     from pipelines.definitions import dataset_url
 
-    compute = (compute_targets or {}).get(settings.batch_compute_name, settings.batch_compute_name)
     params = {
         "model_name": PipelineParameter("model_name", default_value=settings.model_name),
         "model_version": PipelineParameter("model_version", default_value=model_version),
@@ -70,9 +90,12 @@ def build(
         dataset_url(data or settings.dataset), validate=False, infer_column_types=False
     )
     params["input_dataset"] = PipelineParameter("input_dataset", default_value=tabular)
-    batch_input = DatasetConsumptionConfig("batch_input", params["input_dataset"])
-    scores = OutputFileDatasetConfig(name="scores")
-    predictions = OutputFileDatasetConfig(name="predictions")
+    return params
+
+
+def _parallel_run_config(settings: Settings, params: dict[str, Any], compute: Any) -> Any:
+    """The ParallelRunConfig, checked by the SDK; UserError with the setting to change."""
+    from azureml.pipeline.steps import ParallelRunConfig
 
     if settings.node_count < 1:  # the SDK checks it only against an AmlCompute object's max_nodes
         raise UserError(
@@ -80,7 +103,7 @@ def build(
         )
     # the SDK's own checks of the options (mini_batch_size, a PipelineParameter, is checked with the settings)
     try:
-        config = ParallelRunConfig(
+        return ParallelRunConfig(
             source_directory=str(SCORING_DIR),
             entry_script="scoring.py",
             environment=_scoring_environment(settings, compute),
@@ -97,9 +120,16 @@ def build(
         )
     except ValueError as exc:
         raise UserError(str(exc), hint=_option_hint(str(exc))) from None
-    score = ParallelRunStep(
+
+
+def _score_step(settings: Settings, params: dict[str, Any], scores: Any, compute: Any) -> Any:
+    from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.pipeline.steps import ParallelRunStep
+
+    batch_input = DatasetConsumptionConfig("batch_input", params["input_dataset"])
+    return ParallelRunStep(
         name="batch-score",
-        parallel_run_config=config,
+        parallel_run_config=_parallel_run_config(settings, params, compute),
         inputs=[batch_input],
         output=scores,
         arguments=[
@@ -110,7 +140,12 @@ def build(
         ],
         allow_reuse=False,
     )  # fmt: skip
-    collect = PythonScriptStep(
+
+
+def _collect_step(settings: Settings, scores: Any, predictions: Any, compute: Any) -> Any:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    return PythonScriptStep(
         name="collect",
         script_name="batch_output.py",
         source_directory=str(STEPS_DIR),
@@ -125,18 +160,6 @@ def build(
         runconfig=run_config("batch"),
         allow_reuse=False,
     )  # fmt: skip
-    return PipelineDefinition(
-        name=NAME,
-        description=f"Batch-score with {settings.model_name}: ParallelRunStep -> headered CSV/Parquet",
-        steps=[score, collect],
-        parameters=params,
-        experiment_name=settings.batch_experiment_name,
-        schedule=recurrence(settings),
-        settings=settings,
-        module="pipelines.batch_score",
-        dataset_param="input_dataset",
-        with_compute_targets=lambda targets: build(settings, data, model_version, targets),
-    )
 
 
 def _scoring_environment(settings: Settings, compute: Any) -> Any:

@@ -55,65 +55,14 @@ def pipeline_cli(
     ``check_run`` raises UserError for what the module can tell is wrong before a run starts (it sees
     the data's header); ``after_run`` handles a completed run's results.
     """
-    parser = argparse.ArgumentParser(
-        prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(setting_groups),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--set", dest="assignments", action="append", metavar="NAME=VALUE", help="override a setting"
-        )
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-    run_p = sub.add_parser("run", help="run the pipeline now on the local engine", epilog=settings_help(setting_groups),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    common(run_p)
-    run_p.add_argument(
-        "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
-    )
-    run_p.add_argument(
-        "--target", choices=("local", "azure-v2"), default="local",
-        help="local: run it here; azure-v2: submit it as an Azure ML SDK v2 pipeline job",
-    )  # fmt: skip
-    run_p.add_argument("--run-id", help=argparse.SUPPRESS)
-    # a published version's frozen settings (JSON); --set still applies on top (service use)
-    run_p.add_argument("--settings-json", help=argparse.SUPPRESS)
-    run_p.add_argument("--extra", help=argparse.SUPPRESS)  # JSON merged into the run record (service use)
-    if extra_run_args:
-        extra_run_args(run_p)
-    show_p = sub.add_parser("show", help="print the pipeline as built (offline)")
-    common(show_p)
-    pub_p = sub.add_parser(
-        "publish", help="publish the pipeline (Azure ML if a workspace is configured, else local)"
-    )
-    common(pub_p)
-    pub_p.add_argument("--target", choices=("auto", *targets()), default="auto")
-    pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
-    pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
-    export_p = sub.add_parser("export", help="write the pipeline as Azure ML SDK v2 YAML (offline, verified)")
-    common(export_p)
-    export_p.add_argument("--sdk", choices=("v2",), required=True, help="the SDK to export for")
-    export_p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
-    models_p = sub.add_parser("models", help="registered model versions in the local registry: list, show")
-    models_p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    models_sub = models_p.add_subparsers(dest="models_verb", metavar="ACTION")
-    models_sub.add_parser("list", help="every registered version (the default)").add_argument(
-        "--json", action="store_true", help="print machine-readable JSON"
-    )
-    show_model = models_sub.add_parser("show", help="one version's metrics, tags, data hash and figures")
-    show_model.add_argument("model", metavar="NAME[:VERSION]", help="latest version when VERSION is left out")
-    show_model.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser = build_parser(prog, doc, extra_run_args, setting_groups)
 
     @cli_main
     def dispatch(args_list: list[str] | None) -> int:
         args = parser.parse_args(args_list)
         refuse_empty_options(parser, args, args_list or [])
-        if args.verb == "models" and getattr(args, "models_verb", None) == "show":
-            return _show_model(args.model, args.json)
         if args.verb == "models":
-            return _models(args.json)
+            return _models_verb(args)
         base = (
             Settings(**json.loads(args.settings_json))
             if getattr(args, "settings_json", None)
@@ -134,6 +83,77 @@ def pipeline_cli(
         return _publish(definition, args)
 
     return dispatch(argv)
+
+
+def build_parser(
+    prog: str,
+    doc: str | None,
+    extra_run_args: Callable[[argparse.ArgumentParser], None] | None = None,
+    setting_groups: tuple[str, ...] | None = None,
+) -> argparse.ArgumentParser:
+    """A pipeline module's parser: the verbs ``run``, ``show``, ``publish``, ``export`` and ``models``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=(doc or "").strip().splitlines()[0], epilog=settings_help(setting_groups),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    run_p = sub.add_parser("run", help="run the pipeline now on the local engine", epilog=settings_help(setting_groups),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _common_options(run_p)
+    run_p.add_argument(
+        "--data", metavar="NAME|PATH|URL", help="the input dataset (default: the dataset setting)"
+    )
+    run_p.add_argument(
+        "--target", choices=("local", "azure-v2"), default="local",
+        help="local: run it here; azure-v2: submit it as an Azure ML SDK v2 pipeline job",
+    )  # fmt: skip
+    run_p.add_argument("--run-id", help=argparse.SUPPRESS)
+    # a published version's frozen settings (JSON); --set still applies on top (service use)
+    run_p.add_argument("--settings-json", help=argparse.SUPPRESS)
+    run_p.add_argument("--extra", help=argparse.SUPPRESS)  # JSON merged into the run record (service use)
+    if extra_run_args:
+        extra_run_args(run_p)
+    show_p = sub.add_parser("show", help="print the pipeline as built (offline)")
+    _common_options(show_p)
+    pub_p = sub.add_parser(
+        "publish", help="publish the pipeline (Azure ML if a workspace is configured, else local)"
+    )
+    _common_options(pub_p)
+    pub_p.add_argument("--target", choices=("auto", *targets()), default="auto")
+    pub_p.add_argument("--set-default", action="store_true", help="make this version the endpoint's default")
+    pub_p.add_argument("--no-schedule", action="store_true", help="do not attach the default schedule")
+    export_p = sub.add_parser("export", help="write the pipeline as Azure ML SDK v2 YAML (offline, verified)")
+    _common_options(export_p)
+    export_p.add_argument("--sdk", choices=("v2",), required=True, help="the SDK to export for")
+    export_p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
+    _add_models_parser(sub)
+    return parser
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set", dest="assignments", action="append", metavar="NAME=VALUE", help="override a setting"
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _add_models_parser(sub: Any) -> None:
+    """``models [list|show NAME[:VERSION]]``: the local registry's model versions."""
+    models_p = sub.add_parser("models", help="registered model versions in the local registry: list, show")
+    models_p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    models_sub = models_p.add_subparsers(dest="models_verb", metavar="ACTION")
+    models_sub.add_parser("list", help="every registered version (the default)").add_argument(
+        "--json", action="store_true", help="print machine-readable JSON"
+    )
+    show_model = models_sub.add_parser("show", help="one version's metrics, tags, data hash and figures")
+    show_model.add_argument("model", metavar="NAME[:VERSION]", help="latest version when VERSION is left out")
+    show_model.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _models_verb(args: argparse.Namespace) -> int:
+    if getattr(args, "models_verb", None) == "show":
+        return _show_model(args.model, args.json)
+    return _models(args.json)
 
 
 def _run(

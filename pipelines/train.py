@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.cli import exit_now, pipeline_cli
@@ -28,6 +29,18 @@ from pipelines.settings import Settings
 NAME = "amlops-train"
 
 
+@dataclass(frozen=True)
+class _Data:
+    """The pipeline's data between steps: its input, prep's outputs, AutoML's outputs, the registration."""
+
+    raw: Any
+    train: Any
+    test: Any
+    model: Any
+    metrics: Any
+    registration: Any
+
+
 def build(
     settings: Settings, data: str | None = None, compute_targets: dict[str, Any] | None = None
 ) -> PipelineDefinition:
@@ -37,53 +50,83 @@ def build(
     backend passes them: Azure's AutoMLStep needs the object, not its name); without it the steps name
     their compute target, which is all the local engine reads.
     """
-    from azureml.automl.core.forecasting_parameters import ForecastingParameters
-    from azureml.automl.core.shared.exceptions import ConfigException
-    from azureml.data import OutputFileDatasetConfig
-    from azureml.pipeline.core import PipelineData, PipelineParameter, TrainingOutput
-    from azureml.pipeline.steps import AutoMLStep, PythonScriptStep
-    from azureml.train.automl import AutoMLConfig
-
     compute = (compute_targets or {}).get(settings.compute_name, settings.compute_name)
-    params = {
+    params = _parameters(settings)
+    flow = _data(settings, data)
+    prep = _prep_step(settings, params, flow, compute)
+    automl = _automl_step(settings, flow, compute)
+    register = _register_step(settings, params, flow, compute)
+    return PipelineDefinition(
+        name=NAME,
+        description=f"Train {settings.model_name}: prep -> AutoML ({settings.task}, {settings.metric}) -> register",
+        steps=[prep, automl, register],
+        parameters=params,
+        experiment_name=settings.experiment_name,
+        schedule=recurrence(settings),
+        settings=settings,
+        module="pipelines.train",
+        dataset_param="training_dataset",
+        with_compute_targets=lambda targets: build(settings, data, targets),
+    )
+
+
+def _parameters(settings: Settings) -> dict[str, Any]:
+    """The pipeline parameters a run may override, defaulting to the settings."""
+    from azureml.pipeline.core import PipelineParameter
+
+    return {
         "label": PipelineParameter("label", default_value=settings.label),
         "time_column": PipelineParameter("time_column", default_value=settings.time_column),
         "cutoff_date": PipelineParameter("cutoff_date", default_value=settings.cutoff_date),
         "model_name": PipelineParameter("model_name", default_value=settings.model_name),
     }
-    raw_data = dataset_input("raw_data", data or settings.dataset, "training_dataset")
-    train_data = OutputFileDatasetConfig(name="train_data")
-    test_data = OutputFileDatasetConfig(name="test_data")
-    model_data = PipelineData(
+
+
+def _data(settings: Settings, data: str | None) -> _Data:
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.pipeline.core import PipelineData, TrainingOutput
+
+    raw = dataset_input("raw_data", data or settings.dataset, "training_dataset")
+    train = OutputFileDatasetConfig(name="train_data")
+    test = OutputFileDatasetConfig(name="test_data")
+    model = PipelineData(
         "model_data", pipeline_output_name="best_model", training_output=TrainingOutput(type="Model")
     )
-    metrics_data = PipelineData(
+    metrics = PipelineData(
         "metrics_data", pipeline_output_name="automl_metrics", training_output=TrainingOutput(type="Metrics")
     )
     registration = OutputFileDatasetConfig(name="registration")
+    return _Data(raw, train, test, model, metrics, registration)
 
-    prep = PythonScriptStep(
+
+def _prep_step(settings: Settings, params: dict[str, Any], flow: _Data, compute: Any) -> Any:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    return PythonScriptStep(
         name="prep",
         script_name="prep.py",
         source_directory=str(STEPS_DIR),
         arguments=[
-            "--raw_data", raw_data,
+            "--raw_data", flow.raw,
             "--label", params["label"],
             "--time_column", params["time_column"],
             "--cutoff_date", params["cutoff_date"],
             "--task", settings.task,
-            "--train_data", train_data,
-            "--test_data", test_data,
+            "--train_data", flow.train,
+            "--test_data", flow.test,
         ],
         compute_target=compute,
         runconfig=run_config("train"),
         allow_reuse=True,
     )  # fmt: skip
 
+
+def _automl_settings(settings: Settings, flow: _Data, compute: Any) -> dict[str, Any]:
+    """AutoMLConfig's arguments but the time budget, path and forecasting parameters."""
     automl_kwargs: dict[str, Any] = {
         "task": settings.task,
         "primary_metric": settings.metric,
-        "training_data": train_data.read_delimited_files(),
+        "training_data": flow.train.read_delimited_files(),
         "label_column_name": settings.label,
         "n_cross_validations": settings.n_cross_validations,
         "compute_target": compute,
@@ -99,6 +142,17 @@ def build(
         automl_kwargs["blocked_models"] = _model_list(settings.blocked_models)
     if settings.iterations != 0:  # 0: no cap; a negative value is for the SDK to refuse
         automl_kwargs["iterations"] = settings.iterations
+    return automl_kwargs
+
+
+def _checked_automl_settings(settings: Settings, flow: _Data, compute: Any) -> dict[str, Any]:
+    """``_automl_settings`` with the forecasting parameters, checked by the SDK; UserError naming the
+    setting it refuses."""
+    from azureml.automl.core.forecasting_parameters import ForecastingParameters
+    from azureml.automl.core.shared.exceptions import ConfigException
+    from azureml.train.automl import AutoMLConfig
+
+    automl_kwargs = _automl_settings(settings, flow, compute)
     try:
         if settings.task == "forecasting":
             automl_kwargs["forecasting_parameters"] = ForecastingParameters(
@@ -117,31 +171,43 @@ def build(
             f"AutoML setting {target}{value}: {message}" if target else f"AutoML settings: {message}",
             hint=_AUTOML_HINTS.get(target, "see --help for the settings"),
         ) from None
+    return automl_kwargs
+
+
+def _automl_step(settings: Settings, flow: _Data, compute: Any) -> Any:
+    from azureml.pipeline.steps import AutoMLStep
+    from azureml.train.automl import AutoMLConfig
+
+    automl_kwargs = _checked_automl_settings(settings, flow, compute)
     # path: the folder Azure snapshots for the AutoML step (without it, the current directory)
     automl_config = AutoMLConfig(
         experiment_timeout_minutes=max(1, math.ceil(settings.timeout_minutes)),
         path=str(STEPS_DIR),
         **automl_kwargs,
     )
-    automl = AutoMLStep(
-        name="automl", automl_config=automl_config, outputs=[model_data, metrics_data], allow_reuse=False
+    return AutoMLStep(
+        name="automl", automl_config=automl_config, outputs=[flow.model, flow.metrics], allow_reuse=False
     )
 
-    register = PythonScriptStep(
+
+def _register_step(settings: Settings, params: dict[str, Any], flow: _Data, compute: Any) -> Any:
+    from azureml.pipeline.steps import PythonScriptStep
+
+    return PythonScriptStep(
         name="register",
         script_name="register.py",
         source_directory=str(STEPS_DIR),
         arguments=[
-            "--model_data", model_data,
-            "--metrics_data", metrics_data,
-            "--test_data", test_data.as_input("test_data"),
+            "--model_data", flow.model,
+            "--metrics_data", flow.metrics,
+            "--test_data", flow.test.as_input("test_data"),
             "--model_name", params["model_name"],
             "--label", params["label"],
             "--task", settings.task,
             "--primary_metric", settings.metric,
-            "--result", registration,
+            "--result", flow.registration,
         ],
-        inputs=[model_data, metrics_data],
+        inputs=[flow.model, flow.metrics],
         compute_target=compute,
         # on Azure it loads Azure AutoML's model, which needs AutoML's runtime: AutoML's own environment
         runconfig=run_config("train")
@@ -149,18 +215,6 @@ def build(
         else workspace_run_config(compute.workspace, AZURE_AUTOML_ENVIRONMENT),
         allow_reuse=False,
     )  # fmt: skip
-    return PipelineDefinition(
-        name=NAME,
-        description=f"Train {settings.model_name}: prep -> AutoML ({settings.task}, {settings.metric}) -> register",
-        steps=[prep, automl, register],
-        parameters=params,
-        experiment_name=settings.experiment_name,
-        schedule=recurrence(settings),
-        settings=settings,
-        module="pipelines.train",
-        dataset_param="training_dataset",
-        with_compute_targets=lambda targets: build(settings, data, targets),
-    )
 
 
 _AUTOML_HINTS = {

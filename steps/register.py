@@ -192,7 +192,7 @@ def register(
         name="model",
         python_model=raw_model.RawModelPyfunc(),
         artifacts={"model": str(pickle_path)},
-        code_paths=[raw_model.__file__],
+        code_paths=raw_model.code_paths(),
         signature=signature,
         input_example=sample.head(2),
         metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,

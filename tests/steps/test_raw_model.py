@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "steps"))
+import raw_dates  # noqa: E402
 import raw_model  # noqa: E402
 
 
@@ -24,16 +25,16 @@ def test_date_parts_equal_pandas_calendar_over_two_centuries() -> None:
     """Every ISO week edge case (53-week years, early January, late December) and NaT included."""
     days = pd.Series(pd.date_range("1899-12-01", "2101-02-01", freq="D"))
     dates = pd.concat([days, pd.Series([pd.NaT, pd.Timestamp("2012-12-31 23:59:59")])], ignore_index=True)
-    parts = raw_model.date_parts(dates.to_numpy(dtype="datetime64[ns]"))
-    assert list(parts) == list(raw_model.DATE_PARTS)
-    for part in raw_model.DATE_PARTS:
+    parts = raw_dates.date_parts(dates.to_numpy(dtype="datetime64[ns]"))
+    assert list(parts) == list(raw_dates.DATE_PARTS)
+    for part in raw_dates.DATE_PARTS:
         np.testing.assert_array_equal(parts[part], _pandas_part(dates, part), err_msg=part)
     assert np.isnan(parts["year"][-2]) and parts["weekofyear"][-1] == 1.0
     values = dates.to_numpy(dtype="datetime64[ns]")
-    for start in range(0, len(values), raw_model.SMALL_BATCH):  # the row-by-row path for small requests
-        chunk = values[start : start + raw_model.SMALL_BATCH]
-        small = raw_model.date_parts(chunk)
-        for part in raw_model.DATE_PARTS:
+    for start in range(0, len(values), raw_dates.SMALL_BATCH):  # the row-by-row path for small requests
+        chunk = values[start : start + raw_dates.SMALL_BATCH]
+        small = raw_dates.date_parts(chunk)
+        for part in raw_dates.DATE_PARTS:
             np.testing.assert_array_equal(small[part], parts[part][start : start + len(chunk)], err_msg=part)
 
 
@@ -78,23 +79,23 @@ def test_day_formats_parse_as_pandas_does(fmt: str, monkeypatch: pytest.MonkeyPa
     texts += [
         d.strftime(fmt).replace("/0", "/").replace("-0", "-").lstrip("0") for d in days[:40]
     ]  # 1/2/2000
-    valid = [pd.Series(texts[i : i + raw_model.SMALL_PARSE], dtype=object) for i in range(0, len(texts), 200)]
+    valid = [pd.Series(texts[i : i + raw_dates.SMALL_PARSE], dtype=object) for i in range(0, len(texts), 200)]
     odd = [
         pd.Series(["2/30/2012", "12/31/2012"], dtype=object),  # no such day
         pd.Series(["1/1/1600", "1/1/2012"], dtype=object),  # outside pandas' range
         pd.Series([" 1/1/2012", "1/1/2012 ", "2012-01-05", "not a date", None, "13/13/2012"], dtype=object),
         pd.Series(texts, dtype=object),  # more rows than SMALL_PARSE: pandas parses them
     ]
-    expected = [raw_model._to_datetime(s, fmt).to_numpy(dtype="datetime64[ns]") for s in valid + odd]
+    expected = [raw_dates._to_datetime(s, fmt).to_numpy(dtype="datetime64[ns]") for s in valid + odd]
     for series, want in zip(odd, expected[len(valid) :], strict=True):
-        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), want)
+        np.testing.assert_array_equal(raw_dates._datetime_values(series, fmt), want)
 
     def no_pandas(*args: object) -> None:
         raise AssertionError("a few rows of valid day-only text should not need pandas")
 
-    monkeypatch.setattr(raw_model, "_to_datetime", no_pandas)
+    monkeypatch.setattr(raw_dates, "_to_datetime", no_pandas)
     for series, want in zip(valid, expected, strict=False):
-        np.testing.assert_array_equal(raw_model._datetime_values(series, fmt), want)
+        np.testing.assert_array_equal(raw_dates._datetime_values(series, fmt), want)
 
 
 def _mixed_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -121,9 +122,9 @@ def test_first_bad_day_finds_what_day_of_refuses(fmt: str) -> None:
               "notadate", "", None, 7, "12/31/2012", "31/12/2012", "2012-12-31", "2/29/2012", "2012-2-29"]  # fmt: skip
     for stray in strays:
         values = np.array([*days[:5], stray, *days[5:]], dtype=object)
-        expected = next((i for i, v in enumerate(values) if raw_model._day_of(v, fmt) is None), None)
-        assert raw_model._first_bad_day(values, fmt) == expected, (fmt, stray)
-    assert raw_model._first_bad_day(np.array(days, dtype=object), fmt) is None
+        expected = next((i for i, v in enumerate(values) if raw_dates._day_of(v, fmt) is None), None)
+        assert raw_dates._first_bad_day(values, fmt) == expected, (fmt, stray)
+    assert raw_dates._first_bad_day(np.array(days, dtype=object), fmt) is None
 
 
 def test_lightgbm_regressor_is_called_directly_with_the_wrappers_exact_answers() -> None:

@@ -362,7 +362,7 @@ def save_mlflow_model(model: Any, sample: pd.DataFrame, folder: Path) -> None:
             path=str(saved),
             python_model=raw_model.RawModelPyfunc(),
             artifacts={"model": str(pickle_path)},
-            code_paths=[raw_model.__file__],
+            code_paths=raw_model.code_paths(),
             signature=infer_signature(sample, np.asarray(model.predict(sample))),
             input_example=sample.head(2),
             metadata=model.input_metadata() if hasattr(model, "input_metadata") else None,

@@ -27,9 +27,28 @@ def amlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "amlops-home"
     home.mkdir()
     monkeypatch.setenv("AMLOPS_HOME", str(home))
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AML_APP_ROOT", "AZUREML_MODEL_DIR"):
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+        "AML_APP_ROOT",
+        "AZUREML_MODEL_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
+    _forget_mlflow_state()
     return home
+
+
+def _forget_mlflow_state() -> None:
+    """MLflow keeps the active experiment and run per process: an earlier test's would name an experiment
+    this test's fresh store does not have (``No Experiment with id=1 exists``)."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return
+    while fluent.active_run() is not None:
+        fluent.end_run()
+    fluent._active_experiment_id = None
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import Measured, measure
+from benchmarks.measure import Measured, measure, plain_script
 from benchmarks.report import machine_line, update_section
 from pipelines.settings import PROJECT_ROOT
 
@@ -33,22 +33,7 @@ SECTION = "Batch scoring, end to end"
 LIGHTGBM = "bench-lightgbm"
 BUDGET_SECONDS = 60.0  # the training pipeline's default AutoML budget (timeout_minutes=1)
 
-PLAIN_SCRIPT = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import mlflow.pyfunc
-import pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[3])
-t1 = time.perf_counter()
-frame = pd.read_csv(sys.argv[1])
-t2 = time.perf_counter()
-features = list(model.metadata.get_input_schema().input_names())
-frame["prediction"] = model.predict(frame[features])
-t3 = time.perf_counter()
-frame[["instant", "date", "prediction"]].to_csv(sys.argv[2], index=False)
-t4 = time.perf_counter()
-print(json.dumps({"startup": t1 - t0, "read": t2 - t1, "predict": t3 - t2, "write": t4 - t3, "rows": len(frame)}))
-"""
+PLAIN_SCRIPT = plain_script("model = mlflow.pyfunc.load_model(sys.argv[3])")
 
 
 def run_all(

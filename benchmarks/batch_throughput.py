@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.measure import Measured, measure
+from benchmarks.measure import Measured, measure, plain_script
 from benchmarks.report import update_section
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +38,9 @@ SECTION = "## Batch scoring"
 MODEL_NAME = "bench-batch"
 ENTRY = PROJECT_ROOT / "scoring" / "scoring.py"
 
-BASELINE = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import mlflow.pyfunc
-import pandas as pd
-from azureml.core.model import Model
-model = mlflow.pyfunc.load_model(Model.get_model_path(sys.argv[3]))
-t1 = time.perf_counter()
-frame = pd.read_csv(sys.argv[1])
-t2 = time.perf_counter()
-features = list(model.metadata.get_input_schema().input_names())
-frame["prediction"] = model.predict(frame[features])
-t3 = time.perf_counter()
-frame[["instant", "date", "prediction"]].to_csv(sys.argv[2], index=False)
-t4 = time.perf_counter()
-print(json.dumps({"startup": t1 - t0, "read": t2 - t1, "predict": t3 - t2, "write": t4 - t3, "rows": len(frame)}))
-"""
+BASELINE = plain_script(
+    "from azureml.core.model import Model\nmodel = mlflow.pyfunc.load_model(Model.get_model_path(sys.argv[3]))"
+)
 
 
 def prepare(work: Path, rows: int, trees: int) -> tuple[dict[str, str], dict[int, Path]]:

@@ -70,3 +70,18 @@ def _busy_cpu_seconds() -> float:
     """CPU seconds the whole machine has spent not idle (all processes, all cores)."""
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def plain_script(load_model: str) -> str:
+    """The plain alternative the batch benchmarks race: one process, read_csv -> predict -> to_csv, timed by
+    phase (printed as JSON). ``load_model`` is the line that loads the model, from ``sys.argv[3]``."""
+    return (
+        "\nimport json, sys, time\nt0 = time.perf_counter()\nimport mlflow.pyfunc\nimport pandas as pd\n"
+        + load_model
+        + "\nt1 = time.perf_counter()\nframe = pd.read_csv(sys.argv[1])\nt2 = time.perf_counter()\n"
+        "features = list(model.metadata.get_input_schema().input_names())\n"
+        'frame["prediction"] = model.predict(frame[features])\nt3 = time.perf_counter()\n'
+        'frame[["instant", "date", "prediction"]].to_csv(sys.argv[2], index=False)\nt4 = time.perf_counter()\n'
+        'print(json.dumps({"startup": t1 - t0, "read": t2 - t1, "predict": t3 - t2, "write": t4 - t3, '
+        '"rows": len(frame)}))\n'
+    )

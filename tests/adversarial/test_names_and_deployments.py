@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.faults import leftovers, port_free
 from tests.conftest import PROJECT_ROOT, cli
 
 sys.path.insert(0, str(PROJECT_ROOT / "steps"))
@@ -358,27 +358,6 @@ def reviver() -> Iterator[threading.Event]:
     thread.join(timeout=120)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _processes_of(folder: Path, port: int) -> list[int]:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        line = " ".join(proc.info["cmdline"] or [])
-        if f"supervise {folder}" in line or ("gunicorn" in line and f"127.0.0.1:{port}" in line):
-            found.append(proc.info["pid"])
-    return found
-
-
 def _serves(service: Any) -> str:
     """The model folder the running service answers from."""
     import requests
@@ -403,7 +382,7 @@ def test_stop_racing_the_reviver_stays_stopped_and_start_works_again(
         while time.monotonic() < deadline:
             assert deployments.state(service.name) == "Stopped"
             time.sleep(0.1)
-        assert _port_free(service.port) and not _processes_of(service.folder, service.port)
+        assert port_free(service.port) and not leftovers(service.folder, service.port)
         assert deployments.stop(service.name) is False  # "was not running" is now the truth
         assert deployments.start(service.name).port == service.port
         assert deployments.state(service.name) == "Healthy"
@@ -416,7 +395,7 @@ def test_delete_racing_the_reviver_leaves_nothing_behind(ws: dict[str, Any], rev
     deployments.delete(service.name)
     time.sleep(3)  # the reviver and the dying supervisor have had their chance
     assert not service.folder.exists()
-    assert _port_free(service.port) and not _processes_of(service.folder, service.port)
+    assert port_free(service.port) and not leftovers(service.folder, service.port)
 
 
 def test_two_concurrent_model_updates_are_serialised_and_the_last_report_holds(ws: dict[str, Any]) -> None:

@@ -288,6 +288,11 @@ class FakeAzureML:
 
         monkeypatch.setattr(socket.socket, "connect", blocked)
         monkeypatch.setattr(socket, "getaddrinfo", blocked)
+        # a call refused that way is retried by urllib3 with growing sleeps (AutoMLStep's settings check
+        # asks the service; it then goes on without it): the same refusals, without the waiting
+        from urllib3.util.retry import Retry
+
+        monkeypatch.setattr(Retry, "sleep", lambda self, response=None: None)
 
     def _workspace(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import azureml.core.workspace as workspace_module

@@ -168,7 +168,7 @@ def test_deploy_export_maps_aci_to_a_key_authenticated_managed_endpoint(tmp_path
     assert type(deployment).__name__ == "ManagedOnlineDeployment"
     assert deployment.model == "bike-demand:4"  # the loader drops the azureml: prefix
     assert deployment.code_configuration.scoring_script == "score.py"
-    assert Path(deployment.code_configuration.code).resolve() == ROOT / "scoring"
+    assert (out / deployment.code_configuration.code).resolve() == ROOT / "scoring"  # relative to the YAML
     assert deployment.request_settings.request_timeout_ms == 90000
     assert deployment.app_insights_enabled is True
     assert deployment.environment_variables["AML_CORS_ORIGINS"] == "https://a.example"

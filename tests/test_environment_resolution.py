@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted((ROOT / "environments").glob("*.yml"))
 TIMEOUT_SECONDS = 240  # each; about 15 s on a quiet machine, several times that on a busy one

@@ -21,6 +21,8 @@ from benchmarks._model import shared_model_home, using_env, using_home
 from pipelines.datagen import write_csv
 from tests.conftest import cli
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bike-demand"
 

@@ -28,6 +28,8 @@ import register  # noqa: E402  (the step script, imported as Azure runs it: from
 
 from steps import model_names  # noqa: E402
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 LONG = "m" * 300
 BAD_NAMES = ["bad'name", "../x", "a/b", "a:b", LONG, "", " lead", "-dash", ".hidden", "caf\u00e9", 'dq"x']
 GOOD_NAMES = ["bike-demand", "m", "My_Model.v2", "0model", "a..b", "x" * model_names.MAX_LENGTH]

@@ -32,6 +32,8 @@ from pipelines.local.workspace.keys import LogRedactor, fingerprint
 from pipelines.settings import Settings
 from tests.conftest import PROJECT_ROOT, cli
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 PREFIX = "/pipelines/v1.0/PipelineRuns"
 LONG_ID = "a" * 256
 

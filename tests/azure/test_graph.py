@@ -18,6 +18,8 @@ import yaml
 from pipelines.settings import PROJECT_ROOT, Settings
 from tests.azure.fake import FakeAzureML, configured_fake
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 STEPS_DIR = str(PROJECT_ROOT / "steps")
 SCORING_DIR = str(PROJECT_ROOT / "scoring")
 BIKE_URL = "https://raw.githubusercontent.com/Azure/MachineLearningNotebooks/master/how-to-use-azureml/automated-machine-learning/forecasting-bike-share/bike-no.csv"

@@ -21,6 +21,8 @@ from pipelines.errors import UserError
 from pipelines.settings import PROJECT_ROOT, Settings
 from tests.azure.fake import BASE, RG, SUB, WS, FakeAzureML, configured_fake
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 
 @pytest.fixture
 def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAzureML:

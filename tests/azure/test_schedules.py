@@ -19,6 +19,8 @@ from pipelines.azure import schedules
 from pipelines.errors import UserError
 from tests.azure.fake import FakeAzureML, configured_fake
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 NOW = dt.datetime(2026, 3, 10, 12, 34, 56, 500000, tzinfo=dt.UTC)
 
 

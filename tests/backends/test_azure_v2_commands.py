@@ -21,6 +21,8 @@ from tests.backends.azure_v2_transport import (
     registered_model,
 )
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 MGMT = "https://management.azure.com" + ARM
 DATA_URL = "https://amlopsstore.blob.core.windows.net/data/bike-no.csv"
 

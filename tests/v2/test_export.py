@@ -15,6 +15,8 @@ from pipelines import batch_score, deploy, train
 from pipelines.settings import Settings
 from pipelines.v2 import verify
 
+pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "v2" / "v1_samples" / "pipelines.py"
 

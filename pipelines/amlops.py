@@ -4,6 +4,7 @@
     amlops batch-score run | show | publish | models
     amlops deploy [deploy] | list | show | logs | keys | update | invoke | stop | start | delete
     amlops workspace serve | status | keys | runs | run-status | logs | cancel | endpoints | ...
+    amlops v2 export | run | show   (SDK v2: anyone's v1 steps as v2 YAML; v2 pipeline YAML run locally)
     amlops endpoint call      amlops trigger URL      amlops benchmark      amlops demo
     amlops completion bash    (eval "$(amlops completion bash)" turns on tab completion)
 
@@ -37,6 +38,9 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command("pipelines.deploy", "real-time services: deploy, list, show, logs, keys, invoke, ..."),
     "workspace": Command(
         "pipelines.workspace", "the local workspace service, runs, logs, endpoints, schedules"
+    ),
+    "v2": Command(
+        "pipelines.v2.__main__", "Azure ML SDK v2: export v1 steps as v2 YAML, run or show v2 YAML"
     ),
     "endpoint": Command("clients.endpoint", "call a real-time endpoint with rows of a dataset", verb="call"),
     "trigger": Command("clients.trigger_pipeline", "submit a run to a pipeline endpoint over REST and wait"),

@@ -1,4 +1,4 @@
-"""Azure ML SDK v2 tools: python -m pipelines.v2 VERB ... (each verb has --help).
+"""Azure ML SDK v2 tools: python -m pipelines.v2 VERB ... (amlops v2 VERB; each verb has --help).
 
 export FILE.py:CALLABLE --out DIR   anyone's SDK v1 steps as SDK v2 YAML
 run pipeline.yml                    an SDK v2 pipeline job on the local engine
@@ -7,28 +7,39 @@ show pipeline.yml                   the plan it makes, offline
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
-from pipelines.errors import UserError, cli_main
+from pipelines.errors import cli_main
 
-# verb -> (module, function taking argv)
+# verb -> (module, function taking the verb's own argv, one-line help); each module has parser(verb)
 VERBS = {
-    "export": ("pipelines.v2.export", "main"),
-    "run": ("pipelines.v2.local_run", "run"),
-    "show": ("pipelines.v2.local_run", "show"),
+    "export": ("pipelines.v2.export", "main", "write anyone's SDK v1 steps as SDK v2 YAML"),
+    "run": ("pipelines.v2.local_run", "run", "run an SDK v2 pipeline job YAML on the local engine"),
+    "show": ("pipelines.v2.local_run", "show", "print the plan an SDK v2 pipeline job YAML makes, offline"),
 }
+
+
+def parser() -> argparse.ArgumentParser:
+    """One parser with a sub-parser per verb, built from the verbs' own parsers (for --help and completion)."""
+    lines = (__doc__ or "").strip().splitlines()
+    top = argparse.ArgumentParser(
+        prog="python -m pipelines.v2", description=lines[0],
+        epilog="\n".join(lines[2:]), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    verbs = top.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, (module, _, help_text) in VERBS.items():
+        own = importlib.import_module(module).parser(verb)
+        verbs.add_parser(verb, parents=[own], add_help=False, help=help_text, description=own.description)
+    return top
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\nverbs: " + ", ".join(VERBS))
-        return 0 if args else 2
-    if args[0] not in VERBS:
-        raise UserError(f"unknown verb {args[0]!r}", hint="use one of " + ", ".join(VERBS))
-    module, function = VERBS[args[0]]
+    parser().parse_args(args)  # usage errors and --help, for the whole command line, exit 2 / 0 here
+    module, function, _ = VERBS[args[0]]
     return getattr(importlib.import_module(module), function)(args[1:])
 
 

@@ -297,15 +297,19 @@ def export_callable(spec: str, out: Path) -> dict[str, Any]:
     return _result(out, files, translation)
 
 
-def main(argv: list[str]) -> int:
+def parser(verb: str = "export") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.v2 export", description=__doc__.splitlines()[0]
+        prog=f"python -m pipelines.v2 {verb}", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "callable", metavar="FILE.py:CALLABLE", help="a function returning a list of SDK v1 steps"
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     report(export_callable(args.callable, args.out), args.json)
     return 0

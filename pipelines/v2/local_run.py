@@ -21,7 +21,7 @@ from pipelines.errors import EXIT_BAD_INPUT, UserError, cli_main, print_json
 from pipelines.settings import parse_assignments
 
 
-def _parser(verb: str) -> argparse.ArgumentParser:
+def parser(verb: str) -> argparse.ArgumentParser:
     lines = __doc__.strip().splitlines()
     parser = argparse.ArgumentParser(
         prog=f"python -m pipelines.v2 {verb}", description=lines[0],
@@ -42,7 +42,7 @@ def run(argv: list[str] | None) -> int:
     """Run a pipeline job YAML on the local engine; exit 0 when it completes."""
     from pipelines.local.runtime.engine_host import EngineHost
 
-    args = _parser("run").parse_args(argv)
+    args = parser("run").parse_args(argv)
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise UserError(f"--output {args.output} is a file", hint="name a folder (it is created if missing)")
     host = EngineHost()  # imports MLflow and the engine on the other core while azure-ai-ml reads the YAML
@@ -193,7 +193,7 @@ def show(argv: list[str] | None) -> int:
     """Print the plan a pipeline job YAML reads into (offline: nothing runs)."""
     from pipelines.core.v2_reader import read_pipeline
 
-    args = _parser("show").parse_args(argv)
+    args = parser("show").parse_args(argv)
     pipe = read_pipeline(args.pipeline)
     info = plan_info(pipe)
     if args.json:

@@ -15,6 +15,7 @@ import pytest
 from pipelines import amlops
 from pipelines.local.runtime import runs
 
+EXAMPLE = "train_score/pipeline.yml"  # an SDK v2 pipeline job the v2 tests run
 VERBS_WITHOUT_SUBWORDS = 25  # at least this many verbs: train/batch-score/deploy/workspace/... leaves
 
 
@@ -35,6 +36,17 @@ def test_words_dispatch_to_the_module_main(capsys: pytest.CaptureFixture[str]) -
     assert "unknown command 'nope'" in capsys.readouterr().err
     assert amlops.main(["endpoint", "shout"]) == 2
     assert amlops.main(["completion", "zsh"]) == 2
+
+
+def test_v2_word_runs_the_sdk_v2_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).parents[1] / "v2" / "examples" / EXAMPLE
+    assert amlops.main(["v2", "show", str(example), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["steps"]
+    with pytest.raises(SystemExit) as usage:
+        amlops.main(["v2", "convert"])
+    assert usage.value.code == 2
+    assert "invalid choice: 'convert'" in capsys.readouterr().err
 
 
 def _complete(script: Path, line: str) -> list[str]:
@@ -62,6 +74,8 @@ def test_bash_completion_follows_the_argparse_tree(
     assert _complete(script, "amlops deploy invoke --request") == ["--request-file"]
     assert _complete(script, "amlops train publish --target ") == ["auto", "local", "azure", "azure-v2"]
     assert _complete(script, "amlops workspace schedules l") == ["list"]
+    assert _complete(script, "amlops v2 ") == ["export", "run", "show", "--help"]
+    assert _complete(script, "amlops v2 export --") == ["--help", "--out", "--json"]
     assert _complete(script, "amlops deploy keys --name x --regen ") == ["primary", "secondary"]
 
 

@@ -19,6 +19,9 @@ if (
     and (PROJECT_ROOT.parent / "shared" / "data" / "bike-no.csv").is_file()
 ):
     os.environ["AMLOPS_DATA_DIR"] = str(PROJECT_ROOT.parent / "shared" / "data")
+# No warm engine left behind by the tests' runs (each test has its own workspace, so each would leave
+# one); tests/local/runtime/test_engine_daemon.py turns it on for its own runs.
+os.environ["AMLOPS_ENGINE_DAEMON"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "count.txt").write_text(f"{rows}\n")
     print(f"count: {rows} rows, label {args.label}, seed {args.seed}")
+    if os.environ.get("AMLOPS_TINY_NOTE"):  # lets a test see which environment the step ran in
+        print(f"note {os.environ['AMLOPS_TINY_NOTE']}")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,18 @@ class EngineHost:
     """The command's side: start the host, hand it the request, wait, return the final record."""
 
     def __init__(self) -> None:
+        from pipelines.local.runtime.engine_daemon import WarmEngine
+
+        self.warm = WarmEngine.connect()  # a warm engine left by an earlier run (engine_daemon.py)
+        self.proc: subprocess.Popen[bytes] | None = None if self.warm else self._start()
+
+    @staticmethod
+    def _start() -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         }
-        self.proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "pipelines.local.runtime.engine_host"],
             stdin=subprocess.PIPE,
             env=env,
@@ -44,20 +51,12 @@ class EngineHost:
     def run(self, request: Any, to_stderr: bool) -> dict[str, Any]:
         from pipelines.errors import UserError
         from pipelines.local.runtime import runs
-        from pipelines.local.runtime.engine import in_main_thread
 
-        assert self.proc.stdin is not None
-        try:
-            pickle.dump({"request": request, "to_stderr": to_stderr}, self.proc.stdin)
-            self.proc.stdin.close()
-        except OSError:
-            pass  # the host is gone: its exit status tells
-        previous = signal.signal(signal.SIGTERM, self._forward) if in_main_thread() else None
-        try:
-            code = self._wait()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        if self.warm is not None and self.warm.start(request, to_stderr):
+            code = self.warm.wait()
+        else:
+            self.warm = None
+            code = self._hand_over(request, to_stderr)
         try:
             record = runs.read_record(request.run_id)
         except (OSError, ValueError, UserError):  # no record yet, or a half-written one
@@ -68,9 +67,33 @@ class EngineHost:
             record = runs.close_record(request.run_id, dict(record or stub), "Failed", message)
         return record
 
+    def _hand_over(self, request: Any, to_stderr: bool) -> int:
+        from pipelines.local.runtime.engine import in_main_thread
+
+        if self.proc is None:
+            self.proc = self._start()
+        assert self.proc.stdin is not None
+        try:
+            pickle.dump({"request": request, "to_stderr": to_stderr}, self.proc.stdin)
+            self.proc.stdin.close()
+        except OSError:
+            pass  # the host is gone: its exit status tells
+        previous = signal.signal(signal.SIGTERM, self._forward) if in_main_thread() else None
+        try:
+            return self._wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
     def close(self) -> None:
-        """Stop a host that was not given a request (the command failed before the run)."""
-        if self.proc.poll() is None:
+        """Stop a host that was not given a request (the command failed before the run); after a cold
+        run, leave a warm engine for the next one."""
+        from pipelines.local.runtime.engine_daemon import start_detached
+
+        if self.warm is not None:
+            self.warm.close()
+            return
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 if self.proc.stdin is not None and not self.proc.stdin.closed:
                     self.proc.stdin.close()  # the host exits on an empty stdin
@@ -78,8 +101,10 @@ class EngineHost:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        start_detached()
 
     def _wait(self) -> int:
+        assert self.proc is not None
         while True:
             try:
                 return self.proc.wait()
@@ -87,7 +112,7 @@ class EngineHost:
                 continue
 
     def _forward(self, signum: int, frame: Any) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signum)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from azureml.core import Environment
 from azureml.core.model import InferenceConfig, Model
 from azureml.core.webservice import AciWebservice, AksWebservice, Webservice
+from azureml.exceptions import WebserviceException
 
 from pipelines.errors import UserError
 from pipelines.settings import PROJECT_ROOT
@@ -187,19 +188,26 @@ def deploy(
         from azureml.core.compute import AksCompute
 
         deployment_target = AksCompute(workspace, aks_cluster)
-    service = Model.deploy(
-        workspace,
-        service_name,
-        [model],
-        inference_config=inference_config(
-            environment=environment,
-            cors_origins=cors_origins,
-            scoring_timeout_ms=scoring_timeout_ms if target == "aci" else None,
-        ),  # fmt: skip
-        deployment_config=config,
-        deployment_target=deployment_target,
-        overwrite=overwrite,
-    )
+    config_ = inference_config(
+        environment=environment, cors_origins=cors_origins,
+        scoring_timeout_ms=scoring_timeout_ms if target == "aci" else None,
+    )  # fmt: skip
+    try:
+        service = Model.deploy(
+            workspace, service_name, [model], inference_config=config_, deployment_config=config,
+            deployment_target=deployment_target, overwrite=overwrite,
+        )  # fmt: skip
+    except (
+        WebserviceException
+    ) as exc:  # the service refused the request (a name taken without overwrite, ...)
+        message = (exc.message or str(exc)).strip().splitlines()[0]
+        taken = "already" in message and not overwrite
+        raise UserError(
+            f"Azure ML refused to deploy {service_name!r}: {message}",
+            hint="pass --overwrite to replace it, or delete it first"
+            if taken
+            else "check the options and the workspace",
+        ) from None
     service.wait_for_deployment(show_output=True)
     return service
 

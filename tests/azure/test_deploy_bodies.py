@@ -3,6 +3,7 @@ deployment configurations (``Model.deploy`` sends these); only the upload of sco
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,18 @@ def mms(ws: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         def wait_for_deployment(self, show_output: bool = False) -> None:
             pass
 
+    def validate_name(workspace, name):  # MMS's name check: an error body for a service that exists
+        if name in sent.setdefault("services", set()):
+            return json.dumps({"error": {"message": f"Service {name} already exists in this workspace."}})
+        return None
+
     def deploy_webservice(workspace, name, payload, overwrite, webservice_class, show_output=False):
+        Webservice.check_for_existing_webservice(workspace, name, overwrite)  # the SDK's own first check
         sent["payload"], sent["overwrite"] = payload, overwrite
+        sent.setdefault("services", set()).add(name)
         return Deployed(name, payload)
 
+    monkeypatch.setattr(Webservice, "_request_validate_service_name", staticmethod(validate_name))
     monkeypatch.setattr(ModelsClient, "get_by_id", get_by_id)
     monkeypatch.setattr(Webservice, "_deploy_webservice", staticmethod(deploy_webservice))
     return sent
@@ -160,7 +169,7 @@ def test_the_deploy_environment_setting_is_the_default_and_inference_yml_without
     assert mms["payload"]["environmentImageRequest"]["environment"]["name"] == "amlops-inference"
     assert _pip(mms["payload"]["environmentImageRequest"]["environment"]) == inference_pins()
     monkeypatch.setenv("AMLOPS_DEPLOY_ENVIRONMENT", "AzureML-AutoML")
-    assert main(["--target", "aci", "--name", "bike-svc", "--model", "bike-demand:3"]) == 0
+    assert main(["--target", "aci", "--name", "bike-svc2", "--model", "bike-demand:3"]) == 0
     env = mms["payload"]["environmentImageRequest"]["environment"]
     assert env[
         "name"
@@ -237,3 +246,19 @@ def test_score_py_imports_only_what_the_curated_automl_environment_has():
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"} - beside
     assert third_party <= in_automl_environment, third_party - in_automl_environment
     assert {"numpy", "pandas", "inference_schema", "mlflow"} <= third_party  # the check reads the imports
+
+
+def test_an_existing_service_is_refused_without_overwrite_in_one_line(ws, mms, capsys):
+    from pipelines.deploy import main
+
+    argv = ["--target", "aci", "--name", "bike-svc", "--model", "bike-demand:3"]
+    assert main(argv) == 0
+    first = mms["payload"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        "error: Azure ML refused to deploy 'bike-svc': Service bike-svc already exists in this workspace."
+        " (pass --overwrite to replace it, or delete it first)"
+    )
+    assert mms["payload"] is first  # nothing sent
+    assert main([*argv, "--overwrite"]) == 0 and mms["overwrite"] is True and mms["payload"] is not first

@@ -33,9 +33,8 @@ class OnlineSpec:
     environments_dir: Path
     out_dir: Path
     aks_cluster: str = ""
-    instance_type: str | None = (
-        None  # managed: a VM size (default MANAGED_INSTANCE_TYPE); kubernetes: the cluster's
-    )
+    # managed: a VM size (default MANAGED_INSTANCE_TYPE); kubernetes: an instance type the cluster defines
+    instance_type: str | None = None
     instance_count: int = 1
     scoring_timeout_ms: int | None = None
     app_insights: bool = True

@@ -29,6 +29,10 @@ TARGETS = (
     "aks",
     "azure-v2",
 )  # azure-v2: a managed online endpoint (Kubernetes with --aks-cluster)
+ENVIRONMENT_HELP = (
+    "Azure: the workspace or curated Environment score.py runs in, e.g. AzureML-AutoML for a model Azure"
+    " AutoML trained (default: the deploy_environment setting; empty: environments/inference.yml)"
+)
 ORIGIN = re.compile(r"https?://[^/\s:?#]+(:\d{1,5})?")  # a browser origin: scheme, host, optional port
 
 
@@ -85,10 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-cores", type=float, help="aci/aks: CPU cores per container (default 1)")
     p.add_argument("--memory-gb", type=float, help="aci/aks: memory per container in GB (default 1)")
     p.add_argument("--max-replicas", type=int, help="aks: autoscale up to this many replicas (default 3)")
-    p.add_argument("--instance-type", default="Standard_DS3_v2", help="azure-v2 managed: the VM size")
+    p.add_argument("--instance-type", help="azure-v2: the VM size (default Standard_DS3_v2), with"
+                   " --aks-cluster the cluster's Kubernetes instance type (default: the cluster's)")  # fmt: skip
     p.add_argument(
         "--instance-count", type=int_in_range(1), default=1, help="azure-v2: instances (default 1)"
     )
+    p.add_argument("--environment", metavar="NAME", help=ENVIRONMENT_HELP)
     p.add_argument(
         "--timeout", type=float, default=180.0, help="local: seconds to wait for health (default 180)"
     )
@@ -97,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
     p.add_argument("--model", help="NAME or NAME:VERSION (default: the settings' model_name, latest version)")
     p.add_argument("--aks-cluster", default="", help="a Kubernetes online endpoint on this attached cluster")
-    p.add_argument("--instance-type", default="Standard_DS3_v2", help="managed: the VM size")
+    p.add_argument("--instance-type", help="managed: the VM size (default Standard_DS3_v2); kubernetes: the"
+                   " cluster's instance type")  # fmt: skip
+    p.add_argument("--environment", metavar="NAME", help=ENVIRONMENT_HELP)
     p.add_argument("--instance-count", type=int_in_range(1), default=1, help="instances (default 1)")
     p.add_argument("--scoring-timeout-ms", type=int_in_range(1), help="request_settings.request_timeout_ms")
     p.add_argument("--cors-origins", default="", metavar="ORIGINS", help="AML_CORS_ORIGINS for the server")
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers, port=args.port, entry_script=args.entry_script, max_body_bytes=args.max_body_bytes,
             cpu_cores=args.cpu_cores, memory_gb=args.memory_gb, max_replicas=args.max_replicas,
             aks_cluster=args.aks_cluster, token_auth=args.token_auth, instance_type=args.instance_type,
-            instance_count=args.instance_count, progress=lambda message: print(message, file=sys.stderr),
+            instance_count=args.instance_count, environment=args.environment,
+            progress=lambda message: print(message, file=sys.stderr),
         )  # fmt: skip
         return _print_service(services.deploy(request), args.json, verb="deployed")
     if args.verb == "list":
@@ -272,6 +281,7 @@ def _export(args: argparse.Namespace, name: str) -> int:
         instance_type=args.instance_type, instance_count=args.instance_count,
         scoring_timeout_ms=args.scoring_timeout_ms, app_insights=not args.disable_app_insights,
         cors_origins=args.cors_origins, cpu_cores=args.cpu_cores, memory_gb=args.memory_gb,
+        environment=args.environment if args.environment is not None else load_settings().deploy_environment,
     )  # fmt: skip
     translation = online_translation(spec)
     files = write_verified(out, translation)

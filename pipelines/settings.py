@@ -96,6 +96,11 @@ class Settings:
         "azure",
         "Azure: the Environment batch scoring loads the model in (AzureML-AutoML for a model Azure AutoML trained; empty: environments/batch.yml)",
     )
+    deploy_environment: str = setting(
+        "",
+        "azure",
+        "Azure: the Environment deploy serves score.py in (AzureML-AutoML for a model Azure AutoML trained; empty: environments/inference.yml)",
+    )
     # schedule (Azure's ScheduleRecurrence vocabulary)
     schedule_frequency: str = setting(
         "Week", "schedule", "the default schedule's frequency: Minute, Hour, Day, Week or Month"

@@ -49,9 +49,20 @@ class DeployRequest:
     max_replicas: int | None = None
     aks_cluster: str = ""
     token_auth: bool = False
-    instance_type: str = "Standard_DS3_v2"  # azure-v2 managed: the VM size
+    instance_type: str | None = (
+        None  # azure-v2: a managed VM size (default Standard_DS3_v2) or a Kubernetes instance type
+    )
     instance_count: int = 1  # azure-v2
+    environment: str | None = None  # --environment: a workspace or curated Environment for score.py
     progress: Any = None  # a callable taking one message, or None
+
+    def environment_name(self) -> str:
+        """``--environment``, else the ``deploy_environment`` setting; empty: ``environments/inference.yml``."""
+        if self.environment is not None:
+            return self.environment
+        from pipelines.settings import load_settings
+
+        return load_settings().deploy_environment
 
 
 @dataclass

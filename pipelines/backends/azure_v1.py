@@ -93,7 +93,8 @@ class AzureV1Deployments:
         service = deploy.deploy(
             _workspace(), request.model_name, request.model_version, request.name, target=self.compute,
             aks_cluster=request.aks_cluster, token_auth=request.token_auth, overwrite=request.overwrite,
-            scoring_timeout_ms=request.scoring_timeout_ms, cors_origins=request.cors_origins, **sizes,
+            scoring_timeout_ms=request.scoring_timeout_ms, cors_origins=request.cors_origins,
+            environment_name=request.environment_name(), **sizes,
         )  # fmt: skip
         return deploy.describe(service)
 

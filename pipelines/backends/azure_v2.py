@@ -348,6 +348,10 @@ class AzureV2Schedules:
         return f"{action}d schedule {schedule['name']} ({schedule['status']})"
 
 
+def _kind(endpoint: Any) -> str:
+    return "Kubernetes" if "Kubernetes" in type(endpoint).__name__ else "managed"
+
+
 class AzureV2Deployments:
     """Online endpoints with key authentication: one endpoint per service, its deployment named ``blue``."""
 
@@ -373,18 +377,42 @@ class AzureV2Deployments:
                 aks_cluster=request.aks_cluster, scoring_timeout_ms=request.scoring_timeout_ms,
                 app_insights=request.app_insights, cors_origins=request.cors_origins or "",
                 cpu_cores=request.cpu_cores, memory_gb=request.memory_gb, instance_type=request.instance_type,
-                instance_count=request.instance_count,
+                instance_count=request.instance_count, environment=request.environment_name(),
             )  # fmt: skip
             write_verified(folder, online_translation(spec))
             endpoint = verify.load(folder / f"{request.name}.endpoint.yml", "online_endpoint")
             deployment = verify.load(folder / f"{request.name}.deployment.yml", "online_deployment")
-            self._progress(request, f"creating online endpoint {request.name} (auth_mode key)")
+            existing = self._existing(request, endpoint)
+            if existing is not None:  # updated in place: what it serves keeps its traffic meanwhile
+                endpoint.traffic = dict(existing.traffic or {})
+            verb = "updating" if existing is not None else "creating"
+            self._progress(request, f"{verb} online endpoint {request.name} (auth_mode key)")
             self.ops.begin_create_or_update(endpoint).result()
-            self._progress(request, f"creating deployment {deployment.name} of {deployment.model}")
+            self._progress(request, f"{verb} deployment {deployment.name} of {deployment.model}")
             self.backend.client.online_deployments.begin_create_or_update(deployment).result()
             endpoint.traffic = {deployment.name: 100}
             self.ops.begin_create_or_update(endpoint).result()
         return self.show(request.name)
+
+    def _existing(self, request: DeployRequest, endpoint: Any) -> Any:
+        """The endpoint of that name if there is one (None if not); refused without --overwrite, as v1 and
+        local deploy refuse an existing service, and refused if it is of the other kind (managed/Kubernetes)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            existing = self.ops.get(request.name)
+        except ResourceNotFoundError:
+            return None
+        if not request.overwrite:
+            raise UserError(f"online endpoint {request.name!r} already exists",
+                            hint="pass --overwrite to update it in place, or delete it first")  # fmt: skip
+        if type(existing).__name__ != type(endpoint).__name__:
+            raise UserError(
+                f"online endpoint {request.name!r} is a {_kind(existing)} endpoint, not a {_kind(endpoint)} one",
+                hint=f"delete it first (amlops deploy delete --target azure-v2 --name {request.name}), or deploy"
+                " under another --name",
+            )
+        return existing
 
     @staticmethod
     def _progress(request: DeployRequest, message: str) -> None:
@@ -407,8 +435,19 @@ class AzureV2Deployments:
 
     @service_errors
     def logs(self, name: str, tail: int, requests: bool) -> dict[str, Any]:
-        text = self.backend.client.online_deployments.get_logs(name="blue", endpoint_name=name, lines=tail)
-        return {"lines": text.splitlines(), "log": None}
+        """The last ``tail`` lines of the inference server's container log (the service's ``getLogs``)."""
+        from azure.ai.ml._restclient.arm_ml_service.models import DeploymentLogsRequest
+
+        if requests:
+            raise UserError("--requests reads a local service's request log",
+                            hint="on Azure, query the endpoint's Application Insights")  # fmt: skip
+        ops = self.backend.client.online_deployments
+        # azure-ai-ml's get_logs prints "None" for an empty log; the service answers {"content": null} then
+        answer = ops._online_deployment.get_logs(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+            endpoint_name=name, deployment_name="blue", body=DeploymentLogsRequest(tail=tail), **ops._init_kwargs,
+        )  # fmt: skip
+        return {"lines": (answer.content or "").splitlines()[-tail:] if tail else [], "log": None}
 
     @service_errors
     def keys(self, name: str, regenerate: str | None = None) -> dict[str, str]:
@@ -455,19 +494,25 @@ class AzureV2Deployments:
 
     @service_errors
     def invoke(self, name: str, body: str, timeout: float) -> tuple[int, str]:
-        """POST the body to the endpoint's scoring URI with its primary key (what ``az ml online-endpoint
-        invoke`` does)."""
-        import requests
+        """POST the body to the endpoint's scoring URI with its primary key, once, through azure-ai-ml's own
+        HTTP pipeline (its transport and proxy settings); the answer's status and text, whatever the status.
+
+        azure-ai-ml's ``invoke`` is not used: it raises on any status but 200, re-encodes the body, retries
+        a 500 (a failing ``run()``) and keeps the key in a module-level header dict."""
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
         endpoint = self.ops.get(name)
         key = self.ops.get_keys(name).primary_key
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         try:
-            resp = requests.post(endpoint.scoring_uri, data=body, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            raise UserError(f"cannot reach {name} at {endpoint.scoring_uri}: {exc}",
+            resp = self.ops._requests_pipeline.post(
+                endpoint.scoring_uri, content=body.encode(), headers=headers, retry_total=0,
+                connection_timeout=timeout, read_timeout=timeout,
+            )  # fmt: skip
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise UserError(f"cannot reach {name} at {endpoint.scoring_uri}: {_first_line(exc)}",
                             hint=f"see amlops deploy show --target azure-v2 --name {name}") from None  # fmt: skip
-        return resp.status_code, resp.text
+        return resp.status_code, resp.text()
 
     def stop(self, name: str) -> bool:
         raise UserError(

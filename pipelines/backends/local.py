@@ -74,6 +74,9 @@ class LocalDeployments:
                 raise UserError(
                     f"{flag} applies to ACI and AKS", hint="locally, size the service with --workers"
                 )
+        if request.environment:  # the deploy_environment setting is Azure's; the option given here is refused
+            raise UserError("--environment names an Azure ML Environment",
+                            hint="locally, score.py runs in this project's environment; leave --environment out")  # fmt: skip
         service = deployments.deploy(
             request.model_name,
             request.model_version,

@@ -19,6 +19,7 @@ from pipelines.v2.translate import BASE_IMAGE, SCHEMA, Translation
 
 ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 MANAGED_TIMEOUT_MS = 180_000  # a managed online deployment's request timeout may not exceed this
+MANAGED_INSTANCE_TYPE = "Standard_DS3_v2"
 
 
 @dataclass
@@ -32,13 +33,15 @@ class OnlineSpec:
     environments_dir: Path
     out_dir: Path
     aks_cluster: str = ""
-    instance_type: str = "Standard_DS3_v2"
+    # managed: a VM size (default MANAGED_INSTANCE_TYPE); kubernetes: an instance type the cluster defines
+    instance_type: str | None = None
     instance_count: int = 1
     scoring_timeout_ms: int | None = None
     app_insights: bool = True
     cors_origins: str = ""
     cpu_cores: float | None = None
     memory_gb: float | None = None
+    environment: str = ""  # a workspace or curated environment instead of environments/inference.yml
 
 
 def online_translation(spec: OnlineSpec) -> Translation:
@@ -74,16 +77,19 @@ def online_translation(spec: OnlineSpec) -> Translation:
             "code": os.path.relpath(spec.scoring_dir, spec.out_dir),
             "scoring_script": "score.py",
         },
-        "environment": {"image": BASE_IMAGE, "conda_file": "environments/inference.yml"},
+        "environment": _environment(spec, out),
         "environment_variables": variables,
         "instance_count": spec.instance_count,
         "app_insights_enabled": spec.app_insights,
     }
-    if kubernetes:
+    if kubernetes:  # the container's requests (default 1 CPU, 1 GB), and an instance type the cluster defines
         cpu, memory = spec.cpu_cores or 1, spec.memory_gb or 1
+        # always sent: azure-ai-ml 1.35.2 cannot read back a Kubernetes deployment without them
         deployment["resources"] = {"requests": {"cpu": f"{cpu:g}", "memory": f"{memory:g}Gi"}}
+        if spec.instance_type:
+            deployment["instance_type"] = spec.instance_type
     else:
-        deployment["instance_type"] = spec.instance_type
+        deployment["instance_type"] = spec.instance_type or MANAGED_INSTANCE_TYPE
     if spec.scoring_timeout_ms:
         timeout = spec.scoring_timeout_ms
         if not kubernetes and timeout > MANAGED_TIMEOUT_MS:
@@ -92,13 +98,13 @@ def online_translation(spec: OnlineSpec) -> Translation:
                 hint=f"use at most {MANAGED_TIMEOUT_MS}, or an AKS cluster (--aks-cluster)",
             )
         deployment["request_settings"] = {"request_timeout_ms": timeout}
-    out.copies["environments/inference.yml"] = spec.environments_dir / "inference.yml"
     out.files[f"{spec.name}.endpoint.yml"] = endpoint
     out.files[f"{spec.name}.deployment.yml"] = deployment
     target = "AKS web service" if kubernetes else "ACI web service"
     out.mapped += [
         f"{target} (auth_enabled) -> {kind} online endpoint {spec.name} with auth_mode key",
-        f"InferenceConfig(score.py, inference environment) + model {model} -> {kind} online deployment blue",
+        f"InferenceConfig(score.py, {spec.environment or 'inference'} environment) + model {model} -> {kind}"
+        " online deployment blue",
         "enable_app_insights -> app_insights_enabled"
         + (", scoring_timeout_ms -> request_settings.request_timeout_ms" if spec.scoring_timeout_ms else ""),
     ]
@@ -109,6 +115,18 @@ def online_translation(spec: OnlineSpec) -> Translation:
     ]
     if not kubernetes:
         out.differences.append(
-            f"size: ACI's cpu_cores/memory_gb become a VM size ({spec.instance_type}) x instance_count"
+            f"size: ACI's cpu_cores/memory_gb become a VM size ({deployment['instance_type']}) x instance_count"
         )
     return out
+
+
+def _environment(spec: OnlineSpec, out: Translation) -> Any:
+    """environments/inference.yml on the base image (copied beside the YAML), or a reference to ``environment``:
+    a curated one in the ``azureml`` registry (AzureML-AutoML for a model Azure AutoML trained), else the
+    workspace's. The deployment's variables are its own, so the environment is used unchanged."""
+    if spec.environment:
+        from pipelines.v2.curated import environment_reference
+
+        return environment_reference(spec.environment)
+    out.copies["environments/inference.yml"] = spec.environments_dir / "inference.yml"
+    return {"image": BASE_IMAGE, "conda_file": "environments/inference.yml"}

@@ -254,7 +254,7 @@ def test_cors_origins_reach_the_inference_server_and_a_model_update_keeps_the_se
     deployed = fake_azure["deploy"]["inference_config"].environment.environment_variables
     assert deployed["AML_CORS_ORIGINS"] == "https://app.example.com,http://localhost:3000"
     service = fake_azure["services"]["svc"]
-    service.environment = Environment("as-deployed")  # what Azure returns for the running service
+    service.environment = Environment("amlops-inference")  # what Azure returns for the running service
     service.environment.environment_variables = {**deployed, "UNRELATED": "x"}
     assert deploy_main(["update", "--target", "aci", "--name", "svc", "--model", "bike-demand:4"]) == 0
     kwargs = next(args for verb, args in service.calls if verb == "update")

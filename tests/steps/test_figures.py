@@ -63,6 +63,30 @@ def test_permutation_importance_finds_the_column_the_model_uses() -> None:
     assert importance["b"] == pytest.approx(0.0)
 
 
+def test_permutation_importance_predicts_once_and_matches_one_call_per_shuffle() -> None:
+    iris = load_iris(as_frame=True)
+    x, y = iris.data, iris.target_names[iris.target]
+    clf = LogisticRegression(max_iter=500).fit(x, y)
+    calls: list[int] = []
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        calls.append(len(frame))
+        return clf.predict(frame)
+
+    importance = figures.permutation_importance(predict, x, y, "classification", repeats=2, seed=7)
+    assert calls == [len(x) * (1 + 2 * x.shape[1])]
+    rng = np.random.default_rng(7)  # the same shuffles, one predict call each
+    base = np.mean(clf.predict(x) != y)
+    for col in x.columns:
+        grown = []
+        for _ in range(2):
+            shuffled = x.copy()
+            shuffled[col] = rng.permutation(shuffled[col].to_numpy())
+            grown.append(np.mean(clf.predict(shuffled) != y) - base)
+        assert importance[col] == pytest.approx(np.mean(grown))
+    assert importance.iloc[0] > 0.1  # the petal columns matter
+
+
 def test_classification_gets_a_confusion_matrix_and_roc_on_iris() -> None:
     iris = load_iris(as_frame=True)
     frame = iris.frame.rename(columns={"target": "label"})

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-BOGUS_ASSET = re.compile(r"(?m)(:\s*)azureml:(\.{1,2}/|/|https?://|wasbs?://|abfss?://)")
+# ``azureml:`` before a path, not the ``azureml://`` of a registry or datastore URI
+BOGUS_ASSET = re.compile(r"(?m)(:\s*)azureml:(\.{1,2}/|/(?!/)|https?://|wasbs?://|abfss?://)")
 
 
 class VerifyError(ValueError):

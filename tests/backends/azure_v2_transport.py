@@ -136,9 +136,17 @@ class FakeWorkspace:
     def __init__(self) -> None:
         self.resources: dict[str, Any] = {ARM: workspace()}
         self.blobs: dict[str, bytes] = {}
+        self.refused: dict[tuple[str, str], str] = {}  # (method, workspace path) -> the service's message
+
+    def refuse(self, method: str, path: str, message: str) -> None:
+        """Answer ``method`` on the workspace path ``path`` (``/batchEndpoints/x``) with a 400 and ``message``."""
+        self.refused[(method, ARM + path)] = message
 
     def __call__(self, method: str, url: str, body: Any) -> tuple[int, Any]:
         path = url.split("?")[0]
+        refused = self.refused.get((method, path.removeprefix("https://management.azure.com")))
+        if refused is not None:
+            return 400, {"error": {"code": "BadRequest", "message": refused}}
         if path.startswith(STORAGE):
             return self._blob(method, path[len(STORAGE) :], url, body)
         arm = path.removeprefix("https://management.azure.com")
@@ -163,6 +171,8 @@ class FakeWorkspace:
             return 200, self.resources[arm]
         if method == "GET" and arm.rsplit("/", 1)[-1] in COLLECTIONS:
             children = [v for k, v in self.resources.items() if k.rsplit("/", 1)[0] == arm]
+            if "listViewType=All" not in url:  # the service's default view leaves archived versions out
+                children = [c for c in children if not c.get("properties", {}).get("isArchived")]
             return 200, {"value": children}
         if method == "DELETE":
             return (200, None) if self.resources.pop(arm, None) is not None else (204, None)

@@ -136,17 +136,22 @@ class FakeWorkspace:
     def __init__(self) -> None:
         self.resources: dict[str, Any] = {ARM: workspace()}
         self.blobs: dict[str, bytes] = {}
-        self.refused: dict[tuple[str, str], str] = {}  # (method, workspace path) -> the service's message
+        # (method, workspace path) -> the service's message, and whether a refused PUT still stored its body
+        self.refused: dict[tuple[str, str], tuple[str, bool]] = {}
 
-    def refuse(self, method: str, path: str, message: str) -> None:
-        """Answer ``method`` on the workspace path ``path`` (``/batchEndpoints/x``) with a 400 and ``message``."""
-        self.refused[(method, ARM + path)] = message
+    def refuse(self, method: str, path: str, message: str, stored: bool = False) -> None:
+        """Answer ``method`` on the workspace path ``path`` (``/batchEndpoints/x``) with a 400 and ``message``;
+        ``stored``: a PUT keeps what it was sent all the same (a request that failed after taking effect)."""
+        self.refused[(method, ARM + path)] = (message, stored)
 
     def __call__(self, method: str, url: str, body: Any) -> tuple[int, Any]:
         path = url.split("?")[0]
-        refused = self.refused.get((method, path.removeprefix("https://management.azure.com")))
-        if refused is not None:
-            return 400, {"error": {"code": "BadRequest", "message": refused}}
+        arm_path = path.removeprefix("https://management.azure.com")
+        if (method, arm_path) in self.refused:
+            message, stored = self.refused[(method, arm_path)]
+            if stored and method == "PUT":
+                self._put(arm_path, body)
+            return 400, {"error": {"code": "BadRequest", "message": message}}
         if path.startswith(STORAGE):
             return self._blob(method, path[len(STORAGE) :], url, body)
         arm = path.removeprefix("https://management.azure.com")

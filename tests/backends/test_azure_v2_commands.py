@@ -436,3 +436,30 @@ def test_what_could_not_be_taken_back_is_named_in_the_same_line(
         "archived component amlops_train_pipeline version 1)"
     )
     assert ARM + "/batchEndpoints/amlops-train" in fake.resources  # left, and said so
+
+
+def test_a_schedule_a_refused_request_still_created_is_deleted(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The schedule request fails after the service stored it: this publish created it, so it is deleted; a
+    refused request that created nothing (the endpoint here existed) costs no delete."""
+    from pipelines import train
+
+    fake, transport = workspace
+    assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
+    first = len(transport.requests)
+    fake.refuse("PUT", "/schedules/amlops-train-schedule", "Gateway timeout", stored=True)
+    assert train.main(["publish", "--target", "azure-v2"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        "(undone: deleted schedule amlops-train-schedule, deleted deployment v2 of amlops-train,"
+        " archived component amlops_train_pipeline version 2)"
+    )
+    deletes = [
+        r.url.split("?")[0].removeprefix(MGMT) for r in transport.requests[first:] if r.method == "DELETE"
+    ]
+    assert deletes == ["/schedules/amlops-train-schedule", "/batchEndpoints/amlops-train/deployments/v2"]
+    assert ARM + "/schedules/amlops-train-schedule" not in fake.resources
+    assert fake.resources[ARM + "/batchEndpoints/amlops-train"]["properties"]["defaults"] == {
+        "deploymentName": "v1"
+    }

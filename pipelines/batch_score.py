@@ -300,7 +300,7 @@ def _builder(settings: Settings, data: str | None, args: Any = None) -> Pipeline
 def main(argv: list[str] | None = None) -> int:
     return pipeline_cli(prog="python -m pipelines.batch_score", doc=__doc__, build=_builder, argv=argv,
                         extra_run_args=_run_args, label_required=False, after_run=_copy_output,
-                        check_run=check_run, model_input=True, setting_groups=("data", "model", "batch", "azure"))  # fmt: skip
+                        check_run=check_run, model_lookup=True, setting_groups=("data", "model", "batch", "azure"))  # fmt: skip
 
 
 def _copy_output(summary: dict[str, Any], args: argparse.Namespace) -> None:

@@ -46,11 +46,12 @@ def pipeline_cli(
     after_run: Callable[[dict[str, Any], argparse.Namespace], None] | None = None,
     check_run: Callable[[RunCheck], None] | None = None,
     setting_groups: tuple[str, ...] | None = None,
-    model_input: bool = False,
+    model_lookup: bool = False,
 ) -> int:
     """Parse and dispatch ``run``/``show``/``publish``/``models``/``export`` for one pipeline builder.
 
-    ``model_input``: in the v2 export, the model reaches the ParallelRunStep's entry script as a model input.
+    ``model_lookup``: in the v2 export, the ParallelRunStep's entry script looks its model name up in the MLflow
+    registry when it runs (v2 has no ``Model.get_model_path``).
 
     ``check_run`` raises UserError for what the module can tell is wrong before a run starts (it sees
     the data's header); ``after_run`` handles a completed run's results.
@@ -79,7 +80,7 @@ def pipeline_cli(
         if args.verb == "show":
             return _show(definition, args.json)
         if args.verb == "export":
-            return _export(definition, args, model_input)
+            return _export(definition, args, model_lookup)
         return _publish(definition, args)
 
     return dispatch(argv)
@@ -464,10 +465,17 @@ def _submit(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     """``run --target azure-v2``: submit the pipeline as a v2 pipeline job and print where it is."""
     from pipelines.backends import load_backend
 
-    parameters = {}
+    parameters: dict[str, Any] = {}
     data = getattr(args, "data", None)
     if data and definition.dataset_param and Path(data).is_file():  # uploaded by azure-ai-ml
         parameters[definition.dataset_param] = str(Path(data).resolve())
+    if getattr(args, "model", None):  # batch_score --model NAME[:VERSION]: the job's model inputs
+        from pipelines.local.workspace.registry import parse_model_ref
+
+        name, version = parse_model_ref(args.model)
+        parameters["model_name"] = name
+        if version is not None:
+            parameters["model_version"] = version
     result = load_backend(args.target).submit(definition, parameters)
     if args.json:
         print_json(result)
@@ -476,11 +484,10 @@ def _submit(definition: PipelineDefinition, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(definition: PipelineDefinition, args: argparse.Namespace, model_input: bool) -> int:
+def _export(definition: PipelineDefinition, args: argparse.Namespace, model_lookup: bool) -> int:
     from pipelines.v2.export import export_definition, report
 
-    model = {"name": definition.settings.model_name, "version": "0"} if model_input else None
-    report(export_definition(definition, args.out, model), args.json)
+    report(export_definition(definition, args.out, model_lookup), args.json)
     return 0
 
 

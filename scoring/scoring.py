@@ -5,9 +5,11 @@ Runs unchanged on Azure ML and on the local engine (``pipelines.local.parallel_r
 
 - ``--model_name NAME`` the registered model (found with ``Model.get_model_path``); default: the model
   folder named by ``AZUREML_MODEL_DIR``;
-- ``--model_version N`` optional;
-- ``--model PATH`` instead of a name: the MLflow model folder itself (an SDK v2 parallel job's model input,
-  since v2 has no lookup by name);
+- ``--model_version N`` optional (0 or none: the latest version);
+- ``--model_registry azureml|mlflow`` where the name is looked up: ``azureml`` (default) with
+  ``Model.get_model_path`` (SDK v1), ``mlflow`` in the MLflow model registry the tracking URI names (an SDK v2
+  job's is the workspace's), the latest version when the worker starts unless ``--model_version`` pins one;
+- ``--model PATH`` instead of a name: the MLflow model folder itself (an SDK v2 parallel job's model input);
 - ``--key_columns a,b`` input columns copied to each result row (default: ``instant,date`` when present);
 - ``--prediction_column NAME`` (default ``prediction``).
 
@@ -64,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model_name", default=None, help="registered model name")
     parser.add_argument("--model_version", type=int, default=None, help="model version (default: latest)")
     parser.add_argument(
+        "--model_registry", choices=("azureml", "mlflow"), default="azureml",
+        help="look --model_name up with Model.get_model_path (azureml) or in the MLflow model registry (mlflow)",
+    )  # fmt: skip
+    parser.add_argument(
         "--model", default=None, help="the MLflow model folder (a v2 model input), not a name"
     )
     parser.add_argument("--key_columns", default=None, help="comma-separated input columns to keep")
@@ -91,18 +97,38 @@ def init() -> None:
 
 
 def model_location(args: argparse.Namespace) -> tuple[str, str]:
-    """The model's name and folder: the ``--model`` folder as given, else ``Model.get_model_path`` by name."""
+    """The model's name and where to load it from: the ``--model`` folder as given, else the name looked up
+    in the MLflow registry (``models:/NAME/VERSION``) or with ``Model.get_model_path``."""
     if args.model:
         path = Path(args.model)
         if not (path / "MLmodel").is_file():
             raise ValueError(f"--model {path} is not an MLflow model folder (no MLmodel file in it)")
         return path.name, str(path)
+    if args.model_registry == "mlflow":
+        if not args.model_name:
+            raise ValueError("--model_registry mlflow needs --model_name NAME")
+        version = args.model_version or latest_mlflow_version(args.model_name)
+        return args.model_name, f"models:/{args.model_name}/{version}"
     from azureml.core.model import Model
 
     name = args.model_name or _model_name_from_env()
     if args.model_version:
         return name, Model.get_model_path(name, version=args.model_version)
     return name, Model.get_model_path(name)
+
+
+def latest_mlflow_version(name: str) -> int:
+    """The highest version of ``name`` in the MLflow model registry, asked now (not when the job was made)."""
+    import mlflow
+
+    if "'" in name:
+        raise ValueError(f"model name {name!r} cannot hold a quote")
+    versions = [int(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")]
+    if not versions:
+        raise ValueError(
+            f"model {name} has no version in the MLflow model registry at {mlflow.get_registry_uri()}"
+        )
+    return max(versions)
 
 
 def run(mini_batch: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,8 @@ loaded with azure-ai-ml's loaders and sent with an ``MLClient`` that authenticat
 ``DefaultAzureCredential``:
 
     publish    pipeline component (a new version) + batch endpoint + PipelineComponentBatchDeployment per
-               version; the first version, or --set-default, becomes the endpoint's default deployment
+               version; the first version, or --set-default, becomes the endpoint's default deployment; a
+               failed publish takes back what it created (``azure_v2_publish``)
     schedules  JobSchedule with a RecurrenceTrigger whose start time is the next minute (never runs at once)
     deploy     ManagedOnlineEndpoint(auth_mode="key") or KubernetesOnlineEndpoint + a deployment serving
                scoring/score.py; keys, regenerate, update (another model version), logs, delete
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.backends import DeployRequest, ScheduleRequest
+from pipelines.backends.azure_v2_publish import Publisher, PublishFailed, exported, value_of
 from pipelines.errors import UserError
 
 
@@ -74,16 +76,6 @@ def _first_line(exc: Exception) -> str:
     return (detail or (lines[0] if lines else type(exc).__name__)).removeprefix("(x)").strip()
 
 
-def _exported(definition: Any, folder: Path) -> dict[str, Any]:
-    """The definition exported (and verified) into ``folder``; the export result."""
-    from pipelines.v2.export import export_definition
-
-    model = None
-    if definition.module == "pipelines.batch_score":
-        model = {"name": definition.settings.model_name, "version": "0"}
-    return export_definition(definition, folder, model)
-
-
 class AzureV2Backend:
     name = "azure-v2"
 
@@ -99,73 +91,53 @@ class AzureV2Backend:
 
     @service_errors
     def publish(self, definition: Any, *, set_default: bool, schedule: bool) -> dict[str, Any]:
-        from azure.ai.ml.entities import PipelineComponentBatchDeployment
+        """Register, deploy and schedule (``azure_v2_publish``); when a step fails, what this publish created is
+        taken back (never what existed before) and the failure is one line saying what was undone."""
+        self.client  # noqa: B018 - a missing workspace fails here, before any work
+        notes = self._model_notes(definition)
+        try:
+            published = Publisher(self, describe=_first_line).run(
+                definition, set_default=set_default, schedule=schedule and definition.schedule is not None
+            )
+        except PublishFailed as failed:
+            cause = failed.cause
+            own = isinstance(cause, UserError)
+            message = cause.message if own else f"Azure ML: {_first_line(cause)}"
+            undone = "undone: " + (", ".join(failed.undone) or "nothing was left to undo")
+            raise UserError(
+                message, hint=f"{cause.hint}; {undone}" if own and cause.hint else undone
+            ) from None
+        lines = [
+            *published["lines"],
+            *notes,
+            "invoke it with a Microsoft Entra token (batch endpoints have no keys)",
+        ]
+        return {"target": self.name, **published, "lines": lines}
 
-        from pipelines.v2 import verify
+    def _model_notes(self, definition: Any) -> list[str]:
+        """A batch scoring pipeline looks its model up when it runs: say so if none is registered yet (publishing
+        does not need it)."""
+        if definition.module != "pipelines.batch_score":
+            return []
+        name = definition.settings.model_name
+        if self._model_registered(name, None):
+            return []
+        return [
+            f"model {name} has no version in the workspace yet: scheduled and invoked runs fail until one is registered"
+        ]
 
-        client = self.client  # a missing workspace fails here, before any work
-        if schedule and definition.schedule is not None:
-            self._check_model(definition)  # the schedule binds it: fail before anything is registered
-        with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
-            folder = Path(tmp) / "v2"
-            result = _exported(definition, folder)
-            name = definition.name
-            component = verify.load(folder / f"{name}.component.yml", "component")
-            component.version = self._next_version(component.name)
-            registered = client.components.create_or_update(component)
-            endpoint = verify.load(folder / f"{name}.batch-endpoint.yml", "batch_endpoint")
-            existing = self._batch_endpoint(endpoint.name)
-            if existing is None:
-                existing = self.client.batch_endpoints.begin_create_or_update(endpoint).result()
-            deployment = PipelineComponentBatchDeployment(
-                name=f"v{registered.version}", endpoint_name=endpoint.name, component=registered,
-                settings={"default_compute": definition.settings.compute_name, "continue_on_step_failure": False},
-            )  # fmt: skip
-            self.client.batch_deployments.begin_create_or_update(deployment).result()
-            lines = [f"registered pipeline component {registered.name} version {registered.version}",
-                     f"batch endpoint {endpoint.name}: deployment {deployment.name}"]  # fmt: skip
-            current = getattr(getattr(existing, "defaults", None), "deployment_name", None)
-            if set_default or not current:
-                existing.defaults.deployment_name = deployment.name
-                self.client.batch_endpoints.begin_create_or_update(existing).result()
-                lines.append(f"default deployment: {deployment.name}")
-            if schedule and definition.schedule is not None:
-                created = self._create_schedule(
-                    _on_component(
-                        verify.load(folder / f"{name}.schedule.yml", "schedule"), registered, folder
-                    )
-                )
-                lines.append(f"schedule {created['name']}: first run at or after {created['start_time']}")
-        lines.append("invoke it with a Microsoft Entra token (batch endpoints have no keys)")
-        return {"target": self.name, "endpoint": endpoint.name, "deployment": deployment.name,
-                "differences": result["differences"], "lines": lines}  # fmt: skip
-
-    def _check_model(self, definition: Any) -> None:
-        """A batch scoring pipeline's model must be registered before its schedule can name it."""
+    def _model_registered(self, name: str, version: int | None) -> bool:
         from azure.ai.ml.exceptions import MlException
         from azure.core.exceptions import ResourceNotFoundError
 
-        if definition.module != "pipelines.batch_score":
-            return
-        name = definition.settings.model_name
         try:
-            self.client.models.get(name, label="latest")
+            if version:
+                self.client.models.get(name, version=str(version))
+            else:
+                self.client.models.get(name, label="latest")
         except (ResourceNotFoundError, MlException):
-            raise UserError(f"model {name} is not registered in the workspace",
-                            hint="register it first, or publish with --no-schedule") from None  # fmt: skip
-
-    def _next_version(self, component: str) -> str:
-        """One more than the highest numeric version registered (a published version is never replaced)."""
-        versions = [c.version for c in self.client.components.list(name=component)]
-        return str(max((int(v) for v in versions if str(v).isdigit()), default=0) + 1)
-
-    def _batch_endpoint(self, name: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self.client.batch_endpoints.get(name)
-        except ResourceNotFoundError:
-            return None
+            return False
+        return True
 
     def _create_schedule(self, job_schedule: Any) -> dict[str, Any]:
         created = self.client.schedules.begin_create_or_update(job_schedule).result()
@@ -173,15 +145,24 @@ class AzureV2Backend:
 
     @service_errors
     def submit(self, definition: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Submit the pipeline as a v2 pipeline job; its id and studio URL."""
+        """Submit the pipeline as a v2 pipeline job; its id and studio URL. A batch scoring job's model (the
+        ``model_name``/``model_version`` inputs, looked up when it runs) must be registered now."""
         from pipelines.v2 import verify
 
         client = self.client  # a missing workspace fails here, before any work
+        parameters = parameters or {}
+        if definition.module == "pipelines.batch_score":
+            name = parameters.get("model_name", definition.settings.model_name)
+            version = parameters.get("model_version")
+            if not self._model_registered(name, version):
+                which = f"version {version} of model {name}" if version else f"model {name}"
+                raise UserError(f"{which} is not registered in the workspace",
+                                hint="register it first, or pass --model NAME[:VERSION]")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="amlops-v2-") as tmp:
             folder = Path(tmp) / "v2"
-            _exported(definition, folder)
+            exported(definition, folder)
             job = verify.load(folder / f"{definition.name}.pipeline.yml", "job")
-            _set_inputs(job, parameters or {})
+            _set_inputs(job, parameters)
             submitted = client.jobs.create_or_update(job, experiment_name=definition.experiment_name)
         status = getattr(submitted.status, "value", submitted.status)  # JobStatus is an enum, print its value
         return {"run_id": submitted.name, "status": str(status), "url": submitted.studio_url}
@@ -216,11 +197,6 @@ def _job_inputs(component: Any, parameters: dict[str, str]) -> dict[str, Any]:
     return inputs
 
 
-def _value_of(value: Any) -> Any:
-    """A pipeline job input's value (an ``Input`` for data), whether the SDK wrapped it or not."""
-    return value.result() if hasattr(value, "result") else value
-
-
 def _set_inputs(job: Any, parameters: dict[str, Any]) -> None:
     """``parameters`` on the pipeline job; a data input's value is its path (a local file is uploaded to the
     workspace's default datastore by azure-ai-ml). A local file left as the translation's placeholder is
@@ -230,41 +206,19 @@ def _set_inputs(job: Any, parameters: dict[str, Any]) -> None:
     from pipelines.definitions import LOCAL_PLACEHOLDER
 
     for key, value in job.inputs.items():
-        path = str(getattr(_value_of(value), "path", "") or "")
+        path = str(getattr(value_of(value), "path", "") or "")
         if path.startswith(LOCAL_PLACEHOLDER) and key not in parameters:
             raise UserError(f"input {key} is a local file Azure cannot reach: {path.removeprefix(LOCAL_PLACEHOLDER)}",
                             hint="pass --data PATH to an existing file, an https URL or a dataset name")  # fmt: skip
     for key, value in parameters.items():
         if key not in job.inputs:
             raise UserError(f"unknown pipeline input {key!r}", hint="use one of " + ", ".join(job.inputs))
-        current = _value_of(job.inputs[key])
+        current = value_of(job.inputs[key])
         setattr(
             job.inputs,
             key,
             Input(type=current.type, path=str(value)) if isinstance(current, Input) else value,
         )
-
-
-def _on_component(job_schedule: Any, component: Any, folder: Path) -> Any:
-    """The exported schedule, its job running the registered pipeline component (the published version)
-    with the exported job's inputs and settings, as a v1 schedule runs its published pipeline. A local data
-    input (an exported MLTable folder) is relative to ``folder``; azure-ai-ml uploads it."""
-    from azure.ai.ml import Input
-    from azure.ai.ml.entities import PipelineJob
-
-    inline = job_schedule.create_job
-    inputs = {}
-    for key, value in inline.inputs.items():
-        value = _value_of(value)
-        path = getattr(value, "path", None) if isinstance(value, Input) else None
-        if isinstance(path, str) and path.startswith("./"):
-            value = Input(type=value.type, path=str((folder / path).resolve()), mode=value.mode)
-        inputs[key] = value
-    job_schedule.create_job = PipelineJob(
-        component=component, inputs=inputs, settings=inline.settings,
-        experiment_name=inline.experiment_name, display_name=inline.display_name,
-    )  # fmt: skip
-    return job_schedule
 
 
 def _schedule_row(schedule: Any) -> dict[str, Any]:

@@ -60,7 +60,10 @@ class Context:
     out_dir: Path  # the absolute output folder (code paths are written relative to it)
     environments_dir: Path | None = None
     default_compute: str | None = None
-    model_input: dict[str, str] | None = None  # ParallelRunStep --model_name -> this model (name, version)
+    # a ParallelRunStep's --model_name is looked up in the MLflow registry by the entry script, when it runs
+    mlflow_model_lookup: bool = False
+    # the environment of a script step reading an AutoML node's best_model (None: the step's own)
+    automl_model_environment: str | None = None
 
 
 def ident(name: str) -> str:

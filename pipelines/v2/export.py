@@ -23,6 +23,7 @@ import yaml
 
 from pipelines.core.plan import PlanError
 from pipelines.errors import UserError, print_json
+from pipelines.v2.curated import curated_reference
 from pipelines.v2.translate import SCHEMA, Context, Translation, component_name, translate
 
 WEEK_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -196,17 +197,20 @@ def report(result: dict[str, Any], as_json: bool) -> None:
         print(f"  {line}")
 
 
-def export_definition(
-    definition: Any, out: Path, model_input: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """A pipeline module's definition as v2 files: job, components, pipeline component, endpoint, schedule."""
-    from pipelines.definitions import ENVIRONMENTS_DIR
+def export_definition(definition: Any, out: Path, model_lookup: bool = False) -> dict[str, Any]:
+    """A pipeline module's definition as v2 files: job, components, pipeline component, endpoint, schedule.
+
+    As the v1 definitions do on Azure, a step reading AutoML's best model runs in the curated AutoML environment;
+    ``model_lookup``: the ParallelRunStep's entry script looks ``--model_name`` up in the MLflow registry.
+    """
+    from pipelines.definitions import AZURE_AUTOML_ENVIRONMENT, ENVIRONMENTS_DIR
 
     out = check_out_dir(out)
     plan = plan_of(definition.steps)
     compute = definition.settings.compute_name or None
     ctx = Context(definition.name, definition.description, definition.experiment_name, out, ENVIRONMENTS_DIR,
-                  compute, model_input)  # fmt: skip
+                  compute, mlflow_model_lookup=model_lookup,
+                  automl_model_environment=curated_reference(AZURE_AUTOML_ENVIRONMENT))  # fmt: skip
     translation = translate_plan(plan, ctx)
     extra = endpoint_documents(translation, compute)
     if definition.schedule is not None:

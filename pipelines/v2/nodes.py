@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.plan import AutoMLStepPlan, DataRef, ParamRef, Plan, ScriptStepPlan
+from pipelines.v2.curated import curated_reference, environment_reference, is_curated
 from pipelines.v2.documents import (
     BASE_IMAGE,
     MLTABLE_CSV,
@@ -108,10 +109,10 @@ def environment(name: str | None, ctx: Context, out: Translation, where: str) ->
         raise UnsupportedConstruct(
             f"{where} has no environment: give its runconfig (or ParallelRunConfig) an Environment with a name"
         )
-    out.differences.append(
-        f"{where}: environment {name} is referenced as azureml:{name}@latest; register it first"
-    )
-    return f"azureml:{name}@latest"
+    reference = environment_reference(name)
+    if not is_curated(name):
+        out.differences.append(f"{where}: environment {name} is referenced as {reference}; register it first")
+    return reference
 
 
 def code_path(source: Path, ctx: Context) -> str:
@@ -131,13 +132,7 @@ def script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produce
                  dropped: set[str], ctx: Context, out: Translation) -> dict[str, Any]:  # fmt: skip
     """PythonScriptStep -> a command component in its own file and the node using it."""
     cmd = command_arguments(step, step.arguments, plan, types, producers, dropped, out)
-    models = [n for n in step.inputs if types.get(n) == "mlflow_model" and n in producers]
-    if models:
-        out.differences.append(
-            f"step {step.name}: reads AutoML's MLflow model ({', '.join(models)}); on Azure that model's own"
-            f" environment lists the AutoML runtime, which {step.environment or 'its environment'} lacks: give the step"
-            " an environment with the same runtime pins to load it"
-        )
+    env, description = _script_environment(step, types, producers, ctx, out)
     variables, prefix = {}, []
     used = {a.name for a in step.arguments if isinstance(a, ParamRef)}
     for key, value in step.variables.items():
@@ -182,16 +177,19 @@ def script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produce
         "type": "command",
         "name": component_name(ctx.name, step.name),
         "display_name": step.name,
+        "description": description,
         "version": "1",
         "is_deterministic": step.allow_reuse,
         "code": code_path(step.source_directory, ctx),
-        "environment": environment(step.environment, ctx, out, f"step {step.name}"),
+        "environment": env,
         "command": command,
         "inputs": cmd.inputs,
         "outputs": cmd.outputs,
     }
     if variables:
         component["environment_variables"] = variables
+    if description is None:
+        del component["description"]
     path = f"components/{ident(step.name)}.yml"
     out.files[path] = component
     out.mapped.append(
@@ -202,6 +200,33 @@ def script_node(step: ScriptStepPlan, plan: Plan, types: dict[str, str], produce
     if mltables:
         node["outputs"] = mltables
     return node
+
+
+def _script_environment(step: ScriptStepPlan, types: dict[str, str], producers: dict[str, str], ctx: Context,
+                        out: Translation) -> tuple[Any, str | None]:  # fmt: skip
+    """The step's environment, and why it differs from the v1 step's: a step reading AutoML's best model (an
+    MLflow model whose own environment lists the AutoML runtime) runs in ``ctx.automl_model_environment``."""
+    models = [n for n in step.inputs if types.get(n) == "mlflow_model" and n in producers]
+    if not models:
+        return environment(step.environment, ctx, out, f"step {step.name}"), None
+    env = ctx.automl_model_environment
+    if env is None:
+        out.differences.append(
+            f"step {step.name}: reads AutoML's MLflow model ({', '.join(models)}); on Azure that model's own"
+            f" environment lists the AutoML runtime, which {step.environment or 'its environment'} lacks: give the"
+            f" step an environment with the same runtime pins, e.g. {curated_reference('AzureML-AutoML')}"
+        )
+        return environment(step.environment, ctx, out, f"step {step.name}"), None
+    out.differences.append(
+        f"step {step.name}: reads AutoML's MLflow model ({', '.join(models)}), whose own environment lists the"
+        f" AutoML runtime: its component runs in the curated AutoML environment {env} (as the v1 step does on"
+        f" Azure), not {step.environment}; the local engine runs it in this project's environment"
+    )
+    description = (
+        f"Reads AutoML's best model, an MLflow model whose own environment lists the AutoML runtime: on Azure it"
+        f" runs in {env}, not {step.environment}; the local engine runs every step in this project's environment."
+    )
+    return env, description
 
 
 def _is_dataset(plan: Plan, parameter: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.core.plan import DataRef, ParallelRunStepPlan, ParamRef, Plan
+from pipelines.core.plan import ParallelRunStepPlan, ParamRef, Plan
 from pipelines.v2.documents import (
     PRS_FLAGS,
     PRS_INDEXED_FLAG,
@@ -39,26 +39,17 @@ def _entry_arguments(args: list[Any]) -> list[Any]:
 
 
 def _model_arguments(args: list[Any], ctx: Context, step: Any, out: Translation) -> list[Any]:
-    """``--model_name P [--model_version Q]`` -> ``--model ${{inputs.model}}`` when a model input is asked for."""
-    if not ctx.model_input:
+    """``--model_name P [--model_version Q]`` kept, the entry script told to look the name up in the MLflow
+    registry when it runs (``--model_registry mlflow``), when the context asks for it."""
+    if not ctx.mlflow_model_lookup or "--model_name" not in args:
         return args
-    kept: list[Any] = []
-    skip = False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        if arg in ("--model_name", "--model_version") and i + 1 < len(args):
-            skip = True
-            if arg == "--model_name":
-                kept += ["--model", DataRef("model")]
-            continue
-        kept.append(arg)
     out.differences.append(
-        f"step {step.name}: v2 has no Model.get_model_path lookup by name; the entry script gets the model as the"
-        " model input (--model PATH) instead of --model_name/--model_version"
+        f"step {step.name}: v2 has no Model.get_model_path lookup by name; the entry script looks model_name up"
+        " in the MLflow model registry when each worker starts (--model_registry mlflow; a job's MLflow tracking"
+        " URI is the workspace's), the latest version unless model_version pins one, so a schedule or a batch"
+        " endpoint invocation scores with the model latest at run time"
     )
-    return kept
+    return [*args, "--model_registry", "mlflow"]
 
 
 def parallel_node(step: ParallelRunStepPlan, plan: Plan, types: dict[str, str], producers: dict[str, str],
@@ -107,11 +98,8 @@ def _command(step: ParallelRunStepPlan, plan: Plan, types: dict[str, str], produ
              ctx: Context, out: Translation) -> Command:  # fmt: skip
     """The entry script's program arguments (less the SDK's own flags) and the component's inputs/outputs."""
     args = _model_arguments(_entry_arguments(step.arguments), ctx, step, out)
-    types = {**types, "model": "mlflow_model"}
     # the step's output holds the append_row file; the SDK passes it as --output, which is not kept
     cmd = command_arguments(step, args, plan, types, producers, set(), out)
-    if ctx.model_input:
-        cmd.bindings["model"] = "${{parent.inputs.model}}"
     for name in step.outputs:
         cmd.outputs.setdefault(name, {"type": "uri_folder"})
     return cmd

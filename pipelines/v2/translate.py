@@ -132,23 +132,9 @@ def _pipeline_inputs(
     for name in plan.datasets:  # datasets that no PipelineParameter wraps are pipeline inputs too
         if not any(v == f"dataset:{name}" for v in plan.parameters.values()):
             inputs[ident(name)] = _dataset_input(name, plan, types, ctx, out)
-    if ctx.model_input:
-        inputs["model"] = {"type": "mlflow_model", "path": _model_uri(ctx.model_input)}
-        out.mapped.append(
-            f"model {ctx.model_input['name']} -> pipeline input model ({inputs['model']['path']})"
-        )
     mapped = ", ".join(f"{k} ({v['type']})" for k, v in inputs.items())
     out.mapped.append(f"PipelineParameters and datasets -> pipeline inputs: {mapped}")
     return inputs, {}
-
-
-def _model_uri(model: dict[str, str]) -> str:
-    version = str(model.get("version") or "")
-    return (
-        f"azureml:{model['name']}:{version}"
-        if version not in ("", "0")
-        else f"azureml:{model['name']}@latest"
-    )
 
 
 def _dataset_input(

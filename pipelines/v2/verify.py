@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-# (not ``azureml://``: a registry or datastore URI is written that way)
+# ``azureml:`` before a path, not the ``azureml://`` of a registry or datastore URI
 BOGUS_ASSET = re.compile(r"(?m)(:\s*)azureml:(\.{1,2}/|/(?!/)|https?://|wasbs?://|abfss?://)")
 
 

@@ -136,9 +136,22 @@ class FakeWorkspace:
     def __init__(self) -> None:
         self.resources: dict[str, Any] = {ARM: workspace()}
         self.blobs: dict[str, bytes] = {}
+        # (method, workspace path) -> the service's message, and whether a refused PUT still stored its body
+        self.refused: dict[tuple[str, str], tuple[str, bool]] = {}
+
+    def refuse(self, method: str, path: str, message: str, stored: bool = False) -> None:
+        """Answer ``method`` on the workspace path ``path`` (``/batchEndpoints/x``) with a 400 and ``message``;
+        ``stored``: a PUT keeps what it was sent all the same (a request that failed after taking effect)."""
+        self.refused[(method, ARM + path)] = (message, stored)
 
     def __call__(self, method: str, url: str, body: Any) -> tuple[int, Any]:
         path = url.split("?")[0]
+        arm_path = path.removeprefix("https://management.azure.com")
+        if (method, arm_path) in self.refused:
+            message, stored = self.refused[(method, arm_path)]
+            if stored and method == "PUT":
+                self._put(arm_path, body)
+            return 400, {"error": {"code": "BadRequest", "message": message}}
         if path.startswith(STORAGE):
             return self._blob(method, path[len(STORAGE) :], url, body)
         arm = path.removeprefix("https://management.azure.com")
@@ -163,6 +176,8 @@ class FakeWorkspace:
             return 200, self.resources[arm]
         if method == "GET" and arm.rsplit("/", 1)[-1] in COLLECTIONS:
             children = [v for k, v in self.resources.items() if k.rsplit("/", 1)[0] == arm]
+            if "listViewType=All" not in url:  # the service's default view leaves archived versions out
+                children = [c for c in children if not c.get("properties", {}).get("isArchived")]
             return 200, {"value": children}
         if method == "DELETE":
             return (200, None) if self.resources.pop(arm, None) is not None else (204, None)

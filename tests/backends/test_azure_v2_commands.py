@@ -78,6 +78,12 @@ def test_train_publish_registers_the_component_endpoint_deployment_and_schedule(
     register = spec["jobs"]["register"]["inputs"]
     assert register["model_data"]["value"] == "${{parent.jobs.automl.outputs.best_model}}"
     assert spec["jobs"]["prep"]["componentId"].startswith(ARM + "/components/azureml_anonymous/versions/")
+    # register loads AutoML's MLflow model: it runs in the curated AutoML environment, prep in the project's
+    steps = _anonymous_components(transport)
+    assert steps["register"]["environment"] == (
+        "azureml://registries/azureml/environments/AzureML-AutoML/labels/latest"
+    )
+    assert "/environments/CliV2AnonymousEnvironment/" in steps["prep"]["environment"]
 
     endpoint_puts = _sent(transport, "PUT", "/batchEndpoints/amlops-train")
     assert endpoint_puts[0]["properties"]["authMode"] == "aadToken"
@@ -96,6 +102,13 @@ def test_train_publish_registers_the_component_endpoint_deployment_and_schedule(
     job = schedule["properties"]["action"]["jobDefinition"]
     assert job["componentId"] == ARM + "/components/amlops_train_pipeline/versions/1"  # the published version
     assert job["inputs"]["training_dataset"]["jobInputType"] == "uri_file"
+
+
+def _anonymous_components(transport: FakeTransport) -> dict[str, Any]:
+    """The step components azure-ai-ml registered for a pipeline component, by display name (the v1 step's)."""
+    specs = [r.body["properties"]["componentSpec"] for r in transport.requests
+             if r.method == "PUT" and "/components/azureml_anonymous/versions/" in r.url]  # fmt: skip
+    return {spec["display_name"]: spec for spec in specs}
 
 
 def _code_name(transport: FakeTransport) -> str:
@@ -123,42 +136,65 @@ def test_a_second_publish_is_a_new_component_version_and_keeps_the_default(
     }
 
 
-def test_batch_score_publish_sends_a_parallel_node_with_the_model_input(
+def test_batch_score_publish_sends_a_parallel_node_that_looks_the_model_up_when_it_runs(
     workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The model is a name (and a version, 0 = the latest) the entry script looks up in the MLflow registry when
+    it runs: nothing sent names a model version, so a schedule scores with the model latest when it fires."""
     from pipelines import batch_score
 
     fake, transport = workspace
-    assert batch_score.main(["publish", "--target", "azure-v2"]) == 2  # its schedule needs the model
-    assert "model bike-demand is not registered" in capsys.readouterr().err
-    assert not [m for m, _ in _arm(transport) if m != "GET"]  # nothing registered
     model, body = registered_model("bike-demand", 3)
     fake.resources[model] = body
     assert batch_score.main(["publish", "--target", "azure-v2"]) == 0
+    assert "has no version in the workspace yet" not in capsys.readouterr().out
     puts = [path for method, path in _arm(transport) if method == "PUT" and "/components/" in path]
     pipeline = [p for p in puts if "azureml_anonymous" not in p]
     assert len(pipeline) == 1 and pipeline[0].endswith("/versions/1")
     spec = _sent(transport, "PUT", pipeline[0])[0]["properties"]["componentSpec"]
-    assert spec["inputs"]["model"]["type"] == "mlflow_model"
+    assert spec["inputs"]["model_name"] == {"type": "string", "default": "bike-demand"}
+    assert spec["inputs"]["model_version"] == {"type": "integer", "default": "0"}
+    assert not [k for k, v in spec["inputs"].items() if v["type"] in ("mlflow_model", "custom_model")]
     [parallel] = [j for j in spec["jobs"].values() if j["type"] == "parallel"]
-    assert parallel["inputs"]["model"]["value"] == "${{parent.inputs.model}}"
+    assert parallel["inputs"]["model_name"]["value"] == "${{parent.inputs.model_name}}"
+    assert parallel["inputs"]["model_version"]["value"] == "${{parent.inputs.model_version}}"
     component = [b for p in puts for b in _sent(transport, "PUT", p) if p.endswith(parallel["componentId"].split(
         "/components")[1])][0]["properties"]["componentSpec"]  # fmt: skip
     assert component["type"] == "parallel"
     assert component["task"]["type"] == "run_function" and component["task"]["entry_script"] == "scoring.py"
+    arguments = component["task"]["program_arguments"]
+    assert arguments.startswith(
+        "--model_name ${{inputs.model_name}} --model_version ${{inputs.model_version}}"
+    )
+    assert arguments.endswith("--model_registry mlflow")
     assert component["retry_settings"] == {"max_retries": 3, "timeout": 60}
     assert component["task"]["append_row_to"].startswith("${{outputs.")
     [schedule] = [b for m, p in _arm(transport) if m == "PUT" and p.startswith("/schedules/")
                   for b in _sent(transport, "PUT", p)]  # fmt: skip
     job = schedule["properties"]["action"]["jobDefinition"]
     assert job["componentId"] == ARM + pipeline[0]  # the published version
-    # the schedule's job names the model version latest when it was created, and its data as uploaded
-    assert job["inputs"]["model"]["uri"].endswith(model)
+    # the schedule's job names the model, not a version of it: azure-ai-ml has nothing to pin at creation
+    assert job["inputs"]["model_name"] == {"value": "bike-demand", "jobInputType": "literal"}
+    assert job["inputs"]["model_version"] == {"value": "0", "jobInputType": "literal"}
+    sent = json.dumps(schedule)
+    assert "/models/" not in sent and "azureml:bike-demand" not in sent and "mlflow_model" not in sent
     data = job["inputs"]["input_dataset"]
     assert data["jobInputType"] == "mltable" and data["uri"].startswith(
         "azureml://datastores/workspaceblobstore/"
     )
     assert any(k.endswith("/MLTable") for k in fake.blobs)
+
+
+def test_batch_score_publish_without_a_registered_model_says_runs_need_one(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines import batch_score
+
+    _, transport = workspace
+    assert batch_score.main(["publish", "--target", "azure-v2"]) == 0  # the model is looked up when it runs
+    out = capsys.readouterr().out
+    assert "model bike-demand has no version in the workspace yet" in out
+    assert _sent(transport, "PUT", "/schedules/amlops-batch-score-schedule")
 
 
 def test_train_run_submits_a_pipeline_job(
@@ -281,7 +317,7 @@ def test_train_run_refuses_a_local_file_it_cannot_upload(
     assert not any(p.startswith("/jobs/") for _, p in _arm(transport))
 
 
-def test_batch_score_run_binds_the_latest_registered_model_or_says_there_is_none(
+def test_batch_score_run_names_the_model_for_the_step_to_look_up_or_says_there_is_none(
     workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines import batch_score
@@ -289,7 +325,7 @@ def test_batch_score_run_binds_the_latest_registered_model_or_says_there_is_none
     fake, transport = workspace
     assert batch_score.main(["run", "--target", "azure-v2"]) == 2  # nothing registered: one line, no job
     err = capsys.readouterr().err
-    assert "Azure ML: Asset bike-demand does not exist" in err and "Traceback" not in err
+    assert "model bike-demand is not registered in the workspace" in err and "Traceback" not in err
     assert not any(p.startswith("/jobs/") for _, p in _arm(transport))
 
     model, body = registered_model("bike-demand", 3)
@@ -297,4 +333,133 @@ def test_batch_score_run_binds_the_latest_registered_model_or_says_there_is_none
     assert batch_score.main(["run", "--target", "azure-v2", "--json"]) == 0
     [job] = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
     inputs = _sent(transport, "PUT", job)[0]["properties"]["inputs"]
-    assert inputs["model"]["jobInputType"] == "mlflow_model" and inputs["model"]["uri"].endswith(model)
+    assert inputs["model_name"] == {"value": "bike-demand", "jobInputType": "literal"}
+    assert inputs["model_version"] == {"value": "0", "jobInputType": "literal"}  # the latest when it runs
+    assert "model" not in inputs
+
+    assert batch_score.main(["run", "--target", "azure-v2", "--model", "bike-demand:7"]) == 2
+    assert "version 7 of model bike-demand is not registered" in capsys.readouterr().err
+    assert batch_score.main(["run", "--target", "azure-v2", "--model", "bike-demand:3", "--json"]) == 0
+    jobs = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
+    assert len(jobs) == 2  # the refused one sent nothing
+    pinned = _sent(transport, "PUT", jobs[-1])[0]["properties"]["inputs"]
+    assert pinned["model_version"] == {"value": "3", "jobInputType": "literal"}  # an explicit pin
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_a_publish_refused_half_way_takes_back_what_it_created(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first publish: the deployment is refused, so the endpoint it created is deleted and the component
+    version it registered archived; the failure is one line, exit 2."""
+    from pipelines import train
+
+    fake, transport = workspace
+    fake.refuse("PUT", "/batchEndpoints/amlops-train/deployments/v1", "Compute cpu-cluster is not found")
+    assert train.main(["publish", "--target", "azure-v2"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: Azure ML: (BadRequest) Compute cpu-cluster is not found")
+    assert line.endswith(
+        "(undone: deleted batch endpoint amlops-train, archived component amlops_train_pipeline version 1)"
+    )
+    assert [r for r in _arm(transport) if r[0] == "DELETE"] == [("DELETE", "/batchEndpoints/amlops-train")]
+    archive = _sent(transport, "PUT", "/components/amlops_train_pipeline/versions/1")
+    assert len(archive) == 2 and archive[-1]["properties"]["isArchived"] is True
+    assert archive[-1]["properties"]["componentSpec"] == archive[0]["properties"]["componentSpec"]
+    assert ARM + "/batchEndpoints/amlops-train" not in fake.resources
+    assert not _sent(transport, "PUT", "/schedules/amlops-train-schedule")  # never reached
+
+    # the archived version is not reused: the next publish registers version 2
+    fake.refused.clear()
+    assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
+    assert "registered pipeline component amlops_train_pipeline version 2" in capsys.readouterr().out
+    assert _sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v2")
+
+
+def test_a_failed_publish_leaves_what_existed_before_and_restores_the_default(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second publish with --set-default whose schedule update is refused: the default goes back to v1, the
+    v2 deployment is deleted and component version 2 archived; the endpoint, v1 and the schedule stay."""
+    from pipelines import train
+
+    fake, transport = workspace
+    assert train.main(["publish", "--target", "azure-v2"]) == 0
+    schedule_before = fake.resources[ARM + "/schedules/amlops-train-schedule"]
+    first = len(transport.requests)
+    fake.refuse("PUT", "/schedules/amlops-train-schedule", "The schedule's trigger is invalid")
+    assert train.main(["publish", "--target", "azure-v2", "--set-default"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: Azure ML: (BadRequest) The schedule's trigger is invalid (undone: ")
+    assert line.endswith(
+        "(undone: restored default deployment v1 of amlops-train, deleted deployment v2 of amlops-train,"
+        " archived component amlops_train_pipeline version 2)"
+    )
+    later = transport.requests[first:]
+    deletes = [r.url.split("?")[0].removeprefix(MGMT) for r in later if r.method == "DELETE"]
+    assert deletes == ["/batchEndpoints/amlops-train/deployments/v2"]
+    defaults = [r.body["properties"]["defaults"] for r in later if r.method == "PUT"
+                and r.url.split("?")[0] == MGMT + "/batchEndpoints/amlops-train"]  # fmt: skip
+    assert defaults == [{"deploymentName": "v2"}, {"deploymentName": "v1"}]  # switched, then switched back
+    archived = [r.url.split("?")[0].rsplit("/", 1)[-1] for r in later if r.method == "PUT"
+                and "/components/amlops_train_pipeline/versions/" in r.url and r.body["properties"].get("isArchived")]  # fmt: skip
+    assert archived == ["2"]
+    # what existed before the failed publish is as it was
+    assert fake.resources[ARM + "/batchEndpoints/amlops-train"]["properties"]["defaults"] == {
+        "deploymentName": "v1"
+    }
+    assert ARM + "/batchEndpoints/amlops-train/deployments/v1" in fake.resources
+    assert ARM + "/batchEndpoints/amlops-train/deployments/v2" not in fake.resources
+    assert not fake.resources[ARM + "/components/amlops_train_pipeline/versions/1"]["properties"].get(
+        "isArchived"
+    )
+    assert fake.resources[ARM + "/schedules/amlops-train-schedule"] == schedule_before
+
+
+def test_what_could_not_be_taken_back_is_named_in_the_same_line(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines import train
+
+    fake, _ = workspace
+    fake.refuse("PUT", "/batchEndpoints/amlops-train/deployments/v1", "Quota exceeded")
+    fake.refuse("DELETE", "/batchEndpoints/amlops-train", "The endpoint is locked")
+    assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.startswith(
+        "error: Azure ML: (BadRequest) Quota exceeded (undone: could not be deleted: batch endpoint"
+    )
+    assert "The endpoint is locked" in line and line.endswith(
+        "archived component amlops_train_pipeline version 1)"
+    )
+    assert ARM + "/batchEndpoints/amlops-train" in fake.resources  # left, and said so
+
+
+def test_a_schedule_a_refused_request_still_created_is_deleted(
+    workspace: tuple[FakeWorkspace, FakeTransport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The schedule request fails after the service stored it: this publish created it, so it is deleted; a
+    refused request that created nothing (the endpoint here existed) costs no delete."""
+    from pipelines import train
+
+    fake, transport = workspace
+    assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
+    first = len(transport.requests)
+    fake.refuse("PUT", "/schedules/amlops-train-schedule", "Gateway timeout", stored=True)
+    assert train.main(["publish", "--target", "azure-v2"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        "(undone: deleted schedule amlops-train-schedule, deleted deployment v2 of amlops-train,"
+        " archived component amlops_train_pipeline version 2)"
+    )
+    deletes = [
+        r.url.split("?")[0].removeprefix(MGMT) for r in transport.requests[first:] if r.method == "DELETE"
+    ]
+    assert deletes == ["/schedules/amlops-train-schedule", "/batchEndpoints/amlops-train/deployments/v2"]
+    assert ARM + "/schedules/amlops-train-schedule" not in fake.resources
+    assert fake.resources[ARM + "/batchEndpoints/amlops-train"]["properties"]["defaults"] == {
+        "deploymentName": "v1"
+    }

@@ -262,3 +262,48 @@ def test_a_model_input_that_is_not_an_mlflow_model_is_refused(tmp_path: Path) ->
     args = scoring.parse_args(["--model", str(tmp_path)])
     with pytest.raises(ValueError, match="not an MLflow model folder"):
         scoring.model_location(args)
+
+
+def test_the_mlflow_lookup_takes_the_version_latest_when_the_worker_starts(
+    amlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model_registry mlflow`` (an SDK v2 parallel job's lookup): the same arguments name version 1, then,
+    once more versions are registered, the newest; ``--model_version`` pins one; ``init()`` loads what it names."""
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from pipelines.local.workspace import registry
+
+    class Numbered(PythonModel):  # predicts its own version number, so a score shows which version loaded
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            return [float(self.number)] * len(model_input)
+
+    def register(number: int) -> None:
+        with mlflow.start_run():
+            mlflow.pyfunc.log_model(
+                name="model", python_model=Numbered(number), registered_model_name="lookup"
+            )
+
+    registry.configure_mlflow()
+    args = ["--model_name", "lookup", "--model_registry", "mlflow", "--key_columns", "instant"]
+    register(1)
+    assert scoring.model_location(scoring.parse_args(args)) == ("lookup", "models:/lookup/1")
+    register(2)
+    register(3)
+    assert scoring.model_location(scoring.parse_args(args)) == ("lookup", "models:/lookup/3")
+    pinned = scoring.parse_args([*args, "--model_version", "2"])
+    assert scoring.model_location(pinned) == ("lookup", "models:/lookup/2")
+    latest = scoring.parse_args([*args, "--model_version", "0"])  # a v2 job's default: 0 is the latest
+    assert scoring.model_location(latest) == ("lookup", "models:/lookup/3")
+
+    monkeypatch.setattr(sys, "argv", ["scoring.py", *args])
+    monkeypatch.setattr(scoring, "_MODEL", None)
+    scoring.init()
+    result = scoring.run(pd.DataFrame({"instant": [7, 8], "temp": [0.2, 0.3]}))
+    assert result["instant"].tolist() == [7, 8] and result["prediction"].tolist() == [3.0, 3.0]
+
+    with pytest.raises(ValueError, match="nobody has no version in the MLflow model registry"):
+        scoring.model_location(scoring.parse_args(["--model_name", "nobody", "--model_registry", "mlflow"]))

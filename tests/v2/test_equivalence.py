@@ -196,7 +196,8 @@ def test_batch_plan_matches_v1(exported: dict[str, Any], batch_input: Path) -> N
     v1, v2 = _plans("batch", exported["batch"], {"input_dataset": str(batch_input)})
     one, two = _shape(v1), _shape(v2)
     assert [(s["kind"], s["name"]) for s in two] == [("parallel_run", "batch_score"), ("command", "collect")]
-    # the one difference the exporter reports: v2 has no Model.get_model_path, the model is an input
+    # the one difference the exporter reports: v2 has no Model.get_model_path, so the entry script is told to
+    # look the same model_name/model_version parameters up in the MLflow registry when it runs
     score = one[0]["argv"]
     at = score.index("--model_name")
     assert score[at : at + 4] == [
@@ -205,8 +206,8 @@ def test_batch_plan_matches_v1(exported: dict[str, Any], batch_input: Path) -> N
         "--model_version",
         ("param", "model_version"),
     ]
-    score[at : at + 4] = ["--model", ("data", "input", "model")]
-    one[0]["inputs"] = sorted([*one[0]["inputs"], ("input", "model")], key=repr)
+    assert two[0]["argv"][-2:] == ["--model_registry", "mlflow"]
+    del two[0]["argv"][-2:]
     assert one == two
     p1, p2 = v1.steps[0], v2.steps[0]
     assert (p1.entry_script, p1.source_directory) == (p2.entry_script, p2.source_directory)
@@ -216,15 +217,13 @@ def test_batch_plan_matches_v1(exported: dict[str, Any], batch_input: Path) -> N
     assert p2.options.pop("append_row_file_name") is None
     assert p1.options == p2.options
     assert p1.options["error_threshold"] == 10 and p1.options["process_count_per_node"] == 2
-    assert (
-        v2.parameters == {"mini_batch_size": v1.parameters["mini_batch_size"]} == {"mini_batch_size": "1MB"}
-    )
-    assert v2.datasets["model"].paths == ("azureml:bike-demand@latest",)  # the registry's latest version
-    # v1's input_dataset parameter is v2's data input; the model lookup's two parameters are left out, said so
-    assert set(v1.parameters) - set(v2.parameters) == {"input_dataset", "model_name", "model_version"}
-    assert set(v2.datasets) == {"input_dataset", "model"}
-    for name in ("model_name", "model_version"):
-        assert f"pipeline parameter {name} is used by no v2 step" in exported["batch_printed"]
+    # the same parameters and defaults (model_version 0: the latest when the job runs); v1's input_dataset
+    # parameter is v2's data input
+    assert v2.parameters == {k: v for k, v in v1.parameters.items() if k != "input_dataset"}
+    assert v2.parameters["model_version"] == 0 and v2.parameters["mini_batch_size"] == "1MB"
+    assert set(v2.datasets) == {"input_dataset"}  # no model asset: nothing pinned when a job is made
+    assert "is used by no v2 step" not in exported["batch_printed"]
+    assert "looks model_name up in the MLflow model registry" in exported["batch_printed"]
     assert [s.allow_reuse for s in v1.steps] == [s.allow_reuse for s in v2.steps]
 
 

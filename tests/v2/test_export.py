@@ -61,6 +61,36 @@ def test_train_export_maps_the_automl_config_field_by_field(train_export: Path) 
     assert _yaml(train_export / "components/register.yml")["inputs"]["model_data"] == {"type": "mlflow_model"}
 
 
+def test_register_runs_in_the_curated_automl_environment_on_azure(
+    train_export: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As the v1 register step does on Azure: AutoML's best model carries the AutoML runtime in its own
+    environment, which the curated AutoML environment has; the file says what the local engine does instead."""
+    from pipelines.definitions import AZURE_AUTOML_ENVIRONMENT
+
+    register = _yaml(train_export / "components/register.yml")
+    reference = f"azureml://registries/azureml/environments/{AZURE_AUTOML_ENVIRONMENT}/labels/latest"
+    assert register["environment"] == reference
+    assert verify.load(train_export / "components/register.yml", "component").environment == reference
+    assert "the local engine runs every step in this project's environment" in register["description"]
+    assert (
+        _yaml(train_export / "components/prep.yml")["environment"]["conda_file"]
+        == "../environments/train.yml"
+    )
+    out = tmp_path_factory.mktemp("v2") / "printed"
+    printed = subprocess.run(
+        [sys.executable, "-m", "pipelines.train", "export", "--sdk", "v2", "--out", str(out), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    import json
+
+    [line] = [
+        d for d in json.loads(printed.stdout)["differences"] if d.startswith("step register: reads AutoML")
+    ]
+    assert f"runs in the curated AutoML environment {reference}" in line and "not amlops-train" in line
+
+
 def test_train_export_maps_parameters_steps_and_reuse(train_export: Path) -> None:
     definition = train.build(Settings())
     job = _yaml(train_export / "amlops-train.pipeline.yml")
@@ -140,11 +170,23 @@ def test_batch_export_maps_the_parallel_run_config(batch_export: Path) -> None:
     }  # a TabularDataset: DataFrames per mini-batch
     task = component["task"]
     assert task["entry_script"] == config.entry_script and task["append_row_to"] == "${{outputs.scores}}"
-    # the model reaches the entry script as a model input; the SDK's own driver flags are not passed on
-    assert task["program_arguments"].startswith("--model ${{inputs.model}} --key_columns")
-    assert "--client_sdk_version" not in task["program_arguments"]
+    # the entry script looks the model name up in the MLflow registry when it runs (v2 has no
+    # Model.get_model_path); the SDK's own driver flags are not passed on
+    arguments = task["program_arguments"]
+    assert arguments.startswith(
+        "--model_name ${{inputs.model_name}} --model_version ${{inputs.model_version}} "
+    )
+    assert arguments.endswith(" --model_registry mlflow") and "--client_sdk_version" not in arguments
+    assert component["inputs"]["model_name"] == {"type": "string"}
+    assert component["inputs"]["model_version"] == {"type": "integer"}
     job = _yaml(batch_export / "amlops-batch-score.pipeline.yml")
-    assert job["inputs"]["model"] == {"type": "mlflow_model", "path": "azureml:bike-demand@latest"}
+    params = batch_score.build(Settings()).parameters
+    assert job["inputs"]["model_name"] == params["model_name"].default_value == Settings().model_name
+    assert (
+        job["inputs"]["model_version"] == params["model_version"].default_value == 0
+    )  # 0: the latest at run time
+    assert "model" not in job["inputs"]  # no model asset: nothing for azure-ai-ml to pin when a job is made
+    assert job["jobs"]["batch_score"]["inputs"]["model_version"] == "${{parent.inputs.model_version}}"
     assert job["jobs"]["batch_score"]["mini_batch_size"] == "${{parent.inputs.mini_batch_size}}"
     assert job["inputs"]["mini_batch_size"] == Settings().mini_batch_size
     mltable = yaml.safe_load((batch_export / "data/batch_input/MLTable").read_text())

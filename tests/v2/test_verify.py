@@ -19,7 +19,7 @@ SCHEMA = "https://azuremlschemas.azureedge.net/latest/{}.schema.json"
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("v2verify") / "out"
     export_definition(train.build(Settings()), out)
-    export_definition(batch_score.build(Settings()), out, {"name": "bike-demand", "version": "0"})
+    export_definition(batch_score.build(Settings()), out, model_lookup=True)
     return out
 
 
@@ -50,9 +50,20 @@ def test_a_relative_data_path_can_dump_as_an_asset_name_and_repair_drops_it(expo
         assert "azureml:./data/batch_input" in text  # would be read as a workspace asset named ./data/...
         repaired = verify.repair_dump(text)
         assert "azureml:./" not in repaired and "path: ./data/batch_input" in repaired
-        assert "azureml:bike-demand@latest" in repaired  # a real asset reference is kept
     finally:
         dumped.unlink(missing_ok=True)
+
+
+def test_repair_keeps_asset_registry_and_datastore_references() -> None:
+    """Only ``azureml:`` before a path is dropped; the register step's curated environment (a registry URI), a
+    datastore URI and an asset reference are kept as written."""
+    text = (
+        "environment: azureml://registries/azureml/environments/AzureML-AutoML/labels/latest\n"
+        "path: azureml://datastores/workspaceblobstore/paths/x.csv\n"
+        "model: azureml:bike-demand@latest\n"
+        "code: azureml:/abs/src\n"
+    )
+    assert verify.repair_dump(text) == text.replace("azureml:/abs/src", "/abs/src")
 
 
 def test_a_schedule_with_an_inline_job_does_not_load_so_the_job_is_referenced(exported: Path) -> None:

@@ -163,10 +163,14 @@ def _collect_step(settings: Settings, scores: Any, predictions: Any, compute: An
 
 
 def _scoring_environment(settings: Settings, compute: Any) -> Any:
-    """environments/batch.yml, or on Azure (a ComputeTarget object) the workspace's ``batch_environment``."""
-    if settings.batch_environment and not isinstance(compute, str):
+    """environments/batch.yml, or the ``batch_environment``: on Azure (a ComputeTarget object) the workspace's,
+    read from it; offline an Environment of that name alone (a v2 export references it, as a curated one in
+    the azureml registry; the local engine runs every step in the project's environment)."""
+    if settings.batch_environment:
         from azureml.core import Environment
 
+        if isinstance(compute, str):
+            return Environment(settings.batch_environment)
         return Environment.get(compute.workspace, settings.batch_environment)
     return environment("batch")
 

@@ -193,6 +193,17 @@ def test_batch_export_maps_the_parallel_run_config(batch_export: Path) -> None:
     assert mltable["paths"][0]["file"].endswith("bike-no.csv")
 
 
+def test_batch_environment_is_exported_as_the_curated_registry_reference(tmp_path: Path) -> None:
+    out = tmp_path / "v2"
+    args = ["export", "--sdk", "v2", "--set", "batch_environment=AzureML-AutoML", "--out", str(out)]
+    assert batch_score.main(args) == 0
+    component = _yaml(out / "components/batch_score.yml")
+    assert component["task"]["environment"] == (
+        "azureml://registries/azureml/environments/AzureML-AutoML/labels/latest"
+    )
+    assert _yaml(out / "components/collect.yml")["environment"]["conda_file"] == "../environments/batch.yml"
+
+
 def test_every_exported_file_loads_validates_and_round_trips(train_export: Path, batch_export: Path) -> None:
     for folder in (train_export, batch_export):
         files = [str(p.relative_to(folder)) for p in folder.rglob("*.yml") if "environments/" not in str(p.relative_to(folder)) or p.name.endswith(".environment.yml")]  # fmt: skip

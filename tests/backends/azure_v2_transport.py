@@ -15,6 +15,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
 ARM = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+MGMT = "https://management.azure.com" + ARM
 
 
 def _unsigned_jwt(claims: dict[str, str]) -> str:
@@ -251,3 +252,20 @@ def registered_model(name: str, version: int) -> tuple[str, dict[str, Any]]:
     uri = f"azureml://datastores/workspaceblobstore/paths/{name}/{version}"
     properties = {"modelType": "mlflow_model", "modelUri": uri, "tags": {}, "properties": {}, "flavors": {}}
     return path, {"id": path, "name": str(version), "properties": properties}
+
+
+def configure(monkeypatch: Any, fake: FakeWorkspace) -> FakeTransport:
+    """A configured workspace (AZUREML_* variables) whose every HTTP request ``fake`` answers; its transport."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    transport = FakeTransport(fake)
+    monkeypatch.setattr(RequestsTransport, "send", lambda self, request, **kw: transport.send(request, **kw))
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", StaticCredential)
+    for key, value in (("SUBSCRIPTION_ID", "sub"), ("RESOURCE_GROUP", "rg"), ("WORKSPACE_NAME", "ws")):
+        monkeypatch.setenv(f"AZUREML_{key}", value)
+    return transport
+
+
+def sent(transport: FakeTransport, method: str, suffix: str) -> list[Any]:
+    """The bodies of the ``method`` requests to the workspace path ending in ``suffix``."""
+    return [r.body for r in transport.requests if r.method == method and r.url.split("?")[0] == MGMT + suffix]

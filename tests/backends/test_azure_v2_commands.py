@@ -9,21 +9,21 @@ import json
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import RequestsTransport
 
 from tests.backends.azure_v2_transport import (
     ARM,
     CONTAINER,
+    MGMT,
     STORAGE,
     FakeTransport,
     FakeWorkspace,
-    StaticCredential,
+    configure,
     registered_model,
+    sent,
 )
 
 pytestmark = pytest.mark.slow  # services, the SDK's graph builder or the package index
 
-MGMT = "https://management.azure.com" + ARM
 DATA_URL = "https://amlopsstore.blob.core.windows.net/data/bike-no.csv"
 
 
@@ -31,17 +31,7 @@ DATA_URL = "https://amlopsstore.blob.core.windows.net/data/bike-no.csv"
 def workspace(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeWorkspace, FakeTransport]:
     """A configured workspace (AZUREML_* variables) whose every HTTP request is answered by a FakeWorkspace."""
     fake = FakeWorkspace()
-    transport = FakeTransport(fake)
-    monkeypatch.setattr(RequestsTransport, "send", lambda self, request, **kw: transport.send(request, **kw))
-    monkeypatch.setattr("azure.identity.DefaultAzureCredential", StaticCredential)
-    for key, value in (("SUBSCRIPTION_ID", "sub"), ("RESOURCE_GROUP", "rg"), ("WORKSPACE_NAME", "ws")):
-        monkeypatch.setenv(f"AZUREML_{key}", value)
-    return fake, transport
-
-
-def _sent(transport: FakeTransport, method: str, suffix: str) -> list[Any]:
-    """The bodies of the ``method`` requests to the workspace path ending in ``suffix``."""
-    return [r.body for r in transport.requests if r.method == method and r.url.split("?")[0] == MGMT + suffix]
+    return fake, configure(monkeypatch, fake)
 
 
 def _arm(transport: FakeTransport) -> list[tuple[str, str]]:
@@ -64,9 +54,9 @@ def test_train_publish_registers_the_component_endpoint_deployment_and_schedule(
     uploads = [r for r in transport.requests if r.url.startswith(STORAGE) and r.method == "PUT"]
     assert any(r.url.split("?")[0] == f"{STORAGE}/{CONTAINER}/steps/prep.py" for r in uploads)
     assert b"def main" in fake.blobs[f"/{CONTAINER}/steps/prep.py"]
-    assert _sent(transport, "POST", "/codes/" + _code_name(transport) + "/versions/1/startPendingUpload")
+    assert sent(transport, "POST", "/codes/" + _code_name(transport) + "/versions/1/startPendingUpload")
 
-    [component] = _sent(transport, "PUT", "/components/amlops_train_pipeline/versions/1")
+    [component] = sent(transport, "PUT", "/components/amlops_train_pipeline/versions/1")
     spec = component["properties"]["componentSpec"]
     assert spec["type"] == "pipeline" and list(spec["jobs"]) == ["prep", "automl", "register"]
     assert spec["inputs"]["cutoff_date"] == {"type": "string", "default": "2012-08-31"}
@@ -85,16 +75,16 @@ def test_train_publish_registers_the_component_endpoint_deployment_and_schedule(
     )
     assert "/environments/CliV2AnonymousEnvironment/" in steps["prep"]["environment"]
 
-    endpoint_puts = _sent(transport, "PUT", "/batchEndpoints/amlops-train")
+    endpoint_puts = sent(transport, "PUT", "/batchEndpoints/amlops-train")
     assert endpoint_puts[0]["properties"]["authMode"] == "aadToken"
     assert endpoint_puts[-1]["properties"]["defaults"] == {"deploymentName": "v1"}
-    [deployment] = _sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v1")
+    [deployment] = sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v1")
     config = deployment["properties"]["deploymentConfiguration"]
     assert config["deploymentConfigurationType"] == "PipelineComponent"
     assert config["componentId"]["assetId"] == ARM + "/components/amlops_train_pipeline/versions/1"
     assert config["settings"]["default_compute"] == "cpu-cluster"
 
-    [schedule] = _sent(transport, "PUT", "/schedules/amlops-train-schedule")
+    [schedule] = sent(transport, "PUT", "/schedules/amlops-train-schedule")
     trigger = schedule["properties"]["trigger"]
     assert trigger["triggerType"] == "Recurrence" and trigger["frequency"] == "week"  # the settings' default
     assert trigger["schedule"] == {"hours": [3], "minutes": [0], "weekDays": ["monday"]}
@@ -124,14 +114,14 @@ def test_a_second_publish_is_a_new_component_version_and_keeps_the_default(
     _, transport = workspace
     assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
     assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
-    assert _sent(transport, "PUT", "/components/amlops_train_pipeline/versions/2")
-    assert _sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v2")
+    assert sent(transport, "PUT", "/components/amlops_train_pipeline/versions/2")
+    assert sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v2")
     # created, its default set to v1, then left alone: v2 is deployed but not the default
-    endpoint_puts = _sent(transport, "PUT", "/batchEndpoints/amlops-train")
+    endpoint_puts = sent(transport, "PUT", "/batchEndpoints/amlops-train")
     assert [b["properties"].get("defaults") for b in endpoint_puts] == [None, {"deploymentName": "v1"}]
     assert not any(path.startswith("/schedules") for _, path in _arm(transport))
     assert train.main(["publish", "--target", "azure-v2", "--no-schedule", "--set-default"]) == 0
-    assert _sent(transport, "PUT", "/batchEndpoints/amlops-train")[-1]["properties"]["defaults"] == {
+    assert sent(transport, "PUT", "/batchEndpoints/amlops-train")[-1]["properties"]["defaults"] == {
         "deploymentName": "v3"
     }
 
@@ -151,14 +141,14 @@ def test_batch_score_publish_sends_a_parallel_node_that_looks_the_model_up_when_
     puts = [path for method, path in _arm(transport) if method == "PUT" and "/components/" in path]
     pipeline = [p for p in puts if "azureml_anonymous" not in p]
     assert len(pipeline) == 1 and pipeline[0].endswith("/versions/1")
-    spec = _sent(transport, "PUT", pipeline[0])[0]["properties"]["componentSpec"]
+    spec = sent(transport, "PUT", pipeline[0])[0]["properties"]["componentSpec"]
     assert spec["inputs"]["model_name"] == {"type": "string", "default": "bike-demand"}
     assert spec["inputs"]["model_version"] == {"type": "integer", "default": "0"}
     assert not [k for k, v in spec["inputs"].items() if v["type"] in ("mlflow_model", "custom_model")]
     [parallel] = [j for j in spec["jobs"].values() if j["type"] == "parallel"]
     assert parallel["inputs"]["model_name"]["value"] == "${{parent.inputs.model_name}}"
     assert parallel["inputs"]["model_version"]["value"] == "${{parent.inputs.model_version}}"
-    component = [b for p in puts for b in _sent(transport, "PUT", p) if p.endswith(parallel["componentId"].split(
+    component = [b for p in puts for b in sent(transport, "PUT", p) if p.endswith(parallel["componentId"].split(
         "/components")[1])][0]["properties"]["componentSpec"]  # fmt: skip
     assert component["type"] == "parallel"
     assert component["task"]["type"] == "run_function" and component["task"]["entry_script"] == "scoring.py"
@@ -170,14 +160,14 @@ def test_batch_score_publish_sends_a_parallel_node_that_looks_the_model_up_when_
     assert component["retry_settings"] == {"max_retries": 3, "timeout": 60}
     assert component["task"]["append_row_to"].startswith("${{outputs.")
     [schedule] = [b for m, p in _arm(transport) if m == "PUT" and p.startswith("/schedules/")
-                  for b in _sent(transport, "PUT", p)]  # fmt: skip
+                  for b in sent(transport, "PUT", p)]  # fmt: skip
     job = schedule["properties"]["action"]["jobDefinition"]
     assert job["componentId"] == ARM + pipeline[0]  # the published version
     # the schedule's job names the model, not a version of it: azure-ai-ml has nothing to pin at creation
     assert job["inputs"]["model_name"] == {"value": "bike-demand", "jobInputType": "literal"}
     assert job["inputs"]["model_version"] == {"value": "0", "jobInputType": "literal"}
-    sent = json.dumps(schedule)
-    assert "/models/" not in sent and "azureml:bike-demand" not in sent and "mlflow_model" not in sent
+    body = json.dumps(schedule)
+    assert "/models/" not in body and "azureml:bike-demand" not in body and "mlflow_model" not in body
     data = job["inputs"]["input_dataset"]
     assert data["jobInputType"] == "mltable" and data["uri"].startswith(
         "azureml://datastores/workspaceblobstore/"
@@ -194,7 +184,7 @@ def test_batch_score_publish_without_a_registered_model_says_runs_need_one(
     assert batch_score.main(["publish", "--target", "azure-v2"]) == 0  # the model is looked up when it runs
     out = capsys.readouterr().out
     assert "model bike-demand has no version in the workspace yet" in out
-    assert _sent(transport, "PUT", "/schedules/amlops-batch-score-schedule")
+    assert sent(transport, "PUT", "/schedules/amlops-batch-score-schedule")
 
 
 def test_train_run_submits_a_pipeline_job(
@@ -207,7 +197,7 @@ def test_train_run_submits_a_pipeline_job(
     result = json.loads(capsys.readouterr().out)  # stdout is the JSON alone (no upload progress bar)
     jobs = [(m, p) for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
     assert len(jobs) == 1
-    body = _sent(transport, "PUT", jobs[0][1])[0]["properties"]
+    body = sent(transport, "PUT", jobs[0][1])[0]["properties"]
     assert body["jobType"] == "Pipeline" and body["experimentName"] == "bike-demand-train"
     assert body["inputs"]["cutoff_date"] == {"value": "2012-06-30", "jobInputType": "literal"}
     assert body["inputs"]["training_dataset"]["jobInputType"] == "uri_file"
@@ -231,10 +221,10 @@ def test_workspace_schedules_create_runs_the_published_version_later(
             "--param", "cutoff_date=2012-06-30"]  # fmt: skip
     assert workspace_cli.main(argv) == 2
     assert "'training_dataset' has no value" in capsys.readouterr().err
-    assert not _sent(transport, "PUT", "/schedules/weekly")
+    assert not sent(transport, "PUT", "/schedules/weekly")
     argv += ["--param", f"training_dataset={DATA_URL}"]
     assert workspace_cli.main(argv) == 0
-    [body] = _sent(transport, "PUT", "/schedules/weekly")
+    [body] = sent(transport, "PUT", "/schedules/weekly")
     trigger = body["properties"]["trigger"]
     assert trigger["frequency"] == "week" and trigger["interval"] == 1
     assert trigger["schedule"] == {"hours": [4], "minutes": [15], "weekDays": ["monday", "thursday"]}
@@ -258,10 +248,10 @@ def test_deploy_creates_the_endpoint_and_deployment_then_updates_reads_keys_and_
     argv = ["--target", "azure-v2", "--name", "bike-svc", "--model", "bike-demand:3", "--scoring-timeout-ms",
             "90000", "--instance-type", "Standard_F4s_v2", "--instance-count", "2"]  # fmt: skip
     assert deploy.main(argv) == 0
-    endpoint = _sent(transport, "PUT", "/onlineEndpoints/bike-svc")
+    endpoint = sent(transport, "PUT", "/onlineEndpoints/bike-svc")
     assert endpoint[0]["properties"]["authMode"] == "Key"
     assert endpoint[-1]["properties"]["traffic"] == {"blue": 100}
-    [deployment] = _sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
+    [deployment] = sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
     props = deployment["properties"]
     assert props["endpointComputeType"] == "Managed"
     assert props["model"] == ARM + "/models/bike-demand/versions/3"
@@ -274,12 +264,12 @@ def test_deploy_creates_the_endpoint_and_deployment_then_updates_reads_keys_and_
     assert (
         deploy.main(["update", "--target", "azure-v2", "--name", "bike-svc", "--model", "bike-demand:4"]) == 0
     )
-    updated = _sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")[-1]["properties"]
+    updated = sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")[-1]["properties"]
     assert updated["model"].endswith("/models/bike-demand/versions/4")
     assert updated["instanceType"] == "Standard_F4s_v2"
 
     assert deploy.main(["keys", "--target", "azure-v2", "--name", "bike-svc", "--json"]) == 0
-    assert _sent(transport, "POST", "/onlineEndpoints/bike-svc/listKeys")
+    assert sent(transport, "POST", "/onlineEndpoints/bike-svc/listKeys")
     capsys.readouterr()
     assert deploy.main(["delete", "--target", "azure-v2", "--name", "bike-svc"]) == 0
     assert ("DELETE", "/onlineEndpoints/bike-svc") in _arm(transport)
@@ -302,7 +292,7 @@ def test_train_run_uploads_a_local_data_file_to_the_default_datastore(
     [blob] = [k for k in fake.blobs if k.endswith("/bikes.csv")]
     assert fake.blobs[blob] == data.read_bytes()
     [job] = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
-    uri = _sent(transport, "PUT", job)[0]["properties"]["inputs"]["training_dataset"]["uri"]
+    uri = sent(transport, "PUT", job)[0]["properties"]["inputs"]["training_dataset"]["uri"]
     assert uri.startswith("azureml://datastores/workspaceblobstore/paths/") and uri.endswith("bikes.csv")
 
 
@@ -332,7 +322,7 @@ def test_batch_score_run_names_the_model_for_the_step_to_look_up_or_says_there_i
     fake.resources[model] = body
     assert batch_score.main(["run", "--target", "azure-v2", "--json"]) == 0
     [job] = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
-    inputs = _sent(transport, "PUT", job)[0]["properties"]["inputs"]
+    inputs = sent(transport, "PUT", job)[0]["properties"]["inputs"]
     assert inputs["model_name"] == {"value": "bike-demand", "jobInputType": "literal"}
     assert inputs["model_version"] == {"value": "0", "jobInputType": "literal"}  # the latest when it runs
     assert "model" not in inputs
@@ -342,7 +332,7 @@ def test_batch_score_run_names_the_model_for_the_step_to_look_up_or_says_there_i
     assert batch_score.main(["run", "--target", "azure-v2", "--model", "bike-demand:3", "--json"]) == 0
     jobs = [p for m, p in _arm(transport) if m == "PUT" and p.startswith("/jobs/")]
     assert len(jobs) == 2  # the refused one sent nothing
-    pinned = _sent(transport, "PUT", jobs[-1])[0]["properties"]["inputs"]
+    pinned = sent(transport, "PUT", jobs[-1])[0]["properties"]["inputs"]
     assert pinned["model_version"] == {"value": "3", "jobInputType": "literal"}  # an explicit pin
 
 
@@ -366,17 +356,17 @@ def test_a_publish_refused_half_way_takes_back_what_it_created(
         "(undone: deleted batch endpoint amlops-train, archived component amlops_train_pipeline version 1)"
     )
     assert [r for r in _arm(transport) if r[0] == "DELETE"] == [("DELETE", "/batchEndpoints/amlops-train")]
-    archive = _sent(transport, "PUT", "/components/amlops_train_pipeline/versions/1")
+    archive = sent(transport, "PUT", "/components/amlops_train_pipeline/versions/1")
     assert len(archive) == 2 and archive[-1]["properties"]["isArchived"] is True
     assert archive[-1]["properties"]["componentSpec"] == archive[0]["properties"]["componentSpec"]
     assert ARM + "/batchEndpoints/amlops-train" not in fake.resources
-    assert not _sent(transport, "PUT", "/schedules/amlops-train-schedule")  # never reached
+    assert not sent(transport, "PUT", "/schedules/amlops-train-schedule")  # never reached
 
     # the archived version is not reused: the next publish registers version 2
     fake.refused.clear()
     assert train.main(["publish", "--target", "azure-v2", "--no-schedule"]) == 0
     assert "registered pipeline component amlops_train_pipeline version 2" in capsys.readouterr().out
-    assert _sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v2")
+    assert sent(transport, "PUT", "/batchEndpoints/amlops-train/deployments/v2")
 
 
 def test_a_failed_publish_leaves_what_existed_before_and_restores_the_default(

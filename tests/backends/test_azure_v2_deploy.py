@@ -9,20 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import RequestsTransport
 
 from pipelines.deploy import main as deploy
 from tests.backends.azure_v2_transport import (
     ARM,
     FakeTransport,
     FakeWorkspace,
-    StaticCredential,
+    configure,
     online_endpoint,
+    sent,
 )
 
 pytestmark = pytest.mark.slow  # azure-ai-ml's loaders and validation
 
-MGMT = "https://management.azure.com" + ARM
 SCORING = "https://bike-svc.westeurope.inference.ml.azure.com/score"
 
 
@@ -46,16 +45,7 @@ class Workspace(FakeWorkspace):
 @pytest.fixture
 def ws(monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, FakeTransport]:
     fake = Workspace()
-    transport = FakeTransport(fake)
-    monkeypatch.setattr(RequestsTransport, "send", lambda self, request, **kw: transport.send(request, **kw))
-    monkeypatch.setattr("azure.identity.DefaultAzureCredential", StaticCredential)
-    for key, value in (("SUBSCRIPTION_ID", "sub"), ("RESOURCE_GROUP", "rg"), ("WORKSPACE_NAME", "ws")):
-        monkeypatch.setenv(f"AZUREML_{key}", value)
-    return fake, transport
-
-
-def _sent(transport: FakeTransport, method: str, suffix: str) -> list[Any]:
-    return [r.body for r in transport.requests if r.method == method and r.url.split("?")[0] == MGMT + suffix]
+    return fake, configure(monkeypatch, fake)
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -67,7 +57,7 @@ def _error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_logs_posts_get_logs_with_the_tail_and_prints_the_lines(ws, capsys) -> None:
     fake, transport = ws
     assert deploy(["logs", "--target", "azure-v2", "--name", "bike-svc", "--tail", "2"]) == 0
-    assert _sent(transport, "POST", "/onlineEndpoints/bike-svc/deployments/blue/getLogs") == [{"tail": 2}]
+    assert sent(transport, "POST", "/onlineEndpoints/bike-svc/deployments/blue/getLogs") == [{"tail": 2}]
     assert capsys.readouterr().out.splitlines() == ["ready", "scored 1 row"]
     fake.log = None  # nothing logged yet: the service answers {"content": null}
     assert deploy(["logs", "--target", "azure-v2", "--name", "bike-svc", "--json"]) == 0
@@ -90,7 +80,7 @@ def test_invoke_posts_the_file_to_the_scoring_uri_with_the_primary_key(ws, capsy
     assert post.method == "POST" and post.body == {"data": [{"instant": 730, "temp": 0.25}]}
     assert post.headers["Authorization"] == "Bearer key-one"  # the endpoint's primary key (listKeys)
     assert post.headers["Content-Type"] == "application/json"
-    assert _sent(transport, "POST", "/onlineEndpoints/bike-svc/listKeys")
+    assert sent(transport, "POST", "/onlineEndpoints/bike-svc/listKeys")
     assert (
         deploy(argv) == 1
     )  # the service's 500 is printed and exits 1, sent once (no retry of a failing run())
@@ -103,11 +93,11 @@ def test_kubernetes_endpoint_and_deployment_bodies(ws) -> None:
     argv = ["--target", "azure-v2", "--aks-cluster", "my-aks", "--name", "bike-aks", "--model", "bike-demand:3",
             "--instance-type", "cpu-small", "--instance-count", "2", "--scoring-timeout-ms", "300000"]  # fmt: skip
     assert deploy(argv) == 0
-    endpoint = _sent(transport, "PUT", "/onlineEndpoints/bike-aks")
+    endpoint = sent(transport, "PUT", "/onlineEndpoints/bike-aks")
     assert endpoint[0]["properties"]["authMode"] == "Key"
     assert endpoint[0]["properties"]["compute"] == ARM + "/computes/my-aks"
     assert endpoint[-1]["properties"]["traffic"] == {"blue": 100}
-    [deployment] = _sent(transport, "PUT", "/onlineEndpoints/bike-aks/deployments/blue")
+    [deployment] = sent(transport, "PUT", "/onlineEndpoints/bike-aks/deployments/blue")
     props = deployment["properties"]
     assert props["endpointComputeType"] == "Kubernetes" and props["instanceType"] == "cpu-small"
     requests = props["containerResourceRequirements"]["containerResourceRequests"]
@@ -116,7 +106,7 @@ def test_kubernetes_endpoint_and_deployment_bodies(ws) -> None:
     assert props["model"] == ARM + "/models/bike-demand/versions/3"
 
     assert deploy([*argv[:-6], "--name", "bike-aks2", "--cpu-cores", "2", "--memory-gb", "4"]) == 0
-    [deployment] = _sent(transport, "PUT", "/onlineEndpoints/bike-aks2/deployments/blue")
+    [deployment] = sent(transport, "PUT", "/onlineEndpoints/bike-aks2/deployments/blue")
     requests = deployment["properties"]["containerResourceRequirements"]["containerResourceRequests"]
     assert requests == {"cpu": "2", "memory": "4Gi"} and "instanceType" not in deployment["properties"]
 
@@ -132,9 +122,9 @@ def test_an_existing_endpoint_needs_overwrite_which_updates_it_in_place(ws, caps
     assert len([r for r in transport.requests if r.method == "PUT"]) == puts  # nothing sent
 
     assert deploy([*argv[:-1], "bike-demand:4", "--overwrite"]) == 0
-    endpoint = _sent(transport, "PUT", "/onlineEndpoints/bike-svc")
+    endpoint = sent(transport, "PUT", "/onlineEndpoints/bike-svc")
     assert endpoint[2]["properties"]["traffic"] == {"blue": 100}  # the running deployment keeps serving
-    deployments = _sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
+    deployments = sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
     assert deployments[-1]["properties"]["model"].endswith("/models/bike-demand/versions/4")
     assert [r.method for r in transport.requests if r.url.split("?")[0].endswith("/onlineEndpoints/bike-svc")
             and r.method == "DELETE"] == []  # fmt: skip
@@ -152,7 +142,7 @@ def test_deploy_environment_references_the_curated_environment_in_the_azureml_re
     fake, transport = ws
     assert deploy(["--target", "azure-v2", "--name", "bike-svc", "--model", "bike-demand:3", "--environment",
                    "AzureML-AutoML"]) == 0  # fmt: skip
-    [deployment] = _sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
+    [deployment] = sent(transport, "PUT", "/onlineEndpoints/bike-svc/deployments/blue")
     curated = "azureml://registries/azureml/environments/AzureML-AutoML/labels/latest"
     assert deployment["properties"]["environmentId"] == curated
     assert not [
@@ -162,7 +152,7 @@ def test_deploy_environment_references_the_curated_environment_in_the_azureml_re
 
     monkeypatch.setenv("AMLOPS_DEPLOY_ENVIRONMENT", "AzureML-AutoML")  # the setting is the default
     assert deploy(["--target", "azure-v2", "--name", "bike-svc2", "--model", "bike-demand:3"]) == 0
-    [deployment] = _sent(transport, "PUT", "/onlineEndpoints/bike-svc2/deployments/blue")
+    [deployment] = sent(transport, "PUT", "/onlineEndpoints/bike-svc2/deployments/blue")
     assert deployment["properties"]["environmentId"] == curated
 
 

@@ -9,6 +9,8 @@ the FLAML metric with the same optimum, experiment_timeout_minutes -> time_budge
 max_iter, n_cross_validations -> n_splits (CV), allowed/blocked models -> estimator_list,
 enable_early_stopping -> early_stop, enable_voting_ensemble/enable_stack_ensemble -> ensemble
 (FLAML's stacked ensemble of the best models), forecasting time column / horizon -> time_col / period.
+A regression with a date column may learn its label relative to a line over time (trend.py; then
+without the ensemble).
 
 As on Azure, where ``experiment_timeout_minutes`` bounds the whole AutoML experiment, the budget
 covers the whole step: FLAML's search gets what is left after start-up and featurization, less a
@@ -158,6 +160,7 @@ def train(
             val_weights = line.at(validation)
             validation[label] = validation[label] / val_weights
             fit_kwargs["sample_weight_val"] = val_weights**2
+            scale = float(np.sqrt(np.mean(val_weights**2)))  # the loss is the holdout's
     automl = AutoML()
     watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id, scale)
     started = time.monotonic()

@@ -134,3 +134,11 @@ def test_a_model_pickled_before_trends_predicts_as_before() -> None:
     model.trend = raw_model.RatioTrend("day", "%m/%d/%Y", 1.0 - first, 1.0, first, first + 10.0, damping=0.0)
     got = model.predict(x_raw)
     assert got[0] == 7.0 and got[5] == 42.0 and got[40] == 77.0  # 7 x (1 + days), level after day 10
+
+
+def test_with_validation_data_the_holdout_is_scored_relative_to_the_line_too() -> None:
+    frame = _growing()
+    model, report = automl.train(frame.iloc[:240], _settings(), validation=frame.iloc[240:300])
+    assert model.trend is not None and report["validation_rows"] == 60
+    assert 0.005 < report["best_score"] < 0.2  # the label's NRMSE on the holdout, not the ratio's
+    assert _rmse(model, frame.iloc[300:]) < 150

@@ -215,6 +215,8 @@ def _trend(
     fmt = featurizer.date_formats.get(column)
     days = raw_model.RatioTrend.days_of(x_raw[column], fmt)
     order = np.argsort(np.nan_to_num(days, nan=np.inf), kind="stable")
+    if len(order) > trend.MAX_ROWS:  # large data: rows evenly spaced in time, featurized only those
+        order = order[np.linspace(0, len(order) - 1, trend.MAX_ROWS).round().astype(int)]
     target = y.to_numpy(dtype=float)
     choice = trend.choose(featurizer.transform(x_raw.iloc[order]), y.iloc[order], days[order])
     if say:

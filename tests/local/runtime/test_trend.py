@@ -142,3 +142,19 @@ def test_with_validation_data_the_holdout_is_scored_relative_to_the_line_too() -
     assert model.trend is not None and report["validation_rows"] == 60
     assert 0.005 < report["best_score"] < 0.2  # the label's NRMSE on the holdout, not the ratio's
     assert _rmse(model, frame.iloc[300:]) < 150
+
+
+def test_large_data_is_judged_on_rows_evenly_spaced_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = _growing(n=400).sample(frac=1.0, random_state=0)  # rows out of time order
+    seen: list[np.ndarray] = []
+    real = trend.choose
+    monkeypatch.setattr(trend, "MAX_ROWS", 200)
+    monkeypatch.setattr(
+        trend, "choose", lambda features, y, days: seen.append(days) or real(features, y, days)
+    )
+    x_raw = frame.drop(columns=["y"])
+    line = automl._trend(x_raw, frame["y"], raw_model.RawFeaturizer().fit(x_raw), _settings(), None)
+    assert line is not None and len(seen[0]) == 200
+    steps = np.diff(seen[0])
+    assert (steps > 0).all() and steps.max() <= 3  # in time order, spread over the whole range
+    assert seen[0][-1] - seen[0][0] == 399

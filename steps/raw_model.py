@@ -121,6 +121,40 @@ class RawFeaturizer:
 
 
 @dataclass
+class RatioTrend:
+    """A line over a date column that the estimator's output is multiplied by (the estimator learned the
+    label / line). Before ``start`` the line is level; after ``end`` it keeps ``damping`` times its slope (0:
+    level); rows without a date get its value at ``end``; it never goes below 0. Days are since 1970-01-01.
+    """
+
+    column: str
+    fmt: str | None
+    intercept: float
+    slope: float  # per day
+    start: float
+    end: float
+    damping: float = 1.0
+
+    @staticmethod
+    def days_of(series: pd.Series, fmt: str | None) -> np.ndarray:
+        """Days since 1970-01-01 (fractional), NaN where there is no date."""
+        values = _datetime_values(series, fmt)
+        days = values.astype("datetime64[s]").astype("int64").astype(float) / 86400.0
+        days[np.isnat(values)] = np.nan
+        return days
+
+    def at(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.line(self.days_of(frame[self.column], self.fmt))
+
+    def line(self, days: np.ndarray) -> np.ndarray:
+        days = np.where(np.isnan(days), self.end, days)
+        days = np.where(
+            days > self.end, self.end + self.damping * (days - self.end), np.maximum(days, self.start)
+        )
+        return np.maximum(self.intercept + self.slope * days, 0.0)
+
+
+@dataclass
 class RawColumnsModel:
     """A fitted estimator plus the featurizer that feeds it; ``predict`` takes raw columns."""
 
@@ -131,6 +165,7 @@ class RawColumnsModel:
     time_column: str | None = None
     classes: list[Any] | None = None
     trained_with: dict[str, Any] = field(default_factory=dict)
+    trend: RatioTrend | None = None  # regression: the estimator predicts the label / this line
 
     @property
     def input_columns(self) -> list[str]:
@@ -180,6 +215,11 @@ class RawColumnsModel:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])
+        found = self._predict_estimator(frame)
+        trend = self.__dict__.get("trend")  # models pickled before trends existed have none
+        return found * trend.at(frame) if trend is not None else found
+
+    def _predict_estimator(self, frame: pd.DataFrame) -> np.ndarray:
         fast = self._booster_call()
         if fast is not None and fast.ready:
             features = self.featurizer.matrix(frame)

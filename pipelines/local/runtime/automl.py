@@ -9,6 +9,8 @@ the FLAML metric with the same optimum, experiment_timeout_minutes -> time_budge
 max_iter, n_cross_validations -> n_splits (CV), allowed/blocked models -> estimator_list,
 enable_early_stopping -> early_stop, enable_voting_ensemble/enable_stack_ensemble -> ensemble
 (FLAML's stacked ensemble of the best models), forecasting time column / horizon -> time_col / period.
+A regression with a date column may learn its label relative to a line over time (trend.py; then
+without the ensemble).
 
 As on Azure, where ``experiment_timeout_minutes`` bounds the whole AutoML experiment, the budget
 covers the whole step: FLAML's search gets what is left after start-up and featurization, less a
@@ -18,6 +20,7 @@ reserve for the final ensemble fit and saving the model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.settings import PROJECT_ROOT
@@ -36,7 +40,7 @@ if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scr
 
 import metrics as metric_defs  # noqa: E402
 
-from pipelines.local.runtime import automl_progress  # noqa: E402
+from pipelines.local.runtime import automl_progress, trend  # noqa: E402
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -140,14 +144,28 @@ def train(
     featurizer = raw_model.RawFeaturizer().fit(x_raw)
     time_col = settings.get("time_column_name") if task == "forecasting" else None
     budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
-    ensemble = bool(settings.get("enable_ensemble", True)) and task != "forecasting"
+    line = _trend(x_raw, y, featurizer, settings, say)
+    # with a trend, the best single model: FLAML's stacked ensemble of ratio models predicted far worse
+    ensemble = bool(settings.get("enable_ensemble", True)) and task != "forecasting" and line is None
     search_budget = search_time(budget, ensemble)
     fit_kwargs = _fit_kwargs(settings, search_budget, ensemble, log_file)
+    y_fit, scale = y, 1.0
+    if line is not None:  # the search learns label / line, weighted by line² (its loss: the label's error)
+        weights = line.at(x_raw)
+        y_fit = y / weights
+        fit_kwargs["sample_weight"] = weights**2
+        scale = float(np.sqrt(np.mean(weights**2)))
+        if validation is not None:
+            validation = validation.dropna(subset=[label]).copy()
+            val_weights = line.at(validation)
+            validation[label] = validation[label] / val_weights
+            fit_kwargs["sample_weight_val"] = val_weights**2
+            scale = float(np.sqrt(np.mean(val_weights**2)))  # the loss is the holdout's
     automl = AutoML()
-    watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id)
+    watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id, scale)
     started = time.monotonic()
     try:
-        _fit(automl, task, x_raw, y, featurizer, settings, time_col, label, fit_kwargs, validation)
+        _fit(automl, task, x_raw, y_fit, featurizer, settings, time_col, label, fit_kwargs, validation)
     finally:
         trials = watcher.stop() if watcher else []
     elapsed = time.monotonic() - started
@@ -165,8 +183,10 @@ def train(
         time_column=time_col,
         classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
         trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
+        trend=line,
     )
-    report = _report(automl, settings, y, (budget, search_budget), ensemble, elapsed, trials)
+    report = _report(automl, settings, y, (budget, search_budget), ensemble, elapsed, trials, scale)
+    report["trend"] = dataclasses.asdict(line) if line is not None else None
     if validation is not None:
         report["validation_rows"] = len(validation)
     if say and trials:
@@ -174,6 +194,36 @@ def train(
         for row in automl_progress.summary_table(trials, settings["primary_metric"], lower):
             say(row)
     return model, report
+
+
+def _trend(
+    x_raw: pd.DataFrame,
+    y: pd.Series,
+    featurizer: Any,
+    settings: dict[str, Any],
+    say: Callable[[str], None] | None,
+) -> Any:
+    """The line a regression learns its label relative to, chosen on time-ordered validation (see
+    trend.py); None without a date column, for another metric than NRMSE, or when no trend is worth it."""
+    if settings["task"] != "regression" or settings["primary_metric"] != "normalized_root_mean_squared_error":
+        return None
+    column = trend.time_column(featurizer, settings.get("time_column_name"))
+    if column is None:
+        return None
+    import raw_model
+
+    fmt = featurizer.date_formats.get(column)
+    days = raw_model.RatioTrend.days_of(x_raw[column], fmt)
+    order = np.argsort(np.nan_to_num(days, nan=np.inf), kind="stable")
+    if len(order) > trend.MAX_ROWS:  # large data: rows evenly spaced in time, featurized only those
+        order = order[np.linspace(0, len(order) - 1, trend.MAX_ROWS).round().astype(int)]
+    target = y.to_numpy(dtype=float)
+    choice = trend.choose(featurizer.transform(x_raw.iloc[order]), y.iloc[order], days[order])
+    if say:
+        say(choice.describe())
+    if choice.damping is None:
+        return None
+    return trend.make_line(days, target, column, fmt, choice.damping)
 
 
 def _fit_kwargs(
@@ -209,10 +259,12 @@ def _report(
     ensemble: bool,
     elapsed: float,
     trials: list,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
-    """The metrics the step writes: the best model's primary metric, its FLAML config, the trials."""
+    """The metrics the step writes: the best model's primary metric, its FLAML config, the trials.
+    ``scale`` turns FLAML's loss into the label's (a trend's weighted ratio loss times the line's RMS)."""
     budget, search_budget = budgets
-    score = _primary_score(automl.best_loss, settings["primary_metric"], y)
+    score = _primary_score(automl.best_loss * scale, settings["primary_metric"], y)
     report = {
         "primary_metric": settings["primary_metric"],
         "best_score": score,
@@ -237,6 +289,7 @@ def _watch_trials(
     y: pd.Series,
     say: Callable[[str], None] | None,
     mlflow_run_id: str | None,
+    scale: float = 1.0,
 ) -> automl_progress.TrialWatcher | None:
     """Start following FLAML's trial log (None without a log file)."""
     if log_file is None:
@@ -249,7 +302,7 @@ def _watch_trials(
         say(automl_progress.header())
     return automl_progress.TrialWatcher(
         log_file=log_file,
-        to_metric=lambda loss: _primary_score(loss, primary_metric, y),
+        to_metric=lambda loss: _primary_score(loss * scale, primary_metric, y),
         lower_is_better=lower,
         say=say or (lambda _text: None),
         recorder=recorder,

@@ -44,14 +44,20 @@ def amlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _forget_mlflow_state() -> None:
-    """MLflow keeps the active experiment and run per process: an earlier test's would name an experiment
-    this test's fresh store does not have (``No Experiment with id=1 exists``)."""
+    """MLflow keeps the active experiment, run and tracking/registry URIs per process: an earlier test's would
+    name an experiment this test's fresh store does not have (``No Experiment with id=1 exists``) or a store
+    this test does not use."""
     fluent = sys.modules.get("mlflow.tracking.fluent")
     if fluent is None:
         return
     while fluent.active_run() is not None:
         fluent.end_run()
     fluent._active_experiment_id = None
+    # a URI an earlier test set with mlflow.set_tracking_uri/set_registry_uri outranks MLFLOW_TRACKING_URI
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the environment's
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -181,8 +181,8 @@ class WarmEngine:
 def start_detached() -> None:
     """Leave a daemon for the next run (no-op when off, or when this code's daemon already runs)."""
     path = socket_path() if enabled() else None
-    if path is None or path.exists():
-        return
+    if path is None:
+        return  # (a daemon already serving exits at once: it cannot take the lock; a stale socket is replaced)
     with open(os.devnull, "r+b") as null:
         subprocess.Popen(
             [sys.executable, "-m", "pipelines.local.runtime.engine_daemon"],
@@ -222,6 +222,7 @@ def serve() -> int:
     finally:
         os.umask(old_mask)
     listener.listen(16)
+    signal.signal(signal.SIGTERM, _stop)  # leave through the finally below: no stale socket behind
     gc.freeze()
     log = _log(folder() / "daemon.log")
     log(f"daemon {os.getpid()} serving {path.name}")
@@ -242,6 +243,10 @@ def serve() -> int:
         listener.close()
         log(f"daemon {os.getpid()} stopped")
     return 0
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _handle(conn: socket.socket, listener: socket.socket, log: Any) -> None:

@@ -128,6 +128,36 @@ def test_a_cold_run_leaves_a_daemon_that_stops_when_idle(
     assert not path.exists()
 
 
+def test_sigterm_stops_the_daemon_without_leaving_its_socket(warm: subprocess.Popen) -> None:
+    path = engine_daemon.socket_path()
+    assert path is not None and path.exists()
+    warm.terminate()
+    assert warm.wait(timeout=30) == 0
+    assert not path.exists()
+
+
+def test_a_stale_socket_does_not_keep_a_new_daemon_away(
+    amlops_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("AMLOPS_ENGINE_DAEMON", "1")
+    path = engine_daemon.socket_path()
+    assert path is not None
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # a daemon killed without tidying up leaves its socket file, listening to nobody
+    stale.close()
+    assert path.exists() and engine_daemon.WarmEngine.connect() is None
+    try:
+        done = _tiny(amlops_home, tmp_path, AMLOPS_ENGINE_IDLE="30")
+        assert done.returncode == 0, done.stderr
+        _wait_for(lambda: "serving" in _served(amlops_home), timeout=120)
+        warm = engine_daemon.WarmEngine.connect()
+        assert warm is not None
+        warm.close()
+    finally:
+        lock = next((amlops_home / "engine").glob("*.lock"))
+        os.kill(int(lock.read_text().split()[0]), signal.SIGTERM)
+
+
 def test_a_broken_hand_over_leaves_the_daemon_serving(
     warm: subprocess.Popen, amlops_home: Path, tmp_path: Path
 ):

@@ -34,9 +34,16 @@ class Measured:
         return self.rows / (self.cpu_seconds / cores)
 
 
-def measure(label: str, argv: list[str], env: dict[str, str], rows: int) -> Measured:
-    """Run ``argv``; sample the RSS of its whole process tree; CPU time from getrusage of children."""
+def measure(
+    label: str, argv: list[str], env: dict[str, str], rows: int, engine: psutil.Process | None = None
+) -> Measured:
+    """Run ``argv``; sample the RSS of its whole process tree; CPU time from getrusage of children.
+
+    ``engine``: a warm engine daemon the command hands its run to. Its own RSS and that of its forks
+    (the run and the run's workers) count with the command's, and the CPU of the forks it reaps with
+    the command's CPU (the daemon's ``children_user``/``children_system`` times)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    engine_before = _reaped_cpu(engine)
     busy_before = _busy_cpu_seconds()
     start = time.perf_counter()
     proc = psutil.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
@@ -44,7 +51,10 @@ def measure(label: str, argv: list[str], env: dict[str, str], rows: int) -> Meas
     while proc.poll() is None:
         total = 0
         try:
-            for p in [proc, *proc.children(recursive=True)]:
+            tree = [proc, *proc.children(recursive=True)]
+            if engine is not None:
+                tree += [engine, *engine.children(recursive=True)]
+            for p in tree:
                 try:
                     total += p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -55,15 +65,28 @@ def measure(label: str, argv: list[str], env: dict[str, str], rows: int) -> Meas
         time.sleep(0.02)
     out, err = proc.communicate()
     seconds = time.perf_counter() - start
+    engine_cpu = _reaped_cpu(engine, wait=True) - engine_before
     busy = _busy_cpu_seconds() - busy_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) + engine_cpu
     text = out.decode().strip()
     detail = json.loads(text) if text.startswith("{") else {}
     # this process's own sampling is small; what is left over is other work competing for the cores
     return Measured(label, seconds, cpu, peak / 2**20, rows, detail, max(0.0, busy - cpu))
+
+
+def _reaped_cpu(engine: psutil.Process | None, wait: bool = False) -> float:
+    """CPU seconds of the children ``engine`` has reaped; with ``wait``, after its forks have ended and been
+    reaped (the daemon reaps them within a second)."""
+    if engine is None:
+        return 0.0
+    deadline = time.monotonic() + 10
+    while wait and engine.children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    times = engine.cpu_times()
+    return times.children_user + times.children_system
 
 
 def _busy_cpu_seconds() -> float:

@@ -234,20 +234,13 @@ def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[Refuse
     """The input rows that break the model's input rule (``scoring/input_rules.py``, as the entry script
     applies it), read as the ParallelRunStep workers read them; UserError naming the first one when there
     are more than ``error_threshold`` (-1: any number is allowed, and all are listed)."""
-    import mlflow.pyfunc
-
     from pipelines.datasets import csv_files
     from pipelines.local.parallel_run.mini_batches import read_tabular, tabular_mini_batches
-    from pipelines.local.workspace import registry
-    from scoring.input_rules import InputError, check_frame, date_checker, signature_columns
+    from scoring.input_rules import InputError, check_frame
 
-    with _no_progress_bars():  # a refusal is one line
-        _, model_dir = registry.materialize_model(model.name, model.version)
-    loaded = mlflow.pyfunc.load_model(str(model_dir / model.name))
-    columns = signature_columns(loaded)
+    columns, bad_date = _recorded_rule(model) or _loaded_rule(model)
     if columns is None:  # no typed signature: the model's own checks decide, in the run
         return []
-    bad_date = date_checker(loaded)
     limit = None if error_threshold < 0 else error_threshold  # -1: any (below -1 is refused when built)
     refused: list[RefusedRow] = []
     for file in csv_files(data_path):
@@ -272,6 +265,49 @@ def check_rows(data_path: Path, model: Any, error_threshold: int) -> list[Refuse
                     "(-1: any number; they are listed in failed_rows.csv)",
                 )
     return refused
+
+
+def _recorded_rule(model: Any) -> tuple[Any, Any] | None:
+    """The model's input rule as its ``MLmodel`` file records it (the signature's typed columns and the
+    register step's ``date_rule``), without importing MLflow or loading the model; None if not recorded."""
+    import json
+
+    from pipelines.local.workspace import registry
+    from scoring.input_rules import Column, kind_of
+    from steps.raw_dates import first_bad_date
+
+    meta = registry.mlmodel_file(model.name, model.version) or {}
+    rule = (meta.get("metadata") or {}).get("date_rule")
+    try:
+        inputs = json.loads(meta["signature"]["inputs"])
+        columns = tuple(Column(c["name"], kind_of(str(c["type"]))) for c in inputs)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(rule, dict) or not columns or any(not isinstance(c.name, str) for c in columns):
+        return None
+
+    def bad_date(frame: Any) -> tuple[int, str] | None:
+        for column, fmt in rule.items():
+            series = frame.get(column)
+            bad = first_bad_date(series, fmt) if series is not None else None
+            if bad is not None:
+                return bad, column
+        return None
+
+    return columns, bad_date
+
+
+def _loaded_rule(model: Any) -> tuple[Any, Any]:
+    """The input rule of the loaded model (its pyfunc signature and its own ``bad_date``)."""
+    import mlflow.pyfunc
+
+    from pipelines.local.workspace import registry
+    from scoring.input_rules import date_checker, signature_columns
+
+    with _no_progress_bars():  # a refusal is one line
+        _, model_dir = registry.materialize_model(model.name, model.version)
+    loaded = mlflow.pyfunc.load_model(str(model_dir / model.name))
+    return signature_columns(loaded), date_checker(loaded)
 
 
 @contextlib.contextmanager

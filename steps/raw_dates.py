@@ -219,3 +219,15 @@ def _mostly_dates(series: pd.Series) -> bool:
         return False
     parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
     return bool(parsed.notna().mean() >= 0.95)
+
+
+def first_bad_date(series: pd.Series, fmt: str | None) -> int | None:
+    """The position of the first text in a date column that is not a date as a model learned them (format
+    ``fmt``), else None: in a day-only format, written that way and naming a day that exists; otherwise,
+    text pandas reads as a date. A column of another type than text has nothing to refuse."""
+    if series.dtype != object:
+        return None
+    if fmt in _DAY_PATTERNS:
+        return _first_bad_day(series.to_numpy(), fmt)
+    unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
+    return int(unread.argmax()) if unread.any() else None

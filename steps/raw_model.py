@@ -25,14 +25,13 @@ except ImportError:  # pragma: no cover - MLflow is a pinned dependency
 
 import raw_dates
 from raw_dates import (
-    _DAY_PATTERNS,
     _DAY_SCHEMA_PATTERNS,
     _date_format,
     _datetime_values,
-    _first_bad_day,
     _mostly_dates,
     _to_datetime,
     date_parts,
+    first_bad_date,
 )
 
 CHECK_ROWS = 256  # rows of the first call on which the direct Booster call is compared with the wrapper
@@ -187,20 +186,18 @@ class RawColumnsModel:
         missing date (as batch scoring wants); a caller that should refuse it, such as an online
         endpoint, asks here first.
         """
-        columns = [*self.featurizer.date_columns, *([self.time_column] if self.task == "forecasting" else [])]
-        for column in dict.fromkeys(columns):
+        for column, fmt in self.date_rule().items():
             series = frame.get(column)
-            if series is None or series.dtype != object:
-                continue
-            fmt = getattr(self.featurizer, "date_formats", {}).get(column)
-            if fmt in _DAY_PATTERNS:
-                bad = _first_bad_day(series.to_numpy(), fmt)
-            else:
-                unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
-                bad = int(unread.argmax()) if unread.any() else None
+            bad = first_bad_date(series, fmt) if series is not None else None
             if bad is not None:
                 return bad, column
         return None
+
+    def date_rule(self) -> dict[str, str | None]:
+        """The date columns ``bad_date`` checks, each with the format its dates were learned in."""
+        columns = [*self.featurizer.date_columns, *([self.time_column] if self.task == "forecasting" else [])]
+        formats = getattr(self.featurizer, "date_formats", {})
+        return {column: formats.get(column) for column in dict.fromkeys(columns)}
 
     def input_metadata(self) -> dict[str, Any]:
         """What the raw input's schema cannot say, for the logged model's metadata: each date column's
@@ -210,7 +207,8 @@ class RawColumnsModel:
         for column in self.featurizer.date_columns:
             fmt = self.featurizer.date_formats.get(column)
             dates[column] = {"format": fmt, "pattern": _DAY_SCHEMA_PATTERNS.get(fmt or "")}
-        return {"date_columns": dates}
+        # date_rule: what bad_date checks, so a caller can apply the rule without loading the model
+        return {"date_columns": dates, "date_rule": self.date_rule()}
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,21 +160,62 @@ def both_paths(home: Path) -> tuple[ModuleType, Any, Any]:
     return online, model, config
 
 
-@pytest.mark.parametrize(
-    ("column", "value"),
-    [
-        ("date", "2/30/2012"),  # a day that does not exist
-        ("date", "2/29/2011"),
-        ("date", "2012-01-05"),  # a date, but not written as the model learned them
-        ("date", "notadate"),
-        ("date", "2/29/2012"),  # exists: accepted on both paths
-        ("date", "12/31/2012"),
-        ("temp", "warm"),
-        ("season", 1.5),
-        ("season", 2.0),  # a whole number: accepted on both paths
-        ("hum", None),
-    ],
-)
+PROBES = [
+    ("date", "2/30/2012"),  # a day that does not exist
+    ("date", "2/29/2011"),
+    ("date", "2012-01-05"),  # a date, but not written as the model learned them
+    ("date", "notadate"),
+    ("date", "4/12/2262"),  # past pandas' dates
+    ("date", "2/29/2012"),  # exists: accepted on both paths
+    ("date", "12/31/2012"),
+    ("temp", "warm"),
+    ("season", 1.5),
+    ("season", 2.0),  # a whole number: accepted on both paths
+    ("hum", None),
+]
+
+
+@pytest.mark.parametrize(("column", "value"), PROBES)
+def test_the_recorded_rule_refuses_what_the_loaded_model_refuses(
+    home: Path, bike_csv_session: Path, column: str, value: Any
+) -> None:
+    """batch_score's pre-check reads the rule from the MLmodel file (no MLflow import, no model load):
+    the same columns and types, and the same dates refused, as the loaded model's own rule."""
+    from pipelines import batch_score
+    from pipelines.local.workspace import registry
+    from scoring.input_rules import check_frame
+
+    with using_home(home):
+        model = registry.get_model(MODEL)
+        recorded = batch_score._recorded_rule(model)
+        loaded = batch_score._loaded_rule(model)
+    assert recorded is not None and recorded[0] == loaded[0]
+    batch = pd.read_csv(bike_csv_session).drop(columns=["cnt", "casual", "registered"]).tail(3).astype(object)
+    batch = batch.reset_index(drop=True)
+    batch.loc[1, column] = value
+    assert recorded[1](batch) == loaded[1](batch)
+    found = [
+        [(b.row, b.column, b.problem) for b in check_frame(batch, rule[0], rule[1])[2]]
+        for rule in (recorded, loaded)
+    ]
+    assert found[0] == found[1]
+
+
+def test_the_batch_pre_check_imports_no_mlflow(home: Path, new_data: Path) -> None:
+    _set_cells(new_data, {(3, "date"): "2/30/2012"})
+    code = (
+        "import sys; from pathlib import Path; from pipelines import batch_score; "
+        "from pipelines.local.workspace import registry; "
+        f"refused = batch_score.check_rows(Path(sys.argv[1]), registry.get_model({MODEL!r}), -1); "
+        "print([(r.row, r.column) for r in refused], 'mlflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(new_data)], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "AMLOPS_HOME": str(home)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[(4,", "'date')]", "False"]
+
+
+@pytest.mark.parametrize(("column", "value"), PROBES)
 def test_batch_and_online_scoring_refuse_the_same_rows(
     both_paths: tuple[ModuleType, Any, Any], bike_csv_session: Path, column: str, value: Any
 ) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import UserError
 from pipelines.settings import amlops_home, check_model_name
@@ -325,10 +326,14 @@ def model_input_columns(name: str, version: int | None = None) -> list[str]:
     return [c for c in (schema.input_names() if schema is not None else []) if isinstance(c, str)]
 
 
-def _signature_columns(storage: str) -> list[str] | None:
-    """The named inputs of the signature in the ``MLmodel`` file of a model stored at ``storage`` (a file
-    URI), read without MLflow; None when that file is not there or not as expected."""
-    import json
+def mlmodel_file(name: str, version: int | None = None) -> dict[str, Any] | None:
+    """The ``MLmodel`` file of a registered model, read from where its artifacts are stored, without MLflow;
+    None when they are not in a local folder or the file is not there or not as expected."""
+    model = get_model(name, version)
+    return _read_mlmodel(_STORAGE.get((model.name, model.version), ""))
+
+
+def _read_mlmodel(storage: str) -> dict[str, Any] | None:
     from urllib.parse import unquote, urlparse
 
     import yaml
@@ -338,12 +343,26 @@ def _signature_columns(storage: str) -> list[str] | None:
         return None
     try:
         meta = yaml.safe_load((Path(unquote(parsed.path)) / "MLmodel").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _signature_columns(storage: str) -> list[str] | None:
+    """The named inputs of the signature in the ``MLmodel`` file of a model stored at ``storage`` (a file
+    URI), read without MLflow; None when that file is not there or not as expected."""
+    import json
+
+    meta = _read_mlmodel(storage)
+    if meta is None:
+        return None
+    try:
         signature = meta.get("signature")
         if signature is None:
             return []
         inputs = json.loads(signature["inputs"])
         return [c["name"] for c in inputs if isinstance(c.get("name"), str)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -9,6 +9,9 @@ the run folder's ``run.json``.
 
 The command forwards SIGTERM (how the workspace service cancels a run) to the host; a host whose
 command dies cancels its run, so no run is left "Running" behind a dead command.
+
+When an earlier run left a warm engine (``engine_daemon.py``), the request goes to it instead and no
+host is started; after a cold run, the command leaves one for the next.
 """
 
 from __future__ import annotations

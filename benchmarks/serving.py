@@ -355,6 +355,7 @@ def plot(sweep: list[AbResult], path: Path) -> None:
     plot_levels(sweep, path, title="2-row requests (ab)", p99_target_ms=TARGETS["p99_ms"])
 
 
+@contextlib.contextmanager
 def local_service(
     model: str, workers: int | None, entry_script: Path | None = None
 ) -> Iterator[tuple[Any, str]]:

@@ -191,3 +191,17 @@ def test_report_shows_both_cpu_measurements_and_divides_by_their_mean() -> None:
     assert "mean CPU time: 1.10 ms before the loads and 1.30 ms after them" in text
     assert "Ceiling = 2 cores / 1.20 ms = 1667 req/s." in text
     assert "| throughput >= 80% of the ceiling | 42% of 1667 req/s | **missed** |" in text
+
+
+def test_local_service_deploys_yields_the_key_and_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import serving
+    from pipelines.local.serving import deployments
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(deployments, "deploy", lambda *a, **k: calls.append(("deploy", a[2])) or "svc")
+    monkeypatch.setattr(deployments, "keys", lambda name: {"primary": "k1"})
+    monkeypatch.setattr(deployments, "delete", lambda name: calls.append(("delete", name)))
+    with pytest.raises(RuntimeError), serving.local_service("bench-raw", 2) as (service, key):
+        assert (service, key) == ("svc", "k1")
+        raise RuntimeError("a load that fails")
+    assert calls == [("deploy", serving.SERVICE_NAME), ("delete", serving.SERVICE_NAME)]

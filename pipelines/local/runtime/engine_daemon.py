@@ -103,6 +103,7 @@ class WarmEngine:
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
         self.child: int | None = None
+        self.pending = b""
 
     @classmethod
     def connect(cls) -> WarmEngine | None:
@@ -164,13 +165,14 @@ class WarmEngine:
             self.conn.close()
 
     def _line(self) -> str:
-        data = b""
-        while not data.endswith(b"\n"):
+        """The daemon's next line ("PID n", "EXIT n"); what arrived after it is kept for the next call."""
+        while b"\n" not in self.pending:
             chunk = self.conn.recv(64)
             if not chunk:
                 break
-            data += chunk
-        return data.decode(errors="replace").strip()
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode(errors="replace").strip()
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.child is not None:

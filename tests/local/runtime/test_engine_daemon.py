@@ -197,3 +197,13 @@ def test_the_fingerprint_follows_the_projects_source(monkeypatch: pytest.MonkeyP
     finally:
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert engine_daemon.fingerprint() == before
+
+
+def test_the_commands_side_reads_lines_that_arrive_together() -> None:
+    """A run that ends at once may send its PID and EXIT lines in one packet."""
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"PID 4242\nEXIT 3\n")
+    theirs.close()
+    warm = engine_daemon.WarmEngine(ours)
+    assert warm._line() == "PID 4242"
+    assert warm.wait() == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import os
 import shutil
 import tempfile
@@ -274,7 +275,7 @@ def _recorded_rule(model: Any) -> tuple[Any, Any] | None:
 
     from pipelines.local.workspace import registry
     from scoring.input_rules import Column, kind_of
-    from steps.raw_dates import first_bad_date
+    from steps.raw_dates import first_bad_date_in
 
     meta = registry.mlmodel_file(model.name, model.version) or {}
     rule = (meta.get("metadata") or {}).get("date_rule")
@@ -286,15 +287,7 @@ def _recorded_rule(model: Any) -> tuple[Any, Any] | None:
     if not isinstance(rule, dict) or not columns or any(not isinstance(c.name, str) for c in columns):
         return None
 
-    def bad_date(frame: Any) -> tuple[int, str] | None:
-        for column, fmt in rule.items():
-            series = frame.get(column)
-            bad = first_bad_date(series, fmt) if series is not None else None
-            if bad is not None:
-                return bad, column
-        return None
-
-    return columns, bad_date
+    return columns, functools.partial(first_bad_date_in, rule=rule)
 
 
 def _loaded_rule(model: Any) -> tuple[Any, Any]:

@@ -231,3 +231,13 @@ def first_bad_date(series: pd.Series, fmt: str | None) -> int | None:
         return _first_bad_day(series.to_numpy(), fmt)
     unread = np.isnat(_datetime_values(series, fmt)) & series.notna().to_numpy()
     return int(unread.argmax()) if unread.any() else None
+
+
+def first_bad_date_in(frame: pd.DataFrame, rule: dict[str, str | None]) -> tuple[int, str] | None:
+    """The first (row position, column) breaking ``rule`` (date column -> learned format), else None."""
+    for column, fmt in rule.items():
+        series = frame.get(column)
+        bad = first_bad_date(series, fmt) if series is not None else None
+        if bad is not None:
+            return bad, column
+    return None

@@ -31,7 +31,7 @@ from raw_dates import (
     _mostly_dates,
     _to_datetime,
     date_parts,
-    first_bad_date,
+    first_bad_date_in,
 )
 
 CHECK_ROWS = 256  # rows of the first call on which the direct Booster call is compared with the wrapper
@@ -186,12 +186,7 @@ class RawColumnsModel:
         missing date (as batch scoring wants); a caller that should refuse it, such as an online
         endpoint, asks here first.
         """
-        for column, fmt in self.date_rule().items():
-            series = frame.get(column)
-            bad = first_bad_date(series, fmt) if series is not None else None
-            if bad is not None:
-                return bad, column
-        return None
+        return first_bad_date_in(frame, self.date_rule())
 
     def date_rule(self) -> dict[str, str | None]:
         """The date columns ``bad_date`` checks, each with the format its dates were learned in."""

@@ -44,6 +44,12 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 HEADER = struct.Struct("!Q")
 
 
+def project_env() -> dict[str, str]:
+    """This environment with the project first on ``PYTHONPATH``: for the interpreters that run its modules."""
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def enabled() -> bool:
     return (
         os.environ.get("AMLOPS_ENGINE_DAEMON", "1") != "0"
@@ -189,7 +195,7 @@ def start_detached() -> None:
         subprocess.Popen(
             [sys.executable, "-m", "pipelines.local.runtime.engine_daemon"],
             stdin=null, stdout=null, stderr=null, cwd=PROJECT_ROOT, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))},
+            env=project_env(),
         )  # fmt: skip
 
 

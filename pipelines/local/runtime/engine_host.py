@@ -40,14 +40,12 @@ class EngineHost:
 
     @staticmethod
     def _start() -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        from pipelines.local.runtime.engine_daemon import project_env
+
         return subprocess.Popen(
             [sys.executable, "-m", "pipelines.local.runtime.engine_host"],
             stdin=subprocess.PIPE,
-            env=env,
+            env=project_env(),
             cwd=PROJECT_ROOT,
         )
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -154,6 +154,35 @@ class RatioTrend:
 
 
 @dataclass
+class VotingEnsemble:
+    """AutoML's VotingEnsemble of regressors: the weighted mean of its members' predictions.
+
+    With a trend each member learned the label relative to the model's line and continues it after the
+    training end with its own ``dampings[i]``: ``RawColumnsModel`` multiplies each group's share by that
+    line. ``estimators_`` holds (name, fitted estimator) pairs, as scikit-learn's ensembles do.
+    """
+
+    estimators_: list[tuple[str, Any]]
+    weights: list[float]
+    dampings: list[float]
+
+    def by_damping(self, features: pd.DataFrame) -> dict[float, np.ndarray]:
+        """The members' weighted predictions summed per damping (the weights sum to 1 overall)."""
+        total = float(sum(self.weights))
+        parts: dict[float, np.ndarray] = {}
+        predicted: dict[int, np.ndarray] = {}  # a member may appear once per damping: predict it once
+        for (_, member), weight, damping in zip(self.estimators_, self.weights, self.dampings, strict=True):
+            if id(member) not in predicted:
+                predicted[id(member)] = np.asarray(member.predict(features), dtype=float)
+            share = (weight / total) * predicted[id(member)]
+            parts[damping] = parts[damping] + share if damping in parts else share
+        return parts
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        return np.sum(list(self.by_damping(features).values()), axis=0)
+
+
+@dataclass
 class RawColumnsModel:
     """A fitted estimator plus the featurizer that feeds it; ``predict`` takes raw columns."""
 
@@ -208,8 +237,12 @@ class RawColumnsModel:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])
-        found = self._predict_estimator(frame)
         trend = self.__dict__.get("trend")  # models pickled before trends existed have none
+        if trend is not None and isinstance(self.estimator, VotingEnsemble):
+            days = trend.days_of(frame[trend.column], trend.fmt)
+            parts = self.estimator.by_damping(self.features(frame))
+            return np.sum([part * replace(trend, damping=d).line(days) for d, part in parts.items()], axis=0)
+        found = self._predict_estimator(frame)
         return found * trend.at(frame) if trend is not None else found
 
     def _predict_estimator(self, frame: pd.DataFrame) -> np.ndarray:

@@ -9,8 +9,9 @@ the FLAML metric with the same optimum, experiment_timeout_minutes -> time_budge
 max_iter, n_cross_validations -> n_splits (CV), allowed/blocked models -> estimator_list,
 enable_early_stopping -> early_stop, enable_voting_ensemble/enable_stack_ensemble -> ensemble
 (FLAML's stacked ensemble of the best models), forecasting time column / horizon -> time_col / period.
-A regression with a date column may learn its label relative to a line over time (trend.py; then
-without the ensemble).
+A regression with a date column may learn its label relative to a line over time (trend.py); it is
+then cross-validated on folds of whole weeks, and its ensemble is a VotingEnsemble chosen on
+time-ordered validation (voting.py) instead of FLAML's stacked ensemble.
 
 As on Azure, where ``experiment_timeout_minutes`` bounds the whole AutoML experiment, the budget
 covers the whole step: FLAML's search gets what is left after start-up and featurization, less a
@@ -40,7 +41,10 @@ if str(STEPS_DIR) not in sys.path:  # the model class is pickled as the step scr
 
 import metrics as metric_defs  # noqa: E402
 
-from pipelines.local.runtime import automl_progress, trend  # noqa: E402
+from pipelines.local.runtime import automl_progress, trend, voting  # noqa: E402
+
+MIN_WEEKS = 10  # fewer weeks of data: cross-validation folds are not made of whole weeks
+SAVE_RESERVE = 2.0  # seconds of the budget kept for saving the model
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -144,14 +148,17 @@ def train(
     featurizer = raw_model.RawFeaturizer().fit(x_raw)
     time_col = settings.get("time_column_name") if task == "forecasting" else None
     budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
-    line = _trend(x_raw, y, featurizer, settings, say)
-    # with a trend, the best single model: FLAML's stacked ensemble of ratio models predicted far worse
-    ensemble = bool(settings.get("enable_ensemble", True)) and task != "forecasting" and line is None
-    search_budget = search_time(budget, ensemble)
+    line, timeline = _trend(x_raw, y, featurizer, settings, say)
+    wanted = bool(settings.get("enable_ensemble", True)) and task != "forecasting"
+    # with a trend, a VotingEnsemble chosen on time-ordered validation (voting.py); FLAML's stacked
+    # ensemble of ratio models, chosen on shuffled folds, predicted far worse after the training period
+    ensemble, voting_wanted = wanted and line is None, wanted and line is not None
+    search_budget = search_time(budget, ensemble or voting_wanted)
     fit_kwargs = _fit_kwargs(settings, search_budget, ensemble, log_file)
-    y_fit, scale = y, 1.0
+    y_fit, scale, groups = y, 1.0, None
     if line is not None:  # the search learns label / line, weighted by line² (its loss: the label's error)
         weights = line.at(x_raw)
+        groups = _weeks(line.days_of(x_raw[line.column], line.fmt))
         y_fit = y / weights
         fit_kwargs["sample_weight"] = weights**2
         scale = float(np.sqrt(np.mean(weights**2)))
@@ -165,28 +172,50 @@ def train(
     watcher = _watch_trials(log_file, settings["primary_metric"], y, say, mlflow_run_id, scale)
     started = time.monotonic()
     try:
-        _fit(automl, task, x_raw, y_fit, featurizer, settings, time_col, label, fit_kwargs, validation)
+        _fit(
+            automl, task, x_raw, y_fit, featurizer, settings, time_col, label, fit_kwargs, validation, groups
+        )
     finally:
         trials = watcher.stop() if watcher else []
-    elapsed = time.monotonic() - started
     if automl.best_estimator is None:
         raise AutoMLSettingsError(
             "AutoML found no model within the time budget; raise experiment_timeout_minutes"
         )
+    estimator, voted = automl, None
+    if voting_wanted and timeline is not None:
+        features_all = featurizer.transform(x_raw)
+        sample_weight = fit_kwargs["sample_weight"]
+
+        def fit_all(member: Any) -> Any:
+            member.fit(features_all, y_fit, sample_weight=sample_weight)
+            return member
+
+        left = max(0.1 * budget, _time_left(budget))  # the ensemble's share of the reserve at least
+        built = voting.build(automl, timeline, fit_all, deadline=time.monotonic() + left)
+        if built is not None:
+            estimator, voted = built
+            if say:
+                say(voted.describe())
+    elapsed = time.monotonic() - started
     found = getattr(automl, "classes_", None)
     classes = list(found) if found is not None and len(found) else None
     model = raw_model.RawColumnsModel(
         featurizer=featurizer,
-        estimator=automl,
+        estimator=estimator,
         task=task,
         label=label,
         time_column=time_col,
         classes=[c.item() if hasattr(c, "item") else c for c in classes] if classes else None,
-        trained_with={"rows": len(frame), "flaml_estimator": automl.best_estimator},
+        trained_with={
+            "rows": len(frame),
+            "flaml_estimator": "VotingEnsemble" if voted else automl.best_estimator,
+        },
         trend=line,
     )
     report = _report(automl, settings, y, (budget, search_budget), ensemble, elapsed, trials, scale)
     report["trend"] = dataclasses.asdict(line) if line is not None else None
+    report["model"] = "VotingEnsemble" if voted else automl.best_estimator
+    report["voting_ensemble"] = _voting_report(voted, y) if voted else None
     if validation is not None:
         report["validation_rows"] = len(validation)
     if say and trials:
@@ -202,14 +231,15 @@ def _trend(
     featurizer: Any,
     settings: dict[str, Any],
     say: Callable[[str], None] | None,
-) -> Any:
+) -> tuple[Any, tuple[pd.DataFrame, np.ndarray, np.ndarray] | None]:
     """The line a regression learns its label relative to, chosen on time-ordered validation (see
-    trend.py); None without a date column, for another metric than NRMSE, or when no trend is worth it."""
+    trend.py), with the rows it was judged on in time order (features, label, days); (None, None)
+    without a date column, for another metric than NRMSE, or when no trend is worth it."""
     if settings["task"] != "regression" or settings["primary_metric"] != "normalized_root_mean_squared_error":
-        return None
+        return None, None
     column = trend.time_column(featurizer, settings.get("time_column_name"))
     if column is None:
-        return None
+        return None, None
     import raw_model
 
     fmt = featurizer.date_formats.get(column)
@@ -218,12 +248,35 @@ def _trend(
     if len(order) > trend.MAX_ROWS:  # large data: rows evenly spaced in time, featurized only those
         order = order[np.linspace(0, len(order) - 1, trend.MAX_ROWS).round().astype(int)]
     target = y.to_numpy(dtype=float)
-    choice = trend.choose(featurizer.transform(x_raw.iloc[order]), y.iloc[order], days[order])
+    features = featurizer.transform(x_raw.iloc[order])
+    choice = trend.choose(features, y.iloc[order], days[order])
     if say:
         say(choice.describe())
     if choice.damping is None:
-        return None
-    return trend.make_line(days, target, column, fmt, choice.damping)
+        return None, None
+    return trend.make_line(days, target, column, fmt, choice.damping), (features, target[order], days[order])
+
+
+def _weeks(days: np.ndarray) -> np.ndarray | None:
+    """Each row's week (rows without a date: a group of their own), for cross-validation folds made of whole
+    weeks; None when there are too few weeks for that."""
+    weeks = np.where(np.isnan(days), -1, np.floor(np.nan_to_num(days) / 7)).astype(np.int64)
+    return weeks if len(np.unique(weeks)) >= MIN_WEEKS else None
+
+
+def _voting_report(selection: voting.Selection, y: pd.Series) -> dict[str, Any]:
+    """The VotingEnsemble's members and scores, as NRMSE (the label's RMSE over its range)."""
+    span = float(y.max() - y.min()) or 1.0
+    total = sum(selection.picks.values())
+    return {
+        "members": [
+            {"model": c.learner, "damping": c.damping, "weight": round(n / total, 4)}
+            for c, n in sorted(selection.picks.items(), key=lambda item: -item[1])
+        ],
+        "validation": "time-ordered: trained before each origin, scored on the rows just after it",
+        "validation_nrmse": selection.rmse / span,
+        "candidates_validation_nrmse": {str(c): v / span for c, v in selection.single.items()},
+    }
 
 
 def _fit_kwargs(
@@ -320,6 +373,7 @@ def _fit(
     label: str,
     fit_kwargs: dict[str, Any],
     validation: pd.DataFrame | None = None,
+    groups: np.ndarray | None = None,
 ) -> None:
     if task == "forecasting":
         if validation is not None:
@@ -344,6 +398,9 @@ def _fit(
         eval_kwargs: dict[str, Any] = (
             {"eval_method": "cv", "n_splits": n_splits} if n_splits >= 2 else {"eval_method": "auto"}
         )
+        if groups is not None and len(np.unique(groups)) >= 2 * max(n_splits, 2):
+            # a model used after its training period: folds of whole weeks, not days between their neighbours
+            eval_kwargs |= {"split_type": "group", "groups": groups}
         if validation is not None:
             if label not in validation.columns:
                 raise AutoMLSettingsError(
@@ -366,11 +423,15 @@ def _fit(
 
 def search_time(budget: float, ensemble: bool) -> float:
     """Seconds left for FLAML's search: the step's budget less what this process has used, less a reserve."""
+    reserve = (0.10 if ensemble else 0.03) * budget + 2.0
+    return max(0.25 * budget, _time_left(budget) + SAVE_RESERVE - reserve)
+
+
+def _time_left(budget: float) -> float:
+    """Seconds of the step's budget left for fitting, keeping SAVE_RESERVE for saving the model."""
     import psutil
 
-    used = time.time() - psutil.Process().create_time()
-    reserve = (0.10 if ensemble else 0.03) * budget + 2.0
-    return max(0.25 * budget, budget - used - reserve)
+    return budget - (time.time() - psutil.Process().create_time()) - SAVE_RESERVE
 
 
 def _primary_score(best_loss: float, primary_metric: str, y: pd.Series) -> float:

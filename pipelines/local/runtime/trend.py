@@ -88,6 +88,35 @@ def _quick_learner() -> Any:
     )
 
 
+def folds(n: int) -> list[tuple[slice, slice]]:
+    """Time-ordered validation folds of ``n`` rows in time order: (rows before the origin, rows just after)."""
+    return [
+        (slice(0, int(n * share)), slice(int(n * share), min(n, int(n * (share + VALID_SHARE)))))
+        for share in ORIGINS
+    ]
+
+
+def ratio_predictions(
+    learner: Callable[[], Any],
+    features: pd.DataFrame,
+    target: np.ndarray,
+    days: np.ndarray,
+    fold: tuple[slice, slice],
+    dampings: tuple[float, ...] = DAMPINGS,
+) -> dict[float, np.ndarray] | None:
+    """One fold's predictions of a model learned relative to a line fitted on the fold's rows, for each
+    damping of that line after them; None when the fold's rows allow no line."""
+    fit, valid = fold
+    fit_days = days[fit]
+    if not usable(fit_days, target[fit]):
+        return None
+    line = make_line(fit_days, target[fit], None, None, 1.0)
+    weights = line.line(fit_days)
+    model = learner().fit(features.iloc[fit], target[fit] / weights, sample_weight=weights**2)
+    ratio = np.asarray(model.predict(features.iloc[valid]), dtype=float)
+    return {d: ratio * dataclasses.replace(line, damping=d).line(days[valid]) for d in dampings}
+
+
 def choose(
     features: pd.DataFrame,
     y: pd.Series,
@@ -103,23 +132,14 @@ def choose(
     if int(n * ORIGINS[0]) < MIN_ROWS or not usable(days, target):
         return Choice(None)
     errors: dict[str, list[float]] = {"none": [], **{f"ratio x{d:g}": [] for d in DAMPINGS}}
-    for share in ORIGINS:
-        fit, valid = slice(0, int(n * share)), slice(int(n * share), min(n, int(n * (share + VALID_SHARE))))
+    for fold in folds(n):
+        fit, valid = fold
         truth = target[valid]
         plain = learner().fit(features.iloc[fit], target[fit]).predict(features.iloc[valid])
         errors["none"].append(_rmse(truth, plain))
-        fit_days = days[fit]
-        if not usable(fit_days, target[fit]):
-            for d in DAMPINGS:
-                errors[f"ratio x{d:g}"].append(np.inf)
-            continue
-        line = make_line(fit_days, target[fit], None, None, 1.0)
-        weights = line.line(fit_days)
-        model = learner().fit(features.iloc[fit], target[fit] / weights, sample_weight=weights**2)
-        ratio = model.predict(features.iloc[valid])
+        found = ratio_predictions(learner, features, target, days, fold)
         for d in DAMPINGS:
-            damped = dataclasses.replace(line, damping=d)
-            errors[f"ratio x{d:g}"].append(_rmse(truth, ratio * damped.line(days[valid])))
+            errors[f"ratio x{d:g}"].append(np.inf if found is None else _rmse(truth, found[d]))
     rmse = {k: float(np.mean(v)) for k, v in errors.items()}
     best = min(rmse, key=rmse.get)
     if best == "none" or rmse[best] > (1 - MIN_GAIN) * rmse["none"]:

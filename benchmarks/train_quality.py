@@ -110,10 +110,19 @@ def pipeline_run(budget_minutes: int, frame: pd.DataFrame) -> dict:
             "wall": wall,
             "store_seconds": store_seconds,
             "automl_seconds": report.get("seconds"),
-            "best": report.get("best_estimator"),
+            "best": model_name(report),
             "trials": len(report.get("trials") or []),
             "steps": {st["name"]: st.get("seconds") for st in steps},
         }
+
+
+def model_name(report: dict) -> str:
+    """What the AutoML step registered: its best trial's learner, or its VotingEnsemble's members."""
+    voted = report.get("voting_ensemble")
+    if not voted:
+        return f"best {report.get('best_estimator')}"
+    members = ", ".join(f"{m['model']} x{m['damping']:g}" for m in voted["members"])
+    return f"VotingEnsemble of {members}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_pred = plain_regression(frame, args.baseline_seconds)
     rows = []
     named = [
-        (f"amlops pipeline run {i + 1} ({args.budget_minutes} min, {r['trials']} trials, best {r['best']})", r["pred"])
+        (f"amlops pipeline run {i + 1} ({args.budget_minutes} min, {r['trials']} trials, {r['best']})", r["pred"])
         for i, r in enumerate(runs)
     ]  # fmt: skip
     named += [

@@ -8,7 +8,7 @@ back in. After the last training day the line goes on with a share (``damping``)
 the line, 0 holds it level, 0.5 halves its slope.
 
 Whether to use it, and with which damping, is decided on time-ordered validation from several origins
-(each trained on the rows before it, scored on the rows just after it, :data:`ORIGINS`), with the same
+(each trained on the rows before it, scored on the rows just after it, :func:`origins`), with the same
 quick LightGBM learner for every candidate; no trend wins unless a trend cuts the mean validation RMSE
 by :data:`MIN_GAIN` or more. Without a date column nothing changes.
 """
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 ORIGINS = (0.5, 0.6, 0.7, 0.8)  # validation origins, as shares of the rows in time order
+YEAR_DAYS = 365.25  # a fold's line is fitted on at least this many days when the data allow (see origins)
 VALID_SHARE = 0.2  # each origin is scored on this share of the rows just after it
 DAMPINGS = (0.0, 0.5, 1.0)  # the share of the line's slope kept after the last training day
 MIN_ROWS = 60  # fewer training rows before the first origin: no trend is tried
@@ -88,11 +89,26 @@ def _quick_learner() -> Any:
     )
 
 
-def folds(n: int) -> list[tuple[slice, slice]]:
-    """Time-ordered validation folds of ``n`` rows in time order: (rows before the origin, rows just after)."""
+def origins(days: np.ndarray) -> tuple[float, ...]:
+    """The validation origins for rows in time order: :data:`ORIGINS`, or, when the rows before the first
+    one span less than a year but a year fits before the last one, as many origins evenly from the first
+    share of rows spanning a year to the last (a line fitted on part of a year takes the season for a trend).
+    """
+    known = days[~np.isnan(days)]
+    if len(known) == 0:
+        return ORIGINS
+    year_share = float(np.searchsorted(np.sort(known), known.min() + YEAR_DAYS) / len(days))
+    if year_share <= ORIGINS[0] or year_share > ORIGINS[-1]:
+        return ORIGINS
+    return tuple(float(x) for x in np.linspace(year_share, ORIGINS[-1], len(ORIGINS)))
+
+
+def folds(days: np.ndarray) -> list[tuple[slice, slice]]:
+    """Time-ordered validation folds of rows in time order: (rows before an origin, rows just after it)."""
+    n = len(days)
     return [
         (slice(0, int(n * share)), slice(int(n * share), min(n, int(n * (share + VALID_SHARE)))))
-        for share in ORIGINS
+        for share in origins(days)
     ]
 
 
@@ -132,7 +148,7 @@ def choose(
     if int(n * ORIGINS[0]) < MIN_ROWS or not usable(days, target):
         return Choice(None)
     errors: dict[str, list[float]] = {"none": [], **{f"ratio x{d:g}": [] for d in DAMPINGS}}
-    for fold in folds(n):
+    for fold in folds(days):
         fit, valid = fold
         truth = target[valid]
         plain = learner().fit(features.iloc[fit], target[fit]).predict(features.iloc[valid])

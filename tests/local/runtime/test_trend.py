@@ -159,3 +159,18 @@ def test_large_data_is_judged_on_rows_evenly_spaced_in_time(monkeypatch: pytest.
     steps = np.diff(seen[0])
     assert (steps > 0).all() and steps.max() <= 3  # in time order, spread over the whole range
     assert seen[0][-1] - seen[0][0] == 399
+
+
+def test_validation_origins_leave_a_year_before_each_when_the_data_allow() -> None:
+    def days(n: int) -> np.ndarray:
+        return np.arange(n, dtype=float) + 15_000.0
+
+    assert trend.origins(days(300)) == trend.ORIGINS  # under a year before the last origin: as they are
+    assert trend.origins(days(1000)) == trend.ORIGINS  # a year fits before the first origin already
+    got = trend.origins(days(609))  # the bike data's training days: a year is 60% of them
+    assert (
+        got[0] == pytest.approx(366 / 609) and got[-1] == trend.ORIGINS[-1] and len(got) == len(trend.ORIGINS)
+    )
+    assert all(a < b for a, b in zip(got, got[1:], strict=False))
+    fit, valid = trend.folds(days(609))[0]
+    assert fit.stop - fit.start >= 365 and valid.start == fit.stop

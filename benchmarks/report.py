@@ -45,3 +45,12 @@ def update_section(path: Path, title: str, body: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new_lines = [*lines[:start], *section, *lines[end:]]
     write_text(path, "\n".join(new_lines).rstrip("\n") + "\n")
+
+
+def model_name(report: dict) -> str:
+    """What the AutoML step registered: its best trial's learner, or its VotingEnsemble's members."""
+    voted = report.get("voting_ensemble")
+    if not voted:
+        return f"best {report.get('best_estimator')}"
+    members = ", ".join(f"{m['model']} x{m['damping']:g}" for m in voted["members"])
+    return f"VotingEnsemble of {members}"

@@ -48,6 +48,7 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks._model import using_env
+from benchmarks.report import model_name
 from benchmarks.serving_report import SECTION, TARGETS, RunCost, render_section, write_section  # noqa: F401
 from clients.benchmark import Level
 from pipelines.processes import kill_group
@@ -388,7 +389,7 @@ def bench_model(kind: str, csv_path: Path, args: argparse.Namespace, workdir: Pa
     if kind == "automl":
         print(f"[{kind}] training with the training pipeline's default settings ...", flush=True)
         estimator = train_pipeline_model(csv_path, name)
-        print(f"  best estimator: {estimator}", flush=True)
+        print(f"  registered: {estimator}", flush=True)
     else:
         print(f"[{kind}] registering a {args.trees}-tree model ...", flush=True)
         register_demo_model(csv_path, name=name, n_trees=args.trees, kind=kind)
@@ -468,7 +469,7 @@ def _floors(
 
 
 def train_pipeline_model(csv_path: Path, name: str) -> str:
-    """Register ``name`` as users get it: the training pipeline with its defaults; FLAML's best estimator."""
+    """Register ``name`` as users get it: the training pipeline with its defaults; what it registered."""
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.train", "run", "--data", str(csv_path), "--set", f"model_name={name}",
          "--json"],
@@ -478,7 +479,7 @@ def train_pipeline_model(csv_path: Path, name: str) -> str:
         raise RuntimeError(f"the training pipeline failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads(proc.stdout)
     report = json.loads((Path(summary["folder"]) / "outputs" / "metrics_data" / "metrics.json").read_text())
-    return f"{report['best_estimator']}" + (", in FLAML's stacked ensemble" if report.get("ensemble") else "")
+    return model_name(report) + (", in FLAML's stacked ensemble" if report.get("ensemble") else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ MODEL_DESCRIPTIONS = {
     " after one pandas date parse and called through scikit-learn's LGBMRegressor wrapper: a model whose"
     " predict costs a few milliseconds, as many do",
     "automl": "the model the training pipeline itself registers with its default settings (`python -m"
-    " pipelines.train run`: AutoML on FLAML, 1-minute budget; best estimator this run: {estimator}), called through"
+    " pipelines.train run`: AutoML on FLAML, 1-minute budget; registered this run: {estimator}), called through"
     " FLAML's own predict. It is the model users get from the pipeline, and its `run()` costs many times the"
     " LightGBM models' above, so the same serving stack is a smaller share of each request",
 }

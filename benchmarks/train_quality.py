@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.report import machine_line, update_section
+from benchmarks.report import machine_line, model_name, update_section
 from pipelines.settings import PROJECT_ROOT
 
 CUTOFF = "2012-08-31"
@@ -114,15 +114,6 @@ def pipeline_run(budget_minutes: int, frame: pd.DataFrame) -> dict:
             "trials": len(report.get("trials") or []),
             "steps": {st["name"]: st.get("seconds") for st in steps},
         }
-
-
-def model_name(report: dict) -> str:
-    """What the AutoML step registered: its best trial's learner, or its VotingEnsemble's members."""
-    voted = report.get("voting_ensemble")
-    if not voted:
-        return f"best {report.get('best_estimator')}"
-    members = ", ".join(f"{m['model']} x{m['damping']:g}" for m in voted["members"])
-    return f"VotingEnsemble of {members}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -173,13 +173,51 @@ class VotingEnsemble:
         predicted: dict[int, np.ndarray] = {}  # a member may appear once per damping: predict it once
         for (_, member), weight, damping in zip(self.estimators_, self.weights, self.dampings, strict=True):
             if id(member) not in predicted:
-                predicted[id(member)] = np.asarray(member.predict(features), dtype=float)
+                predicted[id(member)] = self._predict_member(member, features)
             share = (weight / total) * predicted[id(member)]
             parts[damping] = parts[damping] + share if damping in parts else share
         return parts
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return np.sum(list(self.by_damping(features).values()), axis=0)
+
+    def _predict_member(self, member: Any, features: pd.DataFrame) -> np.ndarray:
+        """``member.predict``, or for an XGBoost model its Booster called on the numbers directly (XGBoost's
+        checks of a pandas frame cost more than a one-row prediction), once that gave the same answer."""
+        direct = self.__dict__.setdefault("_direct", {})
+        call = direct.get(id(member))
+        if call:
+            return call(features)
+        expected = np.asarray(member.predict(features), dtype=float)
+        if call is None:
+            found = _xgboost_call(member)
+            try:
+                same = found is not None and np.array_equal(
+                    np.asarray(found(features), dtype=float), expected
+                )
+            except Exception:  # noqa: BLE001 - whatever the direct call cannot do, predict does
+                same = False
+            direct[id(member)] = found if same else False
+        return expected
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_direct", None)  # a per-process cache
+        return state
+
+
+def _xgboost_call(member: Any) -> Callable[[pd.DataFrame], np.ndarray] | None:
+    """For a FLAML XGBoost estimator on numeric columns: its Booster's ``inplace_predict`` on a float array."""
+    model = getattr(member, "_model", None)
+    if type(model).__module__.split(".")[0] != "xgboost" or not hasattr(model, "get_booster"):
+        return None
+    booster = model.get_booster()
+
+    def call(features: pd.DataFrame) -> np.ndarray:
+        data = features.to_numpy(dtype=np.float32)
+        return np.asarray(booster.inplace_predict(data, validate_features=False), dtype=float)
+
+    return call
 
 
 @dataclass

@@ -544,10 +544,18 @@ def main(argv: list[str] | None = None) -> int:
             cloudpickle.dump(model, fh)
     (args.metrics_out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     mlflow.log_metric(settings["primary_metric"], report["best_score"])
-    mlflow.log_params({"best_estimator": report["best_estimator"], "iterations": len(report["trials"])})
+    mlflow.log_params(
+        {
+            "best_estimator": report["best_estimator"],
+            "model": report["model"],
+            "iterations": len(report["trials"]),
+        }
+    )
+    voted = report.get("voting_ensemble")
     print(
         f"{prefix}: best {report['best_estimator']} {settings['primary_metric']}={report['best_score']:.4f} "
-        f"after {len(report['trials'])} iterations in {report['seconds']:.1f} s",
+        f"after {len(report['trials'])} iterations in {report['seconds']:.1f} s"
+        + (f"; registered: a VotingEnsemble of {len(voted['members'])}" if voted else ""),
         flush=True,
     )
     return 0

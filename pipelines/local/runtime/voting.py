@@ -45,8 +45,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Selection:
-    """Ensemble selection's outcome: how often each candidate was picked, the ensemble's mean validation
-    RMSE, and each candidate's own."""
+    """The members with their weights, the ensemble's mean validation RMSE, and each candidate's own."""
 
     picks: dict[Candidate, int]
     rmse: float
@@ -147,9 +146,8 @@ def build(
     selection = select(predictions, [target[valid] for _, valid in folds])
     # each member trained anew, on the featurized rows as in the folds (FLAML's own best model expects the
     # columns after FLAML's data transformer, which the ensemble does not apply)
-    trained = {
-        learner: fit_all(makers[learner]().estimator) for learner in {c.learner for c in selection.picks}
-    }
+    learners = dict.fromkeys(c.learner for c in selection.picks)  # in the members' order, each once
+    trained = {learner: fit_all(makers[learner]().estimator) for learner in learners}
     chosen = list(selection.picks.items())
     ensemble = raw_model.VotingEnsemble(
         estimators_=[(c.learner, trained[c.learner]) for c, _ in chosen],

@@ -118,3 +118,32 @@ def test_a_trend_model_is_a_voting_ensemble_searched_on_folds_of_whole_weeks(tmp
     automl.save_mlflow_model(model, frame.drop(columns=["y"]).head(5), folder)
     np.testing.assert_allclose(mlflow.pyfunc.load_model(str(folder)).predict(raw), expected)
     assert raw_model.limit_threads(model.estimator, 1) >= 1  # the members' thread counts are found
+
+
+def test_an_xgboost_member_is_called_through_its_booster_once_that_gives_the_same_answer() -> None:
+    from flaml.automl.model import XGBoostSklearnEstimator
+
+    rng = np.random.default_rng(3)
+    features = pd.DataFrame({"a": rng.normal(size=300), "b": rng.integers(0, 7, size=300).astype(float)})
+    target = 3 * features["a"] + features["b"] + rng.normal(scale=0.1, size=300)
+    member = XGBoostSklearnEstimator(task="regression", n_estimators=30, max_leaves=8, n_jobs=1)
+    member.fit(features, target)
+    ensemble = raw_model.VotingEnsemble([("xgboost", member)], [1.0], [0.0])
+    expected = np.asarray(member.predict(features.iloc[:50]), dtype=float)
+    np.testing.assert_array_equal(ensemble.predict(features.iloc[:50]), expected)  # compared on this call
+    assert callable(ensemble._direct[id(member)])
+    for rows in (slice(0, 1), slice(100, 102), slice(0, 300)):
+        np.testing.assert_array_equal(
+            ensemble.predict(features.iloc[rows]),
+            np.asarray(member.predict(features.iloc[rows]), dtype=float),
+        )
+    assert "_direct" not in pickle.loads(pickle.dumps(ensemble)).__dict__
+
+    class Other:
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            return np.full(len(frame), 2.0)
+
+    other = raw_model.VotingEnsemble([("other", Other())], [1.0], [0.0])
+    assert (other.predict(features.iloc[:3]) == 2.0).all() and other._direct == {
+        next(iter(other._direct)): False
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.report import machine_line, update_section
+from benchmarks.report import machine_line, model_name, update_section
 
 
 def test_sections_are_replaced_and_kept(tmp_path: Path) -> None:
@@ -21,3 +21,17 @@ def test_sections_are_replaced_and_kept(tmp_path: Path) -> None:
 def test_machine_line_names_cores_and_date() -> None:
     line = machine_line()
     assert " cores (" in line and "GiB RAM" in line and line[:4].isdigit()
+
+
+def test_model_name_says_what_the_automl_step_registered() -> None:
+    assert model_name({"best_estimator": "lgbm", "voting_ensemble": None}) == "best lgbm"
+    voted = {
+        "members": [
+            {"model": "lgbm", "damping": 1.0, "weight": 0.5},
+            {"model": "xgboost", "damping": 0.0, "weight": 0.5},
+        ]
+    }
+    assert (
+        model_name({"best_estimator": "xgboost", "voting_ensemble": voted})
+        == "VotingEnsemble of lgbm x1, xgboost x0"
+    )

@@ -112,7 +112,7 @@ def test_report_names_the_pipelines_estimator_and_says_when_p99_cannot_be_met() 
     report = _report(raw=_model_result(1.2, 760.0), automl=_model_result(19.0, 98.0, "extra_tree"))
     text = render_section(report)
     raw, automl = text.split("### Model `raw`")[1].split("### Model `automl`")
-    assert "best estimator this run: extra_tree" in automl
+    assert "registered this run: extra_tree" in automl
     assert "(300 calls, one model thread)" in automl and "(2000 calls, one model thread)" in raw
     assert "`ab -n 400` per point" in automl and "`ab -n 1000` per point" in raw
     # at -c 8 with a ceiling of 105 req/s, requests take 76 ms on average whatever the server: said, for automl only

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import Measured, measure, plain_script
-from benchmarks.report import machine_line, update_section
+from benchmarks.report import machine_line, model_name, update_section
 from pipelines.settings import PROJECT_ROOT
 
 SECTION = "Batch scoring, end to end"
@@ -181,10 +181,12 @@ def _steps(summary: dict[str, Any]) -> dict[str, float]:
 
 
 def _best(summary: dict[str, Any]) -> str:
-    """The AutoML step's best model and its test NRMSE, as the training run wrote them."""
+    """The model the AutoML step registered and its test NRMSE, as the training run wrote them."""
     outputs = Path(summary["folder"]) / "outputs"
     found = json.loads((outputs / "metrics_data" / "metrics.json").read_text())
     nrmse = summary.get("metrics", {}).get("test_nrmse")
+    if found.get("voting_ensemble"):
+        return f"{model_name(found)}, test NRMSE {nrmse:.4f}"
     config = ", ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_config"].items()
     )

@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     budget_s = args.budget_minutes * 60
     met = all(r["filtered"] <= 0.085 and r["test"] <= 0.12 for r in rows[: len(runs)])
     lines = [
-        f"Measured {machine_line()}; load average before {', '.join(f'{x:.1f}' for x in load_before)}"
-        " (a shared machine: other people's jobs ran at the same time, so AutoML got less CPU than its budget).",
+        f"Measured {machine_line()}; load average before {', '.join(f'{x:.1f}' for x in load_before)}.",
         f"Command: `python -m benchmarks.train_quality --budget-minutes {args.budget_minutes} "
         f"--baseline-seconds {args.baseline_seconds:g} --runs {args.runs}`",
         "",

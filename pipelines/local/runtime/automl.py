@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,16 @@ from pipelines.local.runtime import automl_progress, trend, voting  # noqa: E402
 
 MIN_WEEKS = 10  # fewer weeks of data: cross-validation folds are not made of whole weeks
 SAVE_RESERVE = 2.0  # seconds of the budget kept for saving the model
+
+
+class _Trended(NamedTuple):
+    """A regression's line over time (``raw_model.RatioTrend``), each training row's day as the line counts
+    it, and the rows the line was judged on in time order (features, label, days) for the VotingEnsemble."""
+
+    line: Any
+    days: np.ndarray
+    timeline: tuple[pd.DataFrame, np.ndarray, np.ndarray]
+
 
 # AutoML model names -> FLAML estimator names, by task
 MODEL_NAMES: dict[str, dict[str, list[str]]] = {
@@ -148,17 +158,19 @@ def train(
     featurizer = raw_model.RawFeaturizer().fit(x_raw)
     time_col = settings.get("time_column_name") if task == "forecasting" else None
     budget = float(settings.get("experiment_timeout_minutes") or 15) * 60
-    line, timeline = _trend(x_raw, y, featurizer, settings, say)
+    trended = _trend(x_raw, y, featurizer, settings, say)
+    line = trended.line if trended else None
     wanted = bool(settings.get("enable_ensemble", True)) and task != "forecasting"
     # with a trend, a VotingEnsemble chosen on time-ordered validation (voting.py); FLAML's stacked
     # ensemble of ratio models, chosen on shuffled folds, predicted far worse after the training period
     ensemble, voting_wanted = wanted and line is None, wanted and line is not None
     search_budget = search_time(budget, ensemble or voting_wanted)
     fit_kwargs = _fit_kwargs(settings, search_budget, ensemble, log_file)
+    features = None if task == "forecasting" else featurizer.transform(x_raw)
     y_fit, scale, groups = y, 1.0, None
-    if line is not None:  # the search learns label / line, weighted by line² (its loss: the label's error)
-        weights = line.at(x_raw)
-        groups = _weeks(line.days_of(x_raw[line.column], line.fmt))
+    if trended:  # the search learns label / line, weighted by line² (its loss: the label's error)
+        weights = line.line(trended.days)
+        groups = _weeks(trended.days)
         y_fit = y / weights
         fit_kwargs["sample_weight"] = weights**2
         scale = float(np.sqrt(np.mean(weights**2)))
@@ -173,7 +185,18 @@ def train(
     started = time.monotonic()
     try:
         _fit(
-            automl, task, x_raw, y_fit, featurizer, settings, time_col, label, fit_kwargs, validation, groups
+            automl,
+            task,
+            x_raw,
+            features,
+            y_fit,
+            featurizer,
+            settings,
+            time_col,
+            label,
+            fit_kwargs,
+            validation,
+            groups,
         )
     finally:
         trials = watcher.stop() if watcher else []
@@ -182,16 +205,15 @@ def train(
             "AutoML found no model within the time budget; raise experiment_timeout_minutes"
         )
     estimator, voted = automl, None
-    if voting_wanted and timeline is not None:
-        features_all = featurizer.transform(x_raw)
+    if voting_wanted:
         sample_weight = fit_kwargs["sample_weight"]
 
         def fit_all(member: Any) -> Any:
-            member.fit(features_all, y_fit, sample_weight=sample_weight)
+            member.fit(features, y_fit, sample_weight=sample_weight)
             return member
 
         left = max(0.1 * budget, _time_left(budget))  # the ensemble's share of the reserve at least
-        built = voting.build(automl, timeline, fit_all, deadline=time.monotonic() + left)
+        built = voting.build(automl, trended.timeline, fit_all, deadline=time.monotonic() + left)
         if built is not None:
             estimator, voted = built
             if say:
@@ -231,15 +253,14 @@ def _trend(
     featurizer: Any,
     settings: dict[str, Any],
     say: Callable[[str], None] | None,
-) -> tuple[Any, tuple[pd.DataFrame, np.ndarray, np.ndarray] | None]:
+) -> _Trended | None:
     """The line a regression learns its label relative to, chosen on time-ordered validation (see
-    trend.py), with the rows it was judged on in time order (features, label, days); (None, None)
-    without a date column, for another metric than NRMSE, or when no trend is worth it."""
+    trend.py); None without a date column, for another metric than NRMSE, or when no trend is worth it."""
     if settings["task"] != "regression" or settings["primary_metric"] != "normalized_root_mean_squared_error":
-        return None, None
+        return None
     column = trend.time_column(featurizer, settings.get("time_column_name"))
     if column is None:
-        return None, None
+        return None
     import raw_model
 
     fmt = featurizer.date_formats.get(column)
@@ -253,8 +274,9 @@ def _trend(
     if say:
         say(choice.describe())
     if choice.damping is None:
-        return None, None
-    return trend.make_line(days, target, column, fmt, choice.damping), (features, target[order], days[order])
+        return None
+    line = trend.make_line(days, target, column, fmt, choice.damping)
+    return _Trended(line, days, (features, target[order], days[order]))
 
 
 def _weeks(days: np.ndarray) -> np.ndarray | None:
@@ -267,11 +289,10 @@ def _weeks(days: np.ndarray) -> np.ndarray | None:
 def _voting_report(selection: voting.Selection, y: pd.Series) -> dict[str, Any]:
     """The VotingEnsemble's members and scores, as NRMSE (the label's RMSE over its range)."""
     span = float(y.max() - y.min()) or 1.0
-    total = sum(selection.picks.values())
     return {
         "members": [
-            {"model": c.learner, "damping": c.damping, "weight": round(n / total, 4)}
-            for c, n in sorted(selection.picks.items(), key=lambda item: -item[1])
+            {"model": c.learner, "damping": c.damping, "weight": round(1 / len(selection.members), 4)}
+            for c in selection.members
         ],
         "validation": "time-ordered: trained before each origin, scored on the rows just after it",
         "validation_nrmse": selection.rmse / span,
@@ -366,6 +387,7 @@ def _fit(
     automl: Any,
     task: str,
     x_raw: pd.DataFrame,
+    features: pd.DataFrame | None,
     y: pd.Series,
     featurizer: Any,
     settings: dict[str, Any],
@@ -413,7 +435,7 @@ def _fit(
                 "y_val": validation[label],
             }
         automl.fit(
-            X_train=featurizer.transform(x_raw),
+            X_train=features,
             y_train=y,
             task="classification" if task == "classification" else "regression",
             **eval_kwargs,

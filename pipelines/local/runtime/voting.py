@@ -45,17 +45,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Selection:
-    """The members with their weights, the ensemble's mean validation RMSE, and each candidate's own."""
+    """The members (weighted equally), the ensemble's mean validation RMSE, and each candidate's own."""
 
-    picks: dict[Candidate, int]
+    members: tuple[Candidate, ...]
     rmse: float
     single: dict[Candidate, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        total = sum(self.picks.values())
-        members = ", ".join(
-            f"{c} {n / total:.2f}" for c, n in sorted(self.picks.items(), key=lambda i: -i[1])
-        )
+        members = ", ".join(f"{c} {1 / len(self.members):.2f}" for c in self.members)
         best = min(self.single, key=self.single.get)
         return (
             f"VotingEnsemble of {members} (time-ordered validation RMSE {self.rmse:.4g}; "
@@ -77,7 +74,7 @@ def select(predictions: dict[Candidate, list[np.ndarray]], truth: list[np.ndarra
     single = {c: loss([c]) for c in predictions}
     ranked = sorted(single, key=single.get)
     members = [c for c in ranked[:SIZE] if single[c] <= (1 + TOLERANCE) * single[ranked[0]]]
-    return Selection(dict.fromkeys(members, 1), loss(members), single)
+    return Selection(tuple(members), loss(members), single)
 
 
 def candidates(automl: Any) -> list[tuple[str, Callable[[], Any]]]:
@@ -146,13 +143,12 @@ def build(
     selection = select(predictions, [target[valid] for _, valid in folds])
     # each member trained anew, on the featurized rows as in the folds (FLAML's own best model expects the
     # columns after FLAML's data transformer, which the ensemble does not apply)
-    learners = dict.fromkeys(c.learner for c in selection.picks)  # in the members' order, each once
+    learners = dict.fromkeys(c.learner for c in selection.members)  # in the members' order, each once
     trained = {learner: fit_all(makers[learner]().estimator) for learner in learners}
-    chosen = list(selection.picks.items())
     ensemble = raw_model.VotingEnsemble(
-        estimators_=[(c.learner, trained[c.learner]) for c, _ in chosen],
-        weights=[float(n) for _, n in chosen],
-        dampings=[c.damping for c, _ in chosen],
+        estimators_=[(c.learner, trained[c.learner]) for c in selection.members],
+        weights=[1.0] * len(selection.members),
+        dampings=[c.damping for c in selection.members],
     )
     return ensemble, selection
 

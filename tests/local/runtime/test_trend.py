@@ -153,9 +153,12 @@ def test_large_data_is_judged_on_rows_evenly_spaced_in_time(monkeypatch: pytest.
         trend, "choose", lambda features, y, days: seen.append(days) or real(features, y, days)
     )
     x_raw = frame.drop(columns=["y"])
-    line, timeline = automl._trend(x_raw, frame["y"], raw_model.RawFeaturizer().fit(x_raw), _settings(), None)
-    assert line is not None and len(seen[0]) == 200
-    np.testing.assert_array_equal(timeline[2], seen[0])  # the VotingEnsemble is judged on the same rows
+    trended = automl._trend(x_raw, frame["y"], raw_model.RawFeaturizer().fit(x_raw), _settings(), None)
+    assert trended is not None and len(seen[0]) == 200
+    np.testing.assert_array_equal(
+        trended.timeline[2], seen[0]
+    )  # the VotingEnsemble is judged on the same rows
+    np.testing.assert_array_equal(trended.line.at(x_raw), trended.line.line(trended.days))
     steps = np.diff(seen[0])
     assert (steps > 0).all() and steps.max() <= 3  # in time order, spread over the whole range
     assert seen[0][-1] - seen[0][0] == 399

@@ -33,7 +33,7 @@ def test_the_members_are_the_candidates_within_10_percent_of_the_best_weighted_e
         C: [_noisy(t, 1.3, 21 + i) for i, t in enumerate(truth)],  # 30% worse: left out
     }
     got = voting.select(predictions, truth)
-    assert got.picks == {A: 1, B: 1} and got.single[C] > 1.2 * got.single[A]
+    assert got.members == (A, B) and got.single[C] > 1.2 * got.single[A]
     assert got.rmse < 0.8 * min(got.single[A], got.single[B])  # two independent errors average out
     mean = [(predictions[A][i] + predictions[B][i]) / 2 for i in range(2)]
     assert got.rmse == pytest.approx(
@@ -46,7 +46,7 @@ def test_at_most_ten_members_best_first() -> None:
     error = np.random.default_rng(0).normal(size=100)
     predictions = {voting.Candidate(f"m{i:02d}", 0.0): [(1 + i / 1000) * error] for i in range(14)}
     got = voting.select(predictions, truth)
-    assert sorted(c.learner for c in got.picks) == [f"m{i:02d}" for i in range(10)]
+    assert [c.learner for c in got.members] == [f"m{i:02d}" for i in range(10)]
 
 
 def test_each_member_continues_the_line_with_its_own_damping() -> None:
